@@ -1,0 +1,86 @@
+"""The command line: the only place that prints for the user and turns errors into exit codes.
+
+    python -m harness run WORKLOAD.toml [--out DIR] [--strategies S,...] [--repeats N]
+                                        [--dask-address ADDR] [--quick] [--profile lean|stock]
+    python -m harness report RUN_DIR
+
+Exit codes: 0 done; 1 the run failed; 2 bad input (nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError, SpecError
+
+
+def _say(message: str) -> None:
+    print(f"[harness] {message}", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.spec import load_spec, with_overrides
+
+    spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
+                          address=args.dask_address, quick=args.quick)
+    # Imported after the spec is known to be good: Prefect and Dask take seconds to import.
+    from harness.run import run_workload
+
+    folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say)
+    print((folder / "report.md").read_text())
+    print(folder)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    run_dir = Path(args.run_dir)
+    for needed in ("runs.csv", "env.json"):
+        if not (run_dir / needed).is_file():
+            raise SpecError(f"{run_dir}: not a run folder (no {needed})")
+    path = write_report(run_dir)
+    print(path.read_text())
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a workload under every strategy and write a report")
+    run.add_argument("workload", help="the workload TOML file")
+    run.add_argument("--out", default="results", help="results folder (default: results/)")
+    run.add_argument("--strategies", help="comma-separated, overrides [run] strategies (e.g. per_item,static:64,adaptive)")
+    run.add_argument("--repeats", type=int, help="overrides [run] repeats")
+    run.add_argument("--dask-address", help="run on this existing Dask scheduler (tcp://host:port)")
+    run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
+    run.add_argument("--profile", default="lean", choices=("lean", "stock"),
+                     help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
+    run.set_defaults(handler=cmd_run)
+
+    report = sub.add_parser("report", help="re-render report.md from a run folder's CSVs")
+    report.add_argument("run_dir")
+    report.set_defaults(handler=cmd_report)
+    return parser
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    try:
+        return args.handler(args)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted; no run folder was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,169 @@
+"""What a run leaves behind: one RunRecord per strategy x repeat, the adaptive trace, the
+environment, written as runs.csv / trace.csv / env.json into a run folder that appears only
+when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+
+# runs.csv columns in order: DESIGN.md's minimum first (scripts rely on them), then ours.
+RUN_COLUMNS = (
+    "workload", "strategy", "repeat", "wall_s", "items", "items_ok", "items_failed", "tasks",
+    "retries", "batch_size_median", "ideal_s", "peak_rss_mb",
+    "items_total", "sampled", "projected_wall_s", "compute_s", "throughput_items_s",
+    "overhead_per_task_ms", "flow_s", "checksum", "order", "profile",
+)
+TRACE_COLUMNS = (
+    "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",
+    "throughput_items_s", "reason",
+)
+# Versions recorded in env.json: what a reader needs to reproduce a number.
+PACKAGES = ("prefect", "prefect-dask", "dask", "distributed", "numpy", "pandas", "joblib", "harness")
+# The RSS sampler's period: fine enough to catch the flow process's peak during a batch
+# submit burst, coarse enough to cost nothing measurable (one /proc read per period).
+RSS_SAMPLE_PERIOD_S = 0.05
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One measured run of one strategy: a row of runs.csv."""
+
+    workload: str
+    strategy: str
+    repeat: int
+    wall_s: float  # the mapping stage, submit of the first task to the last result read
+    items: int  # items this run processed (a sample when `sampled`)
+    items_ok: int
+    items_failed: int
+    tasks: int
+    retries: int
+    batch_size_median: float
+    ideal_s: float  # measured compute of those items / worker threads
+    peak_rss_mb: float  # the flow process during this run
+    items_total: int  # items in the workload
+    sampled: bool  # True: measured on an evenly spread sample of `items` of `items_total`
+    projected_wall_s: float  # wall_s * items_total / items: stated as a projection, never mixed up
+    compute_s: float
+    throughput_items_s: float
+    overhead_per_task_ms: float  # (wall x threads - compute) / tasks
+    flow_s: float  # the whole flow call, including flow-run creation and the Dask client
+    checksum: str
+    order: int  # position in its repeat (the order rotates each repeat)
+    profile: str
+
+    def as_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def records_frame(records: list[RunRecord]) -> pd.DataFrame:
+    return pd.DataFrame([r.as_row() for r in records], columns=list(RUN_COLUMNS))
+
+
+def read_runs(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "runs.csv", dtype={"checksum": str})
+
+
+def _git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def environment(extra: dict[str, Any]) -> dict[str, Any]:
+    """Machine, Python, package versions and git commit, merged with the run's own facts."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "packages": versions,
+        "git_commit": _git_commit(),
+        **extra,
+    }
+
+
+class RssSampler:
+    """Peak resident memory of this process while the context is open (a daemon thread)."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._process = psutil.Process()
+
+    def _sample(self) -> None:
+        rss = self._process.memory_info().rss / 2**20
+        self.peak_mb = max(self.peak_mb, rss)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(RSS_SAMPLE_PERIOD_S):
+            self._sample()
+
+    def __enter__(self) -> RssSampler:
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+@contextlib.contextmanager
+def run_folder(out: Path, workload: str) -> Iterator[tuple[Path, Path]]:
+    """Yield (a temporary folder to write into, the final path). On success the temporary
+    folder is renamed into place and `latest` points at it; on any error or interrupt it is
+    removed, so a half-written run folder never exists under its real name."""
+    parent = Path(out) / workload
+    parent.mkdir(parents=True, exist_ok=True)
+    run_id = new_run_id()
+    final = parent / run_id
+    partial = parent / f".{run_id}.partial"
+    partial.mkdir()
+    try:
+        yield partial, final
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(final)
+    latest = parent / "latest"
+    tmp_link = parent / f".latest.{run_id}"
+    tmp_link.symlink_to(run_id)
+    tmp_link.replace(latest)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

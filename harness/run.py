@@ -1,0 +1,186 @@
+"""One workload run: start the runtime, warm it up, run every strategy x repeat interleaved,
+check that every item is accounted for, and write the run folder."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import RunError
+from harness.patterns import run_pattern
+from harness.records import (
+    TRACE_COLUMNS,
+    RssSampler,
+    RunRecord,
+    environment,
+    records_frame,
+    run_folder,
+    write_json,
+)
+from harness.report import write_report
+from harness.runtime import Runtime, open_runtime
+from harness.spec import StrategyName, WorkloadSpec, strategies_to_run
+from harness.strategies import Stage, StageResult
+from harness.workloads import Workload
+
+# A strategy whose structure is fixed up front is measured on an evenly spread sample of the
+# items when it would otherwise create more tasks than this: per_item on 200,000 items would
+# take over an hour at the 15-60 ms per Prefect task measured here. 1,000 Prefect tasks take
+# 8-30 s on 2 worker threads, long enough for a stable median; the sample keeps the cost
+# distribution and drift phases, and the record says it is a sample.
+PREFECT_TASK_BUDGET = 1_000
+# Raw Dask costs 1.5-3 ms per task: 10,000 tasks is a comparable 15-30 s.
+DASK_TASK_BUDGET = 10_000
+# Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
+# its CPU kernel and opened its API clients before anything is timed.
+WARM_UP_TASKS_PER_THREAD = 2
+
+EventSink = Callable[[str], None]
+
+
+def sample_size(name: StrategyName, items: int) -> int:
+    """How many items a strategy is measured on (all of them unless over its task budget)."""
+    if name.kind == "per_item":
+        return min(items, PREFECT_TASK_BUDGET)
+    if name.kind == "static":
+        return min(items, PREFECT_TASK_BUDGET * (name.batch_size or 1))
+    if name.kind == "raw_dask":
+        return min(items, DASK_TASK_BUDGET * (name.batch_size or 1))
+    return items  # adaptive and joblib_auto choose their own structure: always everything
+
+
+def weighted_median(sizes: Counter[int]) -> float:
+    if not sizes:
+        return math.nan
+    values = sorted(sizes.elements()) if sum(sizes.values()) < 100_000 else None
+    if values is not None:
+        mid = len(values) // 2
+        return float(values[mid]) if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    total, seen = sum(sizes.values()), 0
+    for size in sorted(sizes):
+        seen += sizes[size]
+        if seen * 2 >= total:
+            return float(size)
+    return math.nan
+
+
+def rotated(strategies: tuple[StrategyName, ...], repeat: int) -> list[StrategyName]:
+    """Each repeat starts one strategy later, so slow drift of the machine favours none."""
+    k = repeat % len(strategies)
+    return list(strategies[k:] + strategies[:k])
+
+
+def _record(spec: WorkloadSpec, name: StrategyName, repeat: int, order: int, result: StageResult,
+            runtime: Runtime, items_total: int, peak_mb: float, flow_s: float) -> RunRecord:
+    tally = result.tally
+    threads = runtime.worker_threads
+    items = tally.items
+    sampled = items < items_total
+    wall = result.wall_s
+    return RunRecord(
+        workload=spec.name,
+        strategy=str(name),
+        repeat=repeat,
+        wall_s=round(wall, 6),
+        items=items,
+        items_ok=tally.items_ok,
+        items_failed=tally.items_failed,
+        tasks=result.tasks,
+        retries=tally.retries,
+        batch_size_median=weighted_median(result.batch_sizes),
+        ideal_s=round(tally.compute_s / threads, 6),
+        peak_rss_mb=round(peak_mb, 1),
+        items_total=items_total,
+        sampled=sampled,
+        projected_wall_s=round(wall * items_total / items, 6) if items else math.nan,
+        compute_s=round(tally.compute_s, 6),
+        throughput_items_s=round(items / wall, 3) if wall > 0 else math.nan,
+        overhead_per_task_ms=round((wall * threads - tally.compute_s) / result.tasks * 1000, 3)
+        if result.tasks else math.nan,
+        flow_s=round(flow_s, 6),
+        checksum=f"{tally.checksum:016x}",
+        order=order,
+        profile=runtime.profile,
+    )
+
+
+def check_accounting(records: list[RunRecord]) -> None:
+    """Every item counted once, and the same items give the same results under every strategy."""
+    for r in records:
+        if r.items_ok + r.items_failed != r.items:
+            raise RunError(f"{r.strategy} repeat {r.repeat}: {r.items_ok} ok + {r.items_failed} failed != {r.items} items")
+    by_items: dict[int, set[tuple[str, str]]] = {}
+    for r in records:
+        by_items.setdefault(r.items, set()).add((r.checksum, r.strategy))
+    for items, seen in by_items.items():
+        if len({c for c, _ in seen}) > 1:
+            detail = ", ".join(sorted(f"{s}={c}" for c, s in seen))
+            raise RunError(f"results differ between strategies on the same {items} items: {detail}")
+
+
+def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> None:
+    """Run a few tasks through each path (Prefect flow on Dask, raw Dask) without timing them."""
+    n = min(len(workload), WARM_UP_TASKS_PER_THREAD * runtime.worker_threads)
+    stage = Stage(workload, workload.sample_indices(n), spec.cost.kind, spec.faults.retries,
+                  runtime.worker_threads, runtime.client)
+    run_pattern(spec, StrategyName("static", 1), stage, runtime)
+    run_pattern(spec, StrategyName("raw_dask", 1), stage, runtime)
+
+
+def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
+                 on_event: EventSink | None = None) -> Path:
+    """Run the workload under every strategy and return the completed run folder."""
+    say = on_event or (lambda message: None)
+    strategies = strategies_to_run(spec)
+    workload = Workload(spec)
+    items_total = len(workload)
+    started_at = time.time()
+    say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {spec.run.repeats} repeats)")
+    with open_runtime(spec.cluster, profile) as runtime:
+        say(f"runtime up: {runtime.startup}")
+        t0 = time.perf_counter()
+        warm_up(spec, workload, runtime)
+        warm_up_s = time.perf_counter() - t0
+        records: list[RunRecord] = []
+        traces: list[pd.DataFrame] = []
+        with run_folder(out, spec.name) as (tmp, final):
+            for repeat in range(spec.run.repeats):
+                for order, name in enumerate(rotated(strategies, repeat)):
+                    m = sample_size(name, items_total)
+                    stage = Stage(workload, None if m == items_total else workload.sample_indices(m),
+                                  spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
+                    with RssSampler() as rss:
+                        t0 = time.perf_counter()
+                        result = run_pattern(spec, name, stage, runtime)
+                        flow_s = time.perf_counter() - t0
+                    record = _record(spec, name, repeat, order, result, runtime, items_total, rss.peak_mb, flow_s)
+                    records.append(record)
+                    if result.trace:
+                        traces.append(pd.DataFrame(result.trace).assign(strategy=str(name), repeat=repeat))
+                    sample = f" (sample of {record.items:,})" if record.sampled else ""
+                    say(f"repeat {repeat + 1}/{spec.run.repeats} {name}: {record.wall_s:.3f} s{sample}, "
+                        f"{record.tasks} tasks, {record.items_failed} failed")
+            check_accounting(records)
+            runs = records_frame(records)
+            runs.to_csv(tmp / "runs.csv", index=False)
+            trace = pd.concat(traces) if traces else pd.DataFrame()
+            trace.reindex(columns=list(TRACE_COLUMNS) + [c for c in trace.columns if c not in TRACE_COLUMNS]).to_csv(
+                tmp / "trace.csv", index=False)
+            env = environment({
+                "workload": {"name": spec.name, "source": spec.source, "items": items_total, "seed": spec.seed},
+                "strategies": [str(s) for s in strategies],
+                "repeats": spec.run.repeats,
+                "runtime": runtime.describe(),
+                "warm_up_s": round(warm_up_s, 3),
+                "sampling": {"prefect_task_budget": PREFECT_TASK_BUDGET, "dask_task_budget": DASK_TASK_BUDGET},
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+            write_json(tmp / "env.json", env)
+            write_report(tmp)
+    return final

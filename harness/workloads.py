@@ -1,0 +1,536 @@
+"""The synthetic workload: seeded lazy items, calibrated cost kernels, fault injection.
+
+Everything here runs in the flow process *and* on Dask workers (item and batch functions
+travel by pickling), so this module imports neither Prefect nor Dask, prints nothing and
+keeps no per-item state.
+
+Items
+    `Workload(spec)` describes `spec.items.count` items without holding them. Items are
+    generated in fixed chunks of `CHUNK_SIZE` consecutive indices, each chunk from its own
+    generators seeded by `(seed, chunk number, stream)`; so the same seed gives the same
+    items in any process and through any access path (`items()`, `take()`, `batches()`),
+    and memory stays flat in the item count (a few chunks are cached, nothing else).
+    Each chunk always draws `CHUNK_SIZE` values and is then cut, so an item's base draws do
+    not depend on the item count either. Costs, permanent faults and transient faults come
+    from separate streams, so changing e.g. the fault rate leaves the costs unchanged.
+
+Costs (milliseconds, per item; `m` is the mean in force at the item's index)
+    constant   m
+    uniform    m * (1 + spread * U(-1, 1)), clipped at 0 (only matters when spread > 1)
+    lognormal  m * exp(spread * Z - spread**2 / 2)           (mean m; spread is sigma)
+    pareto     xm * (1 + Lomax(alpha)), alpha = spread > 1, xm = m * (alpha - 1) / alpha   (mean m)
+    bimodal    heavy_ms with probability heavy_fraction, else m: *light* items cost mean_ms,
+               so the distribution's mean is (1 - heavy_fraction) * m + heavy_fraction * heavy_ms.
+    Drift: from index ceil(at * count) on, m becomes that phase's mean_ms (every draw is
+    scaled by phase.mean_ms / cost.mean_ms; bimodal heavy items keep heavy_ms).
+
+Faults
+    permanent           Bernoulli(permanent_rate): every attempt raises PermanentFault.
+    transient_failures  the number of consecutive failing attempts when each attempt fails
+                        with probability transient_rate: geometric(1 - rate) - 1, capped at 255.
+                        Attempts 1..k raise TransientFault, attempt k + 1 succeeds.
+    A permanent item raises PermanentFault on every attempt, whatever its transient count.
+
+Kernels
+    cpu    a pure-Python integer LCG loop (holds the GIL); iterations = cost_ms * calibrate_cpu().
+    sleep  time.sleep (GIL released), shortened by the calibrated mean overshoot of time.sleep
+           on this process (calibrate_sleep()) so the mean stays honest for costs above ~0.2 ms.
+    compute_s is measured with time.perf_counter around the work only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+import statistics
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from harness.errors import SpecError
+
+if TYPE_CHECKING:
+    from harness.spec import WorkloadSpec
+
+# Items per generated chunk. Large enough that numpy's per-call overhead (a few µs per draw)
+# is spread over thousands of items; small enough that a chunk as Python lists is ~150 KB,
+# so caching a few keeps memory flat whatever the item count.
+CHUNK_SIZE = 4096
+
+# Chunks kept by the random-access cache: a batch straddling a chunk boundary plus a strided
+# sample or a second consumer interleaved with it, at under 1 MB in total.
+CHUNK_CACHE_SIZE = 4
+
+# Cap on transient failures per item: the count must stay small (it travels in every Item)
+# and no sane retry budget is larger; at transient_rate 0.9 P(k > 255) is ~2e-12.
+MAX_TRANSIENT_FAILURES = 255
+
+# Failed indices a Tally keeps for the report: enough to name examples, bounded so a run where
+# every item fails keeps memory flat.
+FAILED_INDICES_KEPT = 1000
+
+CHECKSUM_MODULUS = 2**64
+
+COST_KINDS = ("cpu", "sleep")
+DISTRIBUTIONS = ("constant", "uniform", "lognormal", "pareto", "bimodal")
+
+# Independent random streams per chunk (the third seed word), so that costs, permanent faults and
+# transient faults can be changed independently of each other.
+_COST_STREAM = 0
+_PERMANENT_STREAM = 1
+_TRANSIENT_STREAM = 2
+
+# CPU calibration: rounds of a fixed loop until the budget is spent. One round (~1-3 ms at
+# 50-130 ns per iteration) is short enough to usually fit between preemptions; the fastest round
+# is the least disturbed. The budget (~40 ms, at least 5 rounds) is paid once per process.
+_CPU_CALIBRATION_ITERATIONS = 20_000
+_CPU_CALIBRATION_MIN_ROUNDS = 5
+_CPU_CALIBRATION_MAX_ROUNDS = 60
+_CPU_CALIBRATION_BUDGET_S = 0.04
+
+# Sleep calibration: time.sleep overshoots by a roughly constant wake-up latency (measured 80-150
+# µs on the 2-core machines of RUNTIME.md: 50 µs timer slack plus scheduling). The median
+# overshoot of short sleeps is subtracted from every sleep. Clamped so a disturbed calibration
+# cannot turn sleeps into no-ops.
+_SLEEP_CALIBRATION_S = 0.0001
+_SLEEP_CALIBRATION_ROUNDS = 15
+_SLEEP_OVERSHOOT_MAX_S = 0.0005
+
+# The LCG of the cpu kernel (glibc's constants): integer multiply-add-mask, no allocation beyond
+# small ints, so the cost per iteration is steady.
+_LCG_MULTIPLIER = 1103515245
+_LCG_INCREMENT = 12345
+_LCG_MASK = 0x7FFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+
+
+class InjectedFault(Exception):
+    """Base of the faults the workload injects; carries the item index and the attempt number."""
+
+    kind = "injected"
+
+    def __init__(self, index: int, attempt: int) -> None:
+        # args = (index, attempt) so the default exception pickling rebuilds it as cls(*args).
+        super().__init__(index, attempt)
+        self.index = index
+        self.attempt = attempt
+
+    def __str__(self) -> str:
+        return f"{self.kind} fault injected on item {self.index}, attempt {self.attempt}"
+
+
+class TransientFault(InjectedFault):
+    """A retryable fault: a later attempt on the same item succeeds."""
+
+    kind = "transient"
+
+
+class PermanentFault(InjectedFault):
+    """A fault that every attempt on the item raises: never retry it."""
+
+    kind = "permanent"
+
+
+# ---------------------------------------------------------------------------------------------
+# Records that travel between flow and workers
+
+
+class Item(NamedTuple):
+    index: int
+    cost_ms: float
+    transient_failures: int
+    permanent: bool
+    payload: bytes
+
+
+class ItemOutcome(NamedTuple):
+    index: int
+    ok: bool
+    compute_s: float
+    attempts: int
+    payload: bytes  # output payload (the input reversed); b"" when failed
+    error: str  # "" when ok, else the exception class name
+
+
+class BatchResult(NamedTuple):
+    outcomes: tuple[ItemOutcome, ...]
+    compute_s: float  # sum of the outcomes' compute_s
+    started: float  # time.time() on the worker when the batch function began
+    finished: float  # time.time() when it ended
+
+
+# ---------------------------------------------------------------------------------------------
+# The workload
+
+
+class _Chunk(NamedTuple):
+    costs: list[float]
+    transient: list[int]
+    permanent: list[bool]
+
+
+class Workload:
+    """The items of a WorkloadSpec: lazy, seeded, reproducible; memory flat in the item count."""
+
+    def __init__(self, spec: WorkloadSpec) -> None:
+        _check_spec(spec)
+        self.spec = spec
+        self._count = spec.items.count
+        self._seed = spec.seed
+        self._cost = spec.cost
+        self._faults = spec.faults
+        self._payload_bytes = spec.items.payload_bytes
+        self._seed_bytes = (spec.seed % 2**64).to_bytes(8, "little")
+        # Drift: first index of each phase, and the mean in force before/after each boundary.
+        self._bounds = np.array([math.ceil(p.at * self._count) for p in spec.cost.phases], dtype=np.int64)
+        self._means = np.array([spec.cost.mean_ms] + [p.mean_ms for p in spec.cost.phases], dtype=np.float64)
+        self._cache: OrderedDict[int, _Chunk] = OrderedDict()
+        self._lock = threading.Lock()
+        self._expected_compute_s: float | None = None
+
+    def __reduce__(self):
+        return (Workload, (self.spec,))
+
+    def __repr__(self) -> str:
+        return f"Workload({self.spec.name!r}, count={self._count}, seed={self._seed})"
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def cost_kind(self) -> str:
+        return self._cost.kind
+
+    @property
+    def retries(self) -> int:
+        return self._faults.retries
+
+    # -- access paths -----------------------------------------------------------------------
+
+    def items(self, start: int = 0, stop: int | None = None) -> Iterator[Item]:
+        """Items start..stop-1 in index order, generated a chunk at a time."""
+        stop = self._count if stop is None else min(stop, self._count)
+        if start < 0 or stop < 0:
+            raise ValueError(f"item range must not be negative, got start={start}, stop={stop}")
+        return self._iter_items(start, stop)
+
+    def _iter_items(self, start: int, stop: int) -> Iterator[Item]:
+        for chunk_no in range(start // CHUNK_SIZE, -(-stop // CHUNK_SIZE)):
+            base = chunk_no * CHUNK_SIZE
+            lo = max(start, base) - base
+            hi = min(stop, base + CHUNK_SIZE) - base
+            if lo >= hi:
+                continue
+            chunk = self._chunk(chunk_no)
+            indices = range(base + lo, base + hi)
+            if self._payload_bytes:
+                payloads: Iterator[bytes] = map(self._payload, indices)
+            else:
+                payloads = itertools.repeat(b"")
+            # tuple.__new__ over zip builds each Item in C (what Item._make does), about twice as
+            # fast as calling Item(...) per item.
+            fields = zip(indices, chunk.costs[lo:hi], chunk.transient[lo:hi], chunk.permanent[lo:hi], payloads)
+            yield from map(tuple.__new__, itertools.repeat(Item), fields)
+
+    def take(self, indices: Sequence[int]) -> list[Item]:
+        """The items at these indices (any order, repeats allowed)."""
+        out = []
+        chunk_no, chunk = -1, None
+        for raw in indices:
+            index = operator.index(raw)  # numpy ints -> int, so Items pickle compactly
+            if not 0 <= index < self._count:
+                raise IndexError(f"item index {index} out of range 0..{self._count - 1}")
+            if index // CHUNK_SIZE != chunk_no:
+                chunk_no = index // CHUNK_SIZE
+                chunk = self._chunk(chunk_no)
+            j = index - chunk_no * CHUNK_SIZE
+            out.append(Item(index, chunk.costs[j], chunk.transient[j], chunk.permanent[j], self._payload(index)))
+        return out
+
+    def sample_indices(self, m: int) -> list[int]:
+        """m indices spread evenly over the whole range (one from the middle of each of m equal
+        strides), so a sample keeps the cost distribution and every drift phase; all when m >= len."""
+        n = self._count
+        if m >= n:
+            return list(range(n))
+        if m <= 0:
+            return []
+        return [(2 * k + 1) * n // (2 * m) for k in range(m)]
+
+    def batches(self, size: int, indices: Sequence[int] | None = None) -> Iterator[list[Item]]:
+        """Consecutive batches of `size` items (the last may be shorter), generated lazily."""
+        if size < 1:
+            raise ValueError(f"batch size must be at least 1, got {size}")
+        return self._iter_batches(size, indices)
+
+    def _iter_batches(self, size: int, indices: Sequence[int] | None) -> Iterator[list[Item]]:
+        if indices is None:
+            items = self.items()
+            while batch := list(itertools.islice(items, size)):
+                yield batch
+        else:
+            for start in range(0, len(indices), size):
+                yield self.take(indices[start : start + size])
+
+    @property
+    def expected_compute_s(self) -> float:
+        """Sum of cost_ms / 1000 over all items (the work the kernels are asked to do)."""
+        if self._expected_compute_s is None:
+            total_ms = 0.0
+            for chunk_no in range(-(-self._count // CHUNK_SIZE)):
+                n = min(CHUNK_SIZE, self._count - chunk_no * CHUNK_SIZE)
+                total_ms += float(self._chunk_costs(chunk_no)[:n].sum())
+            self._expected_compute_s = total_ms / 1000.0
+        return self._expected_compute_s
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def _payload(self, index: int) -> bytes:
+        n = self._payload_bytes
+        if not n:
+            return b""
+        pattern = index.to_bytes(8, "little") + self._seed_bytes
+        return (pattern * -(-n // len(pattern)))[:n]
+
+    def _chunk(self, chunk_no: int) -> _Chunk:
+        with self._lock:
+            chunk = self._cache.get(chunk_no)
+            if chunk is not None:
+                self._cache.move_to_end(chunk_no)
+                return chunk
+        chunk = self._make_chunk(chunk_no)
+        with self._lock:
+            self._cache[chunk_no] = chunk
+            self._cache.move_to_end(chunk_no)
+            while len(self._cache) > CHUNK_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return chunk
+
+    def _make_chunk(self, chunk_no: int) -> _Chunk:
+        n = min(CHUNK_SIZE, self._count - chunk_no * CHUNK_SIZE)
+        costs = self._chunk_costs(chunk_no)[:n]
+
+        permanent_rate = self._faults.permanent_rate
+        if permanent_rate > 0:
+            rng = np.random.default_rng([self._seed, chunk_no, _PERMANENT_STREAM])
+            permanent = rng.random(CHUNK_SIZE)[:n] < permanent_rate
+        else:
+            permanent = np.zeros(n, dtype=bool)
+
+        transient_rate = self._faults.transient_rate
+        if transient_rate <= 0:
+            transient = np.zeros(n, dtype=np.int64)
+        elif transient_rate >= 1:
+            transient = np.full(n, MAX_TRANSIENT_FAILURES, dtype=np.int64)
+        else:
+            rng = np.random.default_rng([self._seed, chunk_no, _TRANSIENT_STREAM])
+            failures = rng.geometric(1.0 - transient_rate, CHUNK_SIZE)[:n] - 1
+            transient = np.minimum(failures, MAX_TRANSIENT_FAILURES)
+        return _Chunk(costs.tolist(), transient.tolist(), permanent.tolist())
+
+    def _chunk_costs(self, chunk_no: int) -> np.ndarray:
+        """Costs in ms of a full chunk (CHUNK_SIZE values; the caller cuts the last chunk)."""
+        cost = self._cost
+        base = chunk_no * CHUNK_SIZE
+        indices = np.arange(base, base + CHUNK_SIZE, dtype=np.int64)
+        means = self._means[np.searchsorted(self._bounds, indices, side="right")]
+        if cost.distribution == "constant":
+            return means
+        rng = np.random.default_rng([self._seed, chunk_no, _COST_STREAM])
+        if cost.distribution == "uniform":
+            return np.maximum(means * (1.0 + cost.spread * rng.uniform(-1.0, 1.0, CHUNK_SIZE)), 0.0)
+        if cost.distribution == "lognormal":
+            sigma = cost.spread
+            return means * np.exp(sigma * rng.standard_normal(CHUNK_SIZE) - sigma * sigma / 2.0)
+        if cost.distribution == "pareto":
+            alpha = cost.spread
+            return means * ((alpha - 1.0) / alpha) * (1.0 + rng.pareto(alpha, CHUNK_SIZE))
+        # bimodal
+        return np.where(rng.random(CHUNK_SIZE) < cost.heavy_fraction, cost.heavy_ms, means)
+
+
+def _check_spec(spec: WorkloadSpec) -> None:
+    """The checks generation relies on (the spec loader reports the user-facing versions)."""
+    where = spec.source or spec.name
+    cost = spec.cost
+    if spec.seed < 0:
+        raise SpecError(f"{where}: seed must be a non-negative integer, got {spec.seed}")
+    if spec.items.count < 0 or spec.items.payload_bytes < 0:
+        raise SpecError(f"{where}: [items] count and payload_bytes must not be negative")
+    if cost.kind not in COST_KINDS:
+        raise SpecError(f"{where}: [cost] kind must be one of {', '.join(COST_KINDS)}, got {cost.kind!r}")
+    if cost.distribution not in DISTRIBUTIONS:
+        raise SpecError(
+            f"{where}: [cost] distribution must be one of {', '.join(DISTRIBUTIONS)}, got {cost.distribution!r}"
+        )
+    if cost.distribution == "pareto" and not cost.spread > 1:
+        raise SpecError(f"{where}: [cost] spread is the pareto alpha and must be > 1, got {cost.spread}")
+    ats = [p.at for p in cost.phases]
+    if any(not 0 < a < 1 for a in ats) or ats != sorted(ats):
+        raise SpecError(f"{where}: [[cost.phases]] at must be increasing fractions in (0, 1), got {ats}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels (run on workers)
+
+_cpu_rate: float | None = None  # LCG iterations per millisecond on this process
+_sleep_overshoot_s: float | None = None  # median extra time time.sleep takes on this process
+_calibration_lock = threading.Lock()
+
+
+def _spin(iterations: int) -> int:
+    x = 1
+    for _ in range(iterations):
+        x = (x * _LCG_MULTIPLIER + _LCG_INCREMENT) & _LCG_MASK
+    return x
+
+
+def calibrate_cpu(force: bool = False) -> float:
+    """LCG loop iterations per millisecond in this process (measured once, then cached)."""
+    global _cpu_rate
+    with _calibration_lock:
+        if _cpu_rate is None or force:
+            _spin(_CPU_CALIBRATION_ITERATIONS // 10)  # warm up the interpreter's specialisation
+            best = math.inf
+            began = time.perf_counter()
+            for rounds in range(1, _CPU_CALIBRATION_MAX_ROUNDS + 1):
+                t0 = time.perf_counter()
+                _spin(_CPU_CALIBRATION_ITERATIONS)
+                best = min(best, time.perf_counter() - t0)
+                spent = time.perf_counter() - began
+                if rounds >= _CPU_CALIBRATION_MIN_ROUNDS and spent >= _CPU_CALIBRATION_BUDGET_S:
+                    break
+            _cpu_rate = _CPU_CALIBRATION_ITERATIONS / (max(best, 1e-9) * 1000.0)
+        return _cpu_rate
+
+
+def calibrate_sleep(force: bool = False) -> float:
+    """Median overshoot of time.sleep in seconds in this process (measured once, then cached)."""
+    global _sleep_overshoot_s
+    with _calibration_lock:
+        if _sleep_overshoot_s is None or force:
+            overshoots = []
+            for _ in range(_SLEEP_CALIBRATION_ROUNDS):
+                t0 = time.perf_counter()
+                time.sleep(_SLEEP_CALIBRATION_S)
+                overshoots.append(time.perf_counter() - t0 - _SLEEP_CALIBRATION_S)
+            _sleep_overshoot_s = min(max(statistics.median(overshoots), 0.0), _SLEEP_OVERSHOOT_MAX_S)
+        return _sleep_overshoot_s
+
+
+def run_item(item: Item, cost_kind: str, attempt: int = 1) -> ItemOutcome:
+    """Run one attempt on an item: raise its injected fault, or do its work and time it."""
+    if item.permanent:
+        raise PermanentFault(item.index, attempt)
+    if attempt <= item.transient_failures:
+        raise TransientFault(item.index, attempt)
+    if cost_kind == "cpu":
+        iterations = round(item.cost_ms * (_cpu_rate or calibrate_cpu()))
+        t0 = time.perf_counter()
+        _spin(iterations)
+        compute_s = time.perf_counter() - t0
+    elif cost_kind == "sleep":
+        overshoot_s = calibrate_sleep() if _sleep_overshoot_s is None else _sleep_overshoot_s
+        seconds = max(item.cost_ms / 1000.0 - overshoot_s, 0.0)
+        t0 = time.perf_counter()
+        if item.cost_ms > 0:
+            time.sleep(seconds)
+        compute_s = time.perf_counter() - t0
+    else:
+        raise SpecError(f"cost kind must be one of {', '.join(COST_KINDS)}, got {cost_kind!r}")
+    return ItemOutcome(item.index, True, compute_s, attempt, item.payload[::-1], "")
+
+
+def run_batch(items: Sequence[Item], cost_kind: str, retries: int) -> BatchResult:
+    """Run every item, retrying transient faults up to `retries` times each (attempts
+    1..retries+1) and never retrying permanent ones. Item faults become ok=False outcomes."""
+    started = time.time()
+    outcomes = []
+    compute_s = 0.0
+    max_attempts = max(retries, 0) + 1
+    for item in items:
+        attempt = 1
+        while True:
+            try:
+                outcome = run_item(item, cost_kind, attempt)
+            except TransientFault:
+                if attempt < max_attempts:
+                    attempt += 1
+                    continue
+                outcome = ItemOutcome(item.index, False, 0.0, attempt, b"", "TransientFault")
+            except PermanentFault:
+                outcome = ItemOutcome(item.index, False, 0.0, attempt, b"", "PermanentFault")
+            break
+        compute_s += outcome.compute_s
+        outcomes.append(outcome)
+    return BatchResult(tuple(outcomes), compute_s, started, time.time())
+
+
+# ---------------------------------------------------------------------------------------------
+# Folding results in the flow process
+
+
+def item_digest(outcome: ItemOutcome) -> int:
+    """crc32 of the item index (8 bytes, little endian) followed by the output payload."""
+    return zlib.crc32(outcome.payload, zlib.crc32(outcome.index.to_bytes(8, "little")))
+
+
+@dataclass(slots=True)
+class Tally:
+    """Running totals of outcomes: constant memory however many items arrive, any order."""
+
+    items_ok: int = 0
+    items_failed: int = 0
+    retries: int = 0  # sum over items of attempts - 1
+    compute_s: float = 0.0
+    checksum: int = 0  # sum of item_digest over ok items, mod 2**64: independent of order and batching
+    failed_indices: list[int] = field(default_factory=list)  # the first FAILED_INDICES_KEPT only
+    errors: dict[str, int] = field(default_factory=dict)  # failed items per error class name
+
+    @property
+    def items(self) -> int:
+        return self.items_ok + self.items_failed
+
+    def add(self, outcome: ItemOutcome) -> None:
+        if outcome.ok:
+            self.items_ok += 1
+            self.retries += outcome.attempts - 1
+            self.compute_s += outcome.compute_s
+            self.checksum = (self.checksum + item_digest(outcome)) % CHECKSUM_MODULUS
+        else:
+            self.add_failure(outcome.index, outcome.attempts, outcome.error)
+            self.compute_s += outcome.compute_s
+
+    def add_batch(self, result: BatchResult) -> None:
+        for outcome in result.outcomes:
+            self.add(outcome)
+
+    def add_failure(self, index: int, attempts: int, error: str) -> None:
+        """An item whose final state is failed (e.g. a per-item task that exhausted its retries)."""
+        self.items_failed += 1
+        self.retries += max(attempts - 1, 0)
+        self.errors[error] = self.errors.get(error, 0) + 1
+        if len(self.failed_indices) < FAILED_INDICES_KEPT:
+            self.failed_indices.append(index)
+
+    def merge(self, other: Tally) -> None:
+        """Fold another tally into this one (e.g. one per stage or per subflow)."""
+        self.items_ok += other.items_ok
+        self.items_failed += other.items_failed
+        self.retries += other.retries
+        self.compute_s += other.compute_s
+        self.checksum = (self.checksum + other.checksum) % CHECKSUM_MODULUS
+        room = FAILED_INDICES_KEPT - len(self.failed_indices)
+        self.failed_indices.extend(other.failed_indices[:room])
+        for error, n in other.errors.items():
+            self.errors[error] = self.errors.get(error, 0) + n

@@ -1,0 +1,309 @@
+"""The adaptive controller, driven by made-up observations and by the simulator (no wall clock)."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+from controller_sim import (
+    SimWorkload,
+    StaticPolicy,
+    best_static,
+    constant_cost,
+    draw,
+    phased_cost,
+    ratio_to_best_static,
+    simulate,
+    standard_workloads,
+)
+
+from harness import controller as ctl
+from harness.controller import BatchObservation, Controller, Decision
+
+N = 200_000
+C = 0.0002  # 0.2 ms per item
+O = 0.020  # 20 ms per task
+
+
+def fine(**kw) -> SimWorkload:
+    args = dict(
+        name="fine",
+        items=N,
+        workers=2,
+        mean_cost=constant_cost(C),
+        overhead_s=O,
+        dispatch_s=0.002,
+        distribution="uniform",
+        spread=0.5,
+        noise=0.1,
+        seed=1,
+    )
+    args.update(kw)
+    return SimWorkload(**args)
+
+
+def batched(result):
+    return [s for s in result.decisions if s.decision.strategy == "batched"]
+
+
+def sizes_between(result, lo: float, hi: float) -> list[int]:
+    """Batch sizes of the batches starting between fractions lo and hi of the items."""
+    n = result.decisions[-1].first_item + result.decisions[-1].decision.batch_size
+    return [s.decision.batch_size for s in batched(result) if lo * n <= s.first_item < hi * n]
+
+
+# --- cold start and convergence -----------------------------------------------------------
+
+
+def test_tiny_items_converge_from_one_to_hundreds_or_thousands():
+    result = simulate(fine())
+    sizes = [s.decision.batch_size for s in result.decisions]
+    assert sizes[0] == 1
+    steady = statistics.median(sizes_between(result, 0.3, 0.7))
+    assert 300 <= steady <= 10_000
+    assert all(s.decision.strategy == "batched" for s in result.decisions)
+
+
+def test_growth_is_at_most_twice_per_step():
+    for w in (fine(), fine(workers=8, dispatch_s=0.011, seed=7)):
+        sizes = [s.decision.batch_size for s in simulate(w).decisions]
+        assert all(b <= 2 * a for a, b in zip(sizes, sizes[1:]))
+
+
+def test_expensive_items_stay_one_per_task():
+    w = fine(items=200, mean_cost=constant_cost(0.5), distribution="constant")
+    result = simulate(w)
+    assert {s.decision.batch_size for s in result.decisions} == {1}
+    assert {s.decision.strategy for s in result.decisions} == {"batched"}
+
+
+def test_first_decision_is_a_single_probe():
+    decision = Controller(1000, 4).decide(1000, 0)
+    assert (decision.batch_size, decision.strategy, decision.window) == (1, "batched", 1)
+    assert "cold start" in decision.reason
+
+
+# --- estimates ----------------------------------------------------------------------------
+
+
+def test_estimates_are_none_until_observed():
+    c = Controller(100, 2)
+    assert (c.per_item_s, c.overhead_s, c.throughput) == (None, None, None)
+
+
+def test_overhead_estimate_is_not_fooled_by_queueing():
+    """With 2·W tasks in flight each task waits ~one task time; the estimate stays near o."""
+    w = fine(noise=0.0, distribution="constant")
+    controller = Controller(w.items, w.workers)
+    result = simulate(w, controller)
+    queued = statistics.median(o.duration_s - o.compute_s for o in result.observations[20:])
+    assert queued > 5 * O  # durations really do include queueing
+    assert controller.overhead_s == pytest.approx(O, rel=0.15)
+    assert controller.per_item_s == pytest.approx(C, rel=0.02)
+    assert controller.throughput == pytest.approx(w.workers / C, rel=0.15)
+
+
+def test_slow_dispatch_shows_as_overhead_and_grows_batches():
+    """W=8 threads fed by an 11 ms serial dispatcher: tasks must last >= ~88 ms."""
+    w = fine(workers=8, dispatch_s=0.011, seed=7)
+    result = simulate(w)
+    steady = statistics.median(sizes_between(result, 0.3, 0.7))
+    assert steady * C + O >= w.workers * w.dispatch_s
+
+
+# --- drift, noise, tail -------------------------------------------------------------------
+
+
+def _decisions_to_settle(result, at: float, settled) -> int:
+    """Decisions from the first one made after a batch with post-`at` items was seen, until `settled`."""
+    ds = batched(result)
+    n = ds[-1].first_item + ds[-1].decision.batch_size
+    first = next(s for s in ds if s.first_item + s.decision.batch_size > at * n)
+    seen = min(o.finished for o in result.observations if o.started == first.submitted)
+    start = next(i for i, s in enumerate(ds) if s.submitted >= seen)
+    return next(j for j in range(start, len(ds)) if settled(ds[j].decision.batch_size)) - start
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_a_20x_drift_up_and_down_is_tracked_within_a_few_batches(seed):
+    w = fine(mean_cost=phased_cost(C, [(0.4, 20 * C), (0.7, C)], N), seed=seed)
+    result = simulate(w)
+    before = statistics.median(sizes_between(result, 0.2, 0.35))
+    during = statistics.median(sizes_between(result, 0.5, 0.65))
+    after = statistics.median(sizes_between(result, 0.8, 0.9))
+    assert before / during > 10 and after / during > 10
+    band = 1 + ctl.HOLD_BAND
+    # Up: confirmed after DRIFT_CONFIRM observations, then one shrink.
+    assert _decisions_to_settle(result, 0.4, lambda b: b <= band * during) <= ctl.DRIFT_CONFIRM + 1
+    # Down: confirmed, then 2x per new observation for log2(20) steps.
+    assert _decisions_to_settle(result, 0.7, lambda b: b >= after / band) <= 10
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_oscillation_under_ten_percent_noise(seed):
+    result = simulate(fine(distribution="constant", noise=0.1, seed=seed))
+    steady = sizes_between(result, 0.2, 0.8)
+    mid = statistics.median(steady)
+    assert all(0.8 * mid <= b <= 1.2 * mid for b in steady)
+
+
+def test_batches_shrink_at_the_end():
+    result = simulate(fine())
+    ds = batched(result)
+    steady = statistics.median(sizes_between(result, 0.3, 0.7))
+    last_wave = [s.decision.batch_size for s in ds[-2 * 2 :]]
+    assert max(last_wave) <= steady / 2
+    for s in ds:  # in the tail each batch is at most ~remaining/W (or the floor)
+        remaining = N - s.first_item
+        if remaining < 2 * 2 * steady:
+            floor = ctl.TAIL_FLOOR_OVERHEADS * 1.1 * O / C  # the floor, with o estimated within 10 %
+            assert s.decision.batch_size <= max(math.ceil(remaining / 2), floor)
+
+
+# --- bounds -------------------------------------------------------------------------------
+
+
+def test_batch_size_is_within_one_and_remaining_across_random_settings():
+    rng = random.Random(42)
+    for i in range(60):
+        w = SimWorkload(
+            name=f"random{i}",
+            items=rng.choice([1, 2, 7, 50, 333, 2_000, 5_000]),
+            workers=rng.choice([1, 2, 3, 8, 16]),
+            mean_cost=constant_cost(10 ** rng.uniform(-6, -0.5)),
+            overhead_s=10 ** rng.uniform(-3, -1),
+            dispatch_s=rng.choice([0.0, 0.002, 0.011, 0.05]),
+            **rng.choice(
+                [
+                    {"distribution": "constant"},
+                    {"distribution": "uniform", "spread": 0.9},
+                    {"distribution": "lognormal", "spread": 1.5},
+                    {"distribution": "pareto", "spread": 1.3},
+                    {"distribution": "bimodal", "heavy_fraction": 0.02, "heavy_s": 0.5},
+                ]
+            ),
+            noise=rng.choice([0.0, 0.1, 0.3]),
+            seed=i,
+        )
+        result = simulate(w, worker_slots=rng.choice([1, 2]))  # the simulator asserts the bounds
+        assert sum(s.decision.batch_size for s in result.decisions) == w.items
+
+
+def test_batch_size_is_within_one_and_remaining_for_arbitrary_observations():
+    """Fed nonsense (zero compute, huge compute, odd timings), decide() stays in bounds."""
+    rng = random.Random(7)
+    for trial in range(200):
+        total = rng.randint(1, 10**6)
+        c = Controller(total, rng.randint(1, 64), initial_batch_size=rng.randint(1, 100))
+        t = 0.0
+        for _ in range(rng.randint(0, 40)):
+            b = rng.randint(1, 10_000)
+            start = t
+            t += rng.choice([0.0, 1e-6, rng.uniform(0, 10)])
+            compute = rng.choice([0.0, rng.uniform(0, t - start), rng.uniform(0, 100)])
+            strategy = rng.choice(["batched", "batched", "inline"])
+            c.observe(BatchObservation(b, b, start, t, compute, b, 0, strategy))
+            remaining = rng.randint(1, total)
+            d = c.decide(remaining, rng.randint(0, 200))
+            assert 1 <= d.batch_size <= remaining
+            assert d.strategy in ("batched", "inline") and d.reason and d.window >= 1
+
+
+def test_decide_rejects_nothing_remaining_and_bad_arguments():
+    with pytest.raises(ValueError):
+        Controller(10, 2).decide(0, 0)
+    with pytest.raises(ValueError):
+        Controller(10, 2).decide(5, -1)
+    for args, kw in [((0, 2), {}), ((10, 0), {}), ((10, 2), {"initial_batch_size": 0}), ((10, 2), {"log_size": 0})]:
+        with pytest.raises(ValueError):
+            Controller(*args, **kw)
+    with pytest.raises(ValueError):
+        Controller(10, 2).observe(BatchObservation(1, 1, 2.0, 1.0, 0.0, 1, 0))
+
+
+# --- inline -------------------------------------------------------------------------------
+
+
+def test_inline_for_a_tiny_workload():
+    w = fine(items=30, mean_cost=constant_cost(0.00001), distribution="constant")
+    result = simulate(w)
+    inline = [s for s in result.decisions if s.decision.strategy == "inline"]
+    assert len(inline) == 1
+    assert inline[0].first_item + inline[0].decision.batch_size == 30  # all the rest
+    assert "inline" in inline[0].decision.reason and "overhead" in inline[0].decision.reason
+    assert result.tasks <= 2  # the probe, at most one more
+
+
+def test_no_inline_for_a_large_workload():
+    for w in (fine(), fine(mean_cost=constant_cost(0.00001), distribution="constant")):
+        assert all(s.decision.strategy == "batched" for s in simulate(w).decisions)
+
+
+# --- against the oracle -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workload", standard_workloads(), ids=lambda w: w.name)
+@pytest.mark.parametrize("slots", [1, 2], ids=["fifo", "dask_slots"])
+def test_makespan_within_ten_percent_of_best_static(workload, slots):
+    ratio, _, oracle = ratio_to_best_static(workload, worker_slots=slots)
+    assert ratio <= 1.10, f"{workload.name}: {ratio:.3f} x best static:{oracle.batch_size}"
+
+
+def test_oracle_pruning_is_exact():
+    w = fine(items=5_000, seed=3)
+    d = draw(w)
+    oracle = best_static(w, [1, 4, 16, 64, 256, 1024], d)
+    brute = {b: simulate(w, StaticPolicy(b, w.workers), d).makespan_s for b in [1, 4, 16, 64, 256, 1024]}
+    assert oracle.makespan_s == min(brute.values())
+    assert oracle.batch_size == min(brute, key=brute.get)
+    for b, m in oracle.makespans.items():
+        assert m is None or m == brute[b]
+
+
+def test_simulation_is_deterministic():
+    a, b = simulate(fine(items=20_000)), simulate(fine(items=20_000))
+    assert a.makespan_s == b.makespan_s and a.decisions == b.decisions
+
+
+# --- log and window -----------------------------------------------------------------------
+
+
+def test_log_is_bounded_and_every_reason_is_said():
+    controller = Controller(N, 2, log_size=25)
+    result = simulate(fine(), controller)
+    assert len(result.decisions) > 25
+    assert len(controller.log) == 25
+    assert [d for _, d in controller.log] == [s.decision for s in result.decisions[-25:]]
+    times = [t for t, _ in controller.log]
+    assert times == sorted(times)
+    assert all(isinstance(d, Decision) and d.reason.strip() for _, d in controller.log)
+    assert all(s.decision.reason.strip() for s in result.decisions)
+
+
+def test_window_opens_to_two_per_worker_thread():
+    for workers in (1, 2, 8):
+        result = simulate(fine(workers=workers, items=50_000))
+        windows = [s.decision.window for s in result.decisions]
+        assert windows[0] == ctl.COLD_START_WINDOW
+        assert max(windows) == max(ctl.MIN_WINDOW, 2 * workers)
+        assert windows == sorted(windows)  # opens, never closes
+
+
+def test_constants_are_upper_case_module_level():
+    names = [
+        "GROWTH_MAX",
+        "TARGET_OVERHEAD_SHARE",
+        "HOLD_BAND",
+        "SHRINK_CONFIRM",
+        "DRIFT_RATIO",
+        "DRIFT_CONFIRM",
+        "TAIL_BATCHES_PER_WORKER",
+        "TAIL_FLOOR_OVERHEADS",
+        "INLINE_SHARE",
+        "WINDOW_PER_WORKER",
+        "COLD_START_WINDOW",
+    ]
+    for name in names:
+        assert isinstance(getattr(ctl, name), (int, float))
