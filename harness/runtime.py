@@ -354,6 +354,7 @@ def open_runtime(cluster: ClusterSpec, profile: str = "lean") -> Iterator[Runtim
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_quiet_loggers())  # first in, last out: quiet through teardown too
         startup: dict[str, Any] = {}
         api_url = os.environ.get("PREFECT_API_URL", "")
         if api_url:
@@ -427,6 +428,25 @@ def _restore_env(saved: dict[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+# Loggers already configured by the time the settings apply: a benchmark's console output is
+# its progress and its report, not a line per flow run and per Dask life-cycle event.
+QUIET_LOGGERS = ("prefect", "distributed", "prefect.task_runner.dask", "prefect.flow_runs")
+
+
+@contextlib.contextmanager
+def _quiet_loggers() -> Iterator[None]:
+    import logging
+
+    saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 @contextlib.contextmanager
