@@ -10,6 +10,7 @@ Exit codes: 0 done; 1 the run failed; 2 bad input (nothing is written).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -70,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so the server and cluster we started are stopped and no
+    # half-written run folder is left (the default action would kill us mid-write).
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

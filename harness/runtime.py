@@ -432,15 +432,19 @@ def _restore_env(saved: dict[str, str | None]) -> None:
 
 # Loggers already configured by the time the settings apply: a benchmark's console output is
 # its progress and its report, not a line per flow run and per Dask life-cycle event.
-QUIET_LOGGERS = ("prefect", "distributed", "prefect.task_runner.dask", "prefect.flow_runs")
+QUIET_LOGGERS = ("prefect", "distributed")
 
 
 @contextlib.contextmanager
 def _quiet_loggers() -> Iterator[None]:
     import logging
 
-    saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
-    for name in QUIET_LOGGERS:
+    import distributed  # noqa: F401  (creates its loggers, some with levels of their own)
+
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in QUIET_LOGGERS]
+    names += list(QUIET_LOGGERS)
+    saved = {name: logging.getLogger(name).level for name in names}
+    for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         yield
