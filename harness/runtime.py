@@ -325,7 +325,7 @@ class Runtime:
 def lean_task_context(profile: str) -> Iterator[None]:
     """While active, DaskTaskRunner submits leave Prefect's settings out of each task's context.
 
-    prefect-dask calls `serialize_context` (a module global) once per submit; we wrap it, so
+    prefect-dask calls `serialize_context` (a module global) once per submit; we swap it, so
     the stock path stays one argument away. Workers then use the settings of their own
     environment, which `check_workers` has verified.
     """
@@ -335,17 +335,44 @@ def lean_task_context(profile: str) -> Iterator[None]:
     import prefect_dask.client as dask_client
 
     stock = dask_client.serialize_context
-
-    def without_settings(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        context = stock(*args, **kwargs)
-        context["settings_context"] = {}
-        return context
-
-    dask_client.serialize_context = without_settings
+    dask_client.serialize_context = serialize_context_without_settings
     try:
         yield
     finally:
         dask_client.serialize_context = stock
+
+
+def serialize_context_without_settings(asset_ctx_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`prefect.context.serialize_context` (Prefect 3.9) minus the settings object.
+
+    Dumping the settings is most of the flow's CPU per submit (~65 ms of 80 under cProfile
+    here); the worker then rebuilds nothing and uses the settings of its own environment.
+    Kept line for line with Prefect's function otherwise; the `stock` profile measures theirs.
+    """
+    from prefect.context import (
+        AssetContext,
+        EngineContext,
+        TagsContext,
+        TaskRunContext,
+        _deployment_id,
+        _deployment_parameters,
+    )
+
+    flow_run_context = EngineContext.get()
+    task_run_context = TaskRunContext.get()
+    tags_context = TagsContext.get()
+    deployment_id = _deployment_id.get()
+    return {
+        "flow_run_context": flow_run_context.serialize() if flow_run_context else {},
+        "task_run_context": task_run_context.serialize() if task_run_context else {},
+        "tags_context": tags_context.serialize() if tags_context else {},
+        "settings_context": {},
+        "asset_context": AssetContext.from_task_and_inputs(**asset_ctx_kwargs).serialize()
+        if asset_ctx_kwargs
+        else {},
+        "deployment_id": str(deployment_id) if deployment_id else None,
+        "deployment_parameters": _deployment_parameters.get(),
+    }
 
 
 @contextlib.contextmanager
