@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 from harness.controller import BatchObservation, Controller, Decision
-from harness.strategies import Stage, StageResult, process_batch
+from harness.strategies import Opaque, Stage, StageResult, process_batch
 from harness.workloads import BatchResult, Tally, run_batch
 
 
@@ -86,7 +86,7 @@ def run_adaptive(stage: Stage) -> StageResult:
                 trace.append(_trace_row(t0, obs, decision, controller, len(in_flight)))
                 stage.progress(tally)
                 continue
-            future = process_batch.submit(batch, stage.cost_kind, stage.retries)
+            future = process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
             tasks += 1
             in_flight[future] = (decision, submitted)
             future.add_done_callback(done.put)
@@ -94,7 +94,7 @@ def run_adaptive(stage: Stage) -> StageResult:
         future = done.get()
         seen = time.perf_counter()
         decision, submitted = in_flight.pop(future)
-        result = future.result()
+        result = future.result().value
         del future  # release it: Dask may otherwise re-run finished tasks (prefect#15442)
         obs = _observation(decision, submitted, seen, result)
         controller.observe(obs)

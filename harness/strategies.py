@@ -97,8 +97,29 @@ def _process_item(item: Item, cost_kind: str) -> Any:
     return run_item(item, cost_kind, attempt)
 
 
-def _process_batch(items: list[Item], cost_kind: str, retries: int) -> BatchResult:
-    return run_batch(items, cost_kind, retries)
+class Opaque:
+    """One task parameter or result that Prefect treats as a leaf.
+
+    Prefect walks every element of a task's parameters and return value looking for futures
+    (`visit_collection`): ~90 ms per pass over 4,096 items here, several passes per task, which
+    made static:4096 twice as slow as the same batches on raw Dask. Items hold no futures, so
+    a batch travels as one opaque value (pickled the same way) and the walk costs nothing.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __getstate__(self) -> tuple[Any]:
+        return (self.value,)  # a tuple: pickle skips __setstate__ for a falsy state
+
+    def __setstate__(self, state: tuple[Any]) -> None:
+        (self.value,) = state
+
+
+def _process_batch(items: Opaque, cost_kind: str, retries: int) -> Opaque:
+    return Opaque(run_batch(items.value, cost_kind, retries))
 
 
 # The task objects take other names than their functions so that Dask workers unpickle the
@@ -143,10 +164,10 @@ def run_static(stage: Stage, size: int) -> StageResult:
     batches = list(stage.iter_batches(size))
     for batch in batches:
         sizes[len(batch)] += 1
-    futures = process_batch.map(batches, unmapped(stage.cost_kind), unmapped(stage.retries))
+    futures = process_batch.map([Opaque(b) for b in batches], unmapped(stage.cost_kind), unmapped(stage.retries))
     del batches
     for future in as_completed(futures):
-        tally.add_batch(future.result())
+        tally.add_batch(future.result().value)
         stage.progress(tally)
     wall = time.perf_counter() - started
     return StageResult(tally, tasks=len(futures), wall_s=wall, batch_sizes=sizes)
