@@ -29,7 +29,7 @@ RUN_COLUMNS = (
     "workload", "strategy", "repeat", "wall_s", "items", "items_ok", "items_failed", "tasks",
     "retries", "batch_size_median", "ideal_s", "peak_rss_mb",
     "items_total", "sampled", "projected_wall_s", "compute_s", "throughput_items_s",
-    "overhead_per_task_ms", "flow_s", "checksum", "order", "profile",
+    "overhead_per_task_ms", "flow_s", "checksum", "order", "profile", "rss_growth_mb",
 )
 TRACE_COLUMNS = (
     "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",
@@ -57,7 +57,8 @@ class RunRecord:
     retries: int
     batch_size_median: float
     ideal_s: float  # measured compute of those items / worker threads
-    peak_rss_mb: float  # the flow process during this run
+    peak_rss_mb: float  # the flow process's RSS high-water during this run (it includes the
+    # in-process Dask scheduler, and Python seldom returns memory: later runs inherit peaks)
     items_total: int  # items in the workload
     sampled: bool  # True: measured on an evenly spread sample of `items` of `items_total`
     projected_wall_s: float  # wall_s * items_total / items: stated as a projection, never mixed up
@@ -68,6 +69,7 @@ class RunRecord:
     checksum: str
     order: int  # position in its repeat (the order rotates each repeat)
     profile: str
+    rss_growth_mb: float  # peak during the run minus RSS at its start: this run's own memory
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,6 +117,7 @@ class RssSampler:
 
     def __init__(self) -> None:
         self.peak_mb = 0.0
+        self.start_mb = 0.0
         self._stop = threading.Event()
         self._process = psutil.Process()
 
@@ -128,6 +131,7 @@ class RssSampler:
 
     def __enter__(self) -> RssSampler:
         self._sample()
+        self.start_mb = self.peak_mb
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self._thread.start()
         return self
@@ -136,6 +140,10 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+    @property
+    def growth_mb(self) -> float:
+        return self.peak_mb - self.start_mb
 
 
 def new_run_id() -> str:

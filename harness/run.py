@@ -77,7 +77,7 @@ def rotated(strategies: tuple[StrategyName, ...], repeat: int) -> list[StrategyN
 
 
 def _record(spec: WorkloadSpec, name: StrategyName, repeat: int, order: int, result: StageResult,
-            runtime: Runtime, items_total: int, peak_mb: float, flow_s: float) -> RunRecord:
+            runtime: Runtime, items_total: int, rss: RssSampler, flow_s: float) -> RunRecord:
     tally = result.tally
     threads = runtime.worker_threads
     items = tally.items
@@ -95,7 +95,7 @@ def _record(spec: WorkloadSpec, name: StrategyName, repeat: int, order: int, res
         retries=tally.retries,
         batch_size_median=weighted_median(result.batch_sizes),
         ideal_s=round(tally.compute_s / threads, 6),
-        peak_rss_mb=round(peak_mb, 1),
+        peak_rss_mb=round(rss.peak_mb, 1),
         items_total=items_total,
         sampled=sampled,
         projected_wall_s=round(wall * items_total / items, 6) if items else math.nan,
@@ -107,6 +107,7 @@ def _record(spec: WorkloadSpec, name: StrategyName, repeat: int, order: int, res
         checksum=f"{tally.checksum:016x}",
         order=order,
         profile=runtime.profile,
+        rss_growth_mb=round(rss.growth_mb, 1),
     )
 
 
@@ -159,7 +160,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                         t0 = time.perf_counter()
                         result = run_pattern(spec, name, stage, runtime)
                         flow_s = time.perf_counter() - t0
-                    record = _record(spec, name, repeat, order, result, runtime, items_total, rss.peak_mb, flow_s)
+                    record = _record(spec, name, repeat, order, result, runtime, items_total, rss, flow_s)
                     records.append(record)
                     if result.trace:
                         traces.append(pd.DataFrame(result.trace).assign(strategy=str(name), repeat=repeat))
