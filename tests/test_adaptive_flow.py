@@ -1,0 +1,56 @@
+"""The adaptive strategy end to end on a real Prefect server and a real LocalCluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.patterns import run_pattern
+from harness.spec import StrategyName, parse_spec
+from harness.strategies import Stage
+from harness.workloads import Workload
+
+pytestmark = pytest.mark.cluster
+
+WORKLOAD = """
+name = "adaptive-e2e"
+seed = 5
+[items]
+count = 600
+payload_bytes = 16
+[cost]
+kind = "cpu"
+mean_ms = 0.3
+distribution = "lognormal"
+spread = 1.0
+[[cost.phases]]
+at = 0.5
+mean_ms = 1.5
+[faults]
+transient_rate = 0.05
+permanent_rate = 0.02
+retries = 3
+"""
+
+
+def _run(spec, name, runtime):
+    stage = Stage(Workload(spec), None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
+    return run_pattern(spec, name, stage, runtime)
+
+
+def test_adaptive_accounts_every_item_once_and_matches_static(runtime):
+    spec = parse_spec(WORKLOAD)
+    adaptive = _run(spec, StrategyName("adaptive"), runtime)
+    static = _run(spec, StrategyName("static", 50), runtime)
+
+    assert adaptive.tally.items == 600
+    assert adaptive.tally.items_ok + adaptive.tally.items_failed == 600
+    assert adaptive.tally.checksum == static.tally.checksum
+    assert sorted(adaptive.tally.failed_indices) == sorted(static.tally.failed_indices)
+    assert adaptive.tally.items_failed > 0 and adaptive.tally.retries > 0
+    # one trace row per observation, covering every item exactly once
+    assert sum(row["items"] for row in adaptive.trace) == 600
+    assert len(adaptive.trace) == sum(adaptive.batch_sizes.values())
+    assert all(row["reason"] for row in adaptive.trace)
+    # it started with a probe of one item and grew from there
+    assert adaptive.trace[0]["batch_size"] == 1
+    assert max(row["batch_size"] for row in adaptive.trace) > 1

@@ -1,0 +1,234 @@
+"""The command line end to end: `harness.cli.main([...])` in this process, and one real
+`python -m harness run` subprocess that starts (and stops) its own server and cluster.
+
+Exit-2 cases fail on the workload or the options before anything starts: fast, no server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.records import TRACE_COLUMNS
+
+# DESIGN.md's runs.csv minimum, in its order.
+DESIGN_RUN_COLUMNS = [
+    "workload", "strategy", "repeat", "wall_s", "items", "items_ok", "items_failed", "tasks",
+    "retries", "batch_size_median", "ideal_s", "peak_rss_mb",
+]
+STRATEGIES = "per_item,static:10,raw_dask:10"
+ITEMS = 40
+EXPECTED_TASKS = {"per_item": ITEMS, "static:10": 4, "raw_dask:10": 4}
+SUBPROCESS_TIMEOUT_S = 240
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigterm_handler():
+    """main() installs a SIGTERM handler for the CLI process; give pytest its own back."""
+    saved = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, saved)
+
+
+@pytest.fixture
+def workload_file(tmp_path, make_toml) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(make_toml(
+        "cli-tiny", count=ITEMS, mean_ms=0.5, transient_rate=0.1, permanent_rate=0.05, retries=2,
+        strategies=("per_item",), repeats=3,  # overridden on the command line below
+    ))
+    return path
+
+
+def check_run_folder(folder: Path, out: Path, workload: str, repeats: int = 1) -> dict:
+    """Everything DESIGN.md promises about a completed run folder; returns env.json."""
+    assert folder.is_dir()
+    assert folder.parent == out / workload
+    for name in ("runs.csv", "trace.csv", "env.json", "report.md"):
+        assert (folder / name).is_file(), name
+
+    runs = pd.read_csv(folder / "runs.csv", dtype={"checksum": str})
+    assert list(runs.columns[: len(DESIGN_RUN_COLUMNS)]) == DESIGN_RUN_COLUMNS
+    strategies = STRATEGIES.split(",")
+    assert len(runs) == len(strategies) * repeats  # one row per strategy x repeat
+    assert sorted(zip(runs["strategy"], runs["repeat"])) == sorted(
+        (s, r) for s in strategies for r in range(repeats))
+    assert (runs["workload"] == workload).all()
+    assert (runs["items"] == ITEMS).all()
+    assert (runs["items_ok"] + runs["items_failed"] == runs["items"]).all()
+    assert runs["checksum"].nunique() == 1
+    assert runs["items_failed"].nunique() == 1 and runs["retries"].nunique() == 1
+    assert (runs["wall_s"] > 0).all() and (runs["ideal_s"] > 0).all() and (runs["peak_rss_mb"] > 0).all()
+    assert dict(zip(runs["strategy"], runs["tasks"])) == EXPECTED_TASKS
+    assert dict(zip(runs["strategy"], runs["batch_size_median"])) == {"per_item": 1, "static:10": 10, "raw_dask:10": 10}
+
+    trace = pd.read_csv(folder / "trace.csv")
+    assert list(trace.columns[: len(TRACE_COLUMNS)]) == list(TRACE_COLUMNS)
+
+    env = json.loads((folder / "env.json").read_text())
+    assert env["packages"]["prefect"] and env["packages"]["distributed"]
+    startup = env["runtime"]["startup"]
+    assert {"prefect_server", "dask_cluster"} <= set(startup)
+    assert env["strategies"] == strategies and env["repeats"] == repeats
+
+    report = (folder / "report.md").read_text()
+    assert report.startswith(f"# {workload}:")
+    for strategy in strategies:
+        assert strategy in report
+
+    parent = folder.parent
+    assert (parent / "latest").is_symlink()
+    assert (parent / "latest").resolve() == folder.resolve()
+    assert [p.name for p in parent.iterdir() if p.name.endswith(".partial")] == []
+    assert sorted(p.name for p in parent.iterdir()) == sorted(["latest", folder.name])
+    return env
+
+
+# ---------------------------------------------------------------- bad input: exit 2, nothing written
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_bad_input(code: int, err: str, out_dir: Path, *named: str) -> None:
+    assert code == 2, err
+    for text in named:
+        assert text in err, f"{text!r} not in stderr: {err}"
+    assert not out_dir.exists(), "bad input must write nothing"
+
+
+def test_missing_workload_file(tmp_path, capsys):
+    missing = tmp_path / "nope.toml"
+    out = tmp_path / "results"
+    code, _, err = _run_cli(["run", str(missing), "--out", str(out)], capsys)
+    _assert_bad_input(code, err, out, str(missing), "no such workload file")
+
+
+def test_bad_toml(tmp_path, capsys):
+    path = tmp_path / "broken.toml"
+    path.write_text('name = "broken"\n[items\ncount = 3\n')
+    out = tmp_path / "results"
+    code, _, err = _run_cli(["run", str(path), "--out", str(out)], capsys)
+    _assert_bad_input(code, err, out, str(path), "invalid TOML")
+
+
+def test_unknown_key(tmp_path, capsys, make_toml):
+    path = tmp_path / "extra.toml"
+    path.write_text(make_toml("extra").replace("[items]\n", "[items]\ncolour = 3\n"))
+    out = tmp_path / "results"
+    code, _, err = _run_cli(["run", str(path), "--out", str(out)], capsys)
+    _assert_bad_input(code, err, out, str(path), "[items]", "colour", "unknown key")
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("per_item,bogus", "'bogus'"),
+        ("static", "needs a batch size"),
+        ("static:0", "integer >= 1"),
+        ("per_item:4", "takes no batch size"),
+    ],
+)
+def test_bad_strategies(workload_file, tmp_path, capsys, value, named):
+    out = tmp_path / "results"
+    code, _, err = _run_cli(["run", str(workload_file), "--out", str(out), "--strategies", value], capsys)
+    _assert_bad_input(code, err, out, "--strategies", named)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "three"])
+def test_bad_repeats(workload_file, tmp_path, capsys, value):
+    out = tmp_path / "results"
+    code, _, err = _run_cli(["run", str(workload_file), "--out", str(out), "--repeats", value], capsys)
+    _assert_bad_input(code, err, out, "--repeats", value)
+
+
+def test_report_on_a_missing_folder(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    code, _, err = _run_cli(["report", str(missing)], capsys)
+    assert code == 2
+    assert str(missing) in err and "not a run folder" in err
+    assert not missing.exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = _run_cli(["frobnicate"], capsys)
+    assert code == 2 and "invalid choice" in err
+    code, _, err = _run_cli([], capsys)
+    assert code == 2
+
+
+# ---------------------------------------------------------------- a real run, in this process
+
+
+@pytest.mark.cluster
+def test_run_in_process_on_the_session_runtime(runtime, workload_file, tmp_path, capsys):
+    """`run` on the session's API (PREFECT_API_URL is set) and cluster (--dask-address): the
+    harness starts neither and says so in env.json. Then `report` re-renders the folder."""
+    out = tmp_path / "results"
+    code, stdout, err = _run_cli(
+        ["run", str(workload_file), "--out", str(out), "--strategies", STRATEGIES, "--repeats", "1",
+         "--dask-address", runtime.scheduler_address],
+        capsys,
+    )
+    assert code == 0, err
+    folder = Path(stdout.rstrip("\n").splitlines()[-1])
+    env = check_run_folder(folder, out, "cli-tiny")
+    assert env["runtime"]["startup"]["prefect_server"] == "existing"
+    assert env["runtime"]["startup"]["dask_cluster"] == "existing"
+    assert env["runtime"]["api_url"] == runtime.api_url
+    assert os.environ["PREFECT_API_URL"] == runtime.api_url  # the session's settings survive the run
+
+    # report RUN_DIR: re-renders report.md from the CSVs alone
+    rendered = (folder / "report.md").read_text()
+    (folder / "report.md").unlink()
+    code, stdout, err = _run_cli(["report", str(folder)], capsys)
+    assert code == 0, err
+    assert stdout.rstrip("\n").splitlines()[-1] == str(folder / "report.md")
+    assert (folder / "report.md").read_text() == rendered
+
+
+# ---------------------------------------------------------------- a real run, as a user runs it
+
+
+def _port_open(url: str) -> bool:
+    parsed = urllib.parse.urlparse(url)
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((parsed.hostname, parsed.port)) == 0
+
+
+@pytest.mark.cluster
+def test_run_subprocess_starts_and_stops_its_own_runtime(workload_file, tmp_path):
+    """`python -m harness run` as a user types it, in an environment without the session's
+    PREFECT_* settings: it starts its own server and cluster, writes the folder, prints its
+    path last, exits 0, and leaves no server behind."""
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(workload_file), "--out", str(out),
+         "--strategies", STRATEGIES, "--repeats", "1"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    folder = Path(proc.stdout.rstrip("\n").splitlines()[-1])
+    assert folder.is_absolute(), folder  # --out was absolute, so is the printed folder
+    run_env = check_run_folder(folder, out, "cli-tiny")
+    startup = run_env["runtime"]["startup"]
+    assert startup["prefect_server"] == "started" and startup["prefect_server_s"] > 0
+    assert startup["dask_cluster"] == "started"
+    assert "[harness]" in proc.stderr  # progress goes to stderr, stdout is the report and the path
+    # the server it started is gone (its port no longer answers)
+    assert not _port_open(run_env["runtime"]["api_url"])
