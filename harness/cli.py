@@ -17,7 +17,14 @@ from pathlib import Path
 from harness.errors import HarnessError, SpecError
 
 
+_interrupted: list[int] = []  # signals received; see _interrupt
+
+
 def _say(message: str) -> None:
+    if _interrupted:
+        # The KeyboardInterrupt raised by _interrupt was swallowed on its way (Python ignores
+        # exceptions raised inside gc callbacks and __del__): stop at this progress point.
+        raise KeyboardInterrupt(f"signal {_interrupted[0]}")
     print(f"[harness] {message}", file=sys.stderr, flush=True)
 
 
@@ -72,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    _interrupted.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -79,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the server and cluster we started are stopped and no
     # half-written run folder is left (the default action would kill us mid-write).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    _interrupted.clear()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -33,11 +33,12 @@ SUBPROCESS_TIMEOUT_S = 240
 
 
 @pytest.fixture(autouse=True)
-def _keep_sigterm_handler():
-    """main() installs a SIGTERM handler for the CLI process; give pytest its own back."""
-    saved = signal.getsignal(signal.SIGTERM)
+def _keep_signal_handlers():
+    """main() installs SIGTERM and SIGINT handlers for the CLI process; give pytest its own back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     yield
-    signal.signal(signal.SIGTERM, saved)
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture
@@ -232,3 +233,38 @@ def test_run_subprocess_starts_and_stops_its_own_runtime(workload_file, tmp_path
     assert "[harness]" in proc.stderr  # progress goes to stderr, stdout is the report and the path
     # the server it started is gone (its port no longer answers)
     assert not _port_open(run_env["runtime"]["api_url"])
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_no_folder_and_no_processes(tmp_path, make_toml, signum):
+    """Ctrl-C (or SIGTERM) in the middle of the measured runs: the harness stops the server and
+    cluster it started and leaves no run folder, not even a partial one."""
+    import psutil
+
+    workload = tmp_path / "slow.toml"
+    # per_item on 400 items of 5 ms keeps the run busy for several seconds after start-up.
+    workload.write_text(make_toml("slow", count=400, mean_ms=5.0, strategies=("per_item",)))
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(workload), "--out", str(out), "--repeats", "3"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # wait until the runtime is up and the measured runs have begun
+        for line in proc.stderr:
+            if "runtime up" in line:
+                break
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert any("prefect" in " ".join(p.cmdline()) for p in descendants)
+        proc.send_signal(signum)
+        proc.wait(timeout=SUBPROCESS_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, proc.stderr.read()[-2000:]
+    _, alive = psutil.wait_procs(descendants, timeout=15)
+    assert not alive, [p.cmdline() for p in alive]
+    leftovers = list((out / "slow").iterdir()) if (out / "slow").exists() else []
+    assert leftovers == [], leftovers  # no run folder, no .partial, no latest
