@@ -82,6 +82,8 @@ def render_markdown(runs: pd.DataFrame, env: dict) -> str:
         sampled = ", ".join(f"{s} ({int(table.loc[s, 'items']):,} items)" for s in table.index[table["sampled"]])
         lines.append(f"\\* measured on an evenly spread sample, wall projected to all {total:,} items: {sampled}.")
         lines.append("")
+    for strategy, said in env.get("strategy_notes", {}).items():
+        lines += [f"- {strategy}: {note}" for note in said] + [""]
     lines += [
         "wall: the mapping stage, first submit to last result, median over repeats; "
         "x per_item: how many times faster than one task per item; / oracle and / ideal: wall "

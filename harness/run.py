@@ -145,6 +145,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
         warm_up_s = time.perf_counter() - t0
         records: list[RunRecord] = []
         traces: list[pd.DataFrame] = []
+        notes: dict[str, list[str]] = {}  # what a strategy says about its own numbers
         with run_folder(out, spec.name) as (tmp, final):
             for repeat in range(spec.run.repeats):
                 for order, name in enumerate(rotated(strategies, repeat)):
@@ -157,6 +158,10 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                         flow_s = time.perf_counter() - t0
                     record = _record(spec, name, repeat, order, result, runtime, items_total, rss, flow_s)
                     records.append(record)
+                    for note in result.notes:
+                        notes.setdefault(str(name), [])
+                        if note not in notes[str(name)]:
+                            notes[str(name)].append(note)
                     if result.trace:
                         traces.append(pd.DataFrame(result.trace).assign(strategy=str(name), repeat=repeat))
                     sample = f" (sample of {record.items:,})" if record.sampled else ""
@@ -174,6 +179,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                 "repeats": spec.run.repeats,
                 "runtime": runtime.describe(),
                 "warm_up_s": round(warm_up_s, 3),
+                "strategy_notes": notes,
                 "sampling": {"prefect_task_budget": PREFECT_TASK_BUDGET, "dask_task_budget": DASK_TASK_BUDGET},
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
