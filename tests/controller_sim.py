@@ -6,7 +6,8 @@ strategy is specified to drive a `Controller`:
 
 - one flow process, serial: each submit costs it `dispatch_s` of its own time; while items
   remain and fewer than `decision.window` tasks are in flight it asks `decide()` and
-  submits; an "inline" decision runs the batch in the flow process itself;
+  submits; an "inline" decision runs the batch in the flow process itself; when the window
+  is full and nothing has finished, items the policy's `fill()` hands it run there too;
 - W single-thread workers behind a scheduler queue; a task costs `overhead_s` plus the
   costs of its items. `worker_slots=1` is one global FIFO queue; `worker_slots=2` is Dask's
   default for 1-thread workers (a running task plus one queued on that worker);
@@ -260,8 +261,22 @@ def simulate(
         if not in_flight:
             continue
         cluster.advance(t)
-        if seen == len(cluster.finished):  # nothing new ended while the flow was busy: wait
-            t = max(t, cluster.next_finish())
+        if seen == len(cluster.finished):  # nothing new ended while the flow was busy
+            fill = getattr(policy, "fill", None)
+            dec = fill(n - next_item, in_flight) if fill is not None and next_item < n else None
+            if dec is not None:  # the flow works a slice itself, then looks again
+                b = dec.batch_size
+                if not (1 <= b <= n - next_item) or dec.strategy != "inline":
+                    raise AssertionError(f"malformed fill {dec}")
+                work = d.work(next_item, next_item + b)
+                decisions.append(Submitted(next_item, dec, t))
+                started, t = t, t + work
+                obs = BatchObservation(b, b, started, t, work, b, 0, "inline")
+                observations.append(obs)
+                policy.observe(obs)
+                next_item += b
+                continue
+            t = max(t, cluster.next_finish())  # nothing to do: wait
             cluster.advance(t)
         for k in cluster.finished[seen:]:
             b, started, work = tasks_info[k]

@@ -48,6 +48,10 @@ def batched(result):
     return [s for s in result.decisions if s.decision.strategy == "batched"]
 
 
+def is_fill(s) -> bool:
+    return s.decision.strategy == "inline" and s.decision.reason.startswith("fill:")
+
+
 def sizes_between(result, lo: float, hi: float) -> list[int]:
     """Batch sizes of the batches starting between fractions lo and hi of the items."""
     n = result.decisions[-1].first_item + result.decisions[-1].decision.batch_size
@@ -59,16 +63,16 @@ def sizes_between(result, lo: float, hi: float) -> list[int]:
 
 def test_tiny_items_converge_from_one_to_hundreds_or_thousands():
     result = simulate(fine())
-    sizes = [s.decision.batch_size for s in result.decisions]
+    sizes = [s.decision.batch_size for s in batched(result)]
     assert sizes[0] == 1
     steady = statistics.median(sizes_between(result, 0.3, 0.7))
     assert 300 <= steady <= 10_000
-    assert all(s.decision.strategy == "batched" for s in result.decisions)
+    assert all(s.decision.strategy == "batched" or is_fill(s) for s in result.decisions)
 
 
 def test_growth_is_at_most_twice_per_step():
     for w in (fine(), fine(workers=8, dispatch_s=0.011, seed=7)):
-        sizes = [s.decision.batch_size for s in simulate(w).decisions]
+        sizes = [s.decision.batch_size for s in batched(simulate(w))]
         assert all(b <= 2 * a for a, b in zip(sizes, sizes[1:]))
 
 
@@ -76,7 +80,8 @@ def test_expensive_items_stay_one_per_task():
     w = fine(items=200, mean_cost=constant_cost(0.5), distribution="constant")
     result = simulate(w)
     assert {s.decision.batch_size for s in result.decisions} == {1}
-    assert {s.decision.strategy for s in result.decisions} == {"batched"}
+    # one item run by the flow while the probe runs, to learn the cost; no more at 0.5 s
+    assert [s.first_item for s in result.decisions if s.decision.strategy == "inline"] == [1]
 
 
 def test_first_decision_is_a_single_probe():
@@ -229,16 +234,43 @@ def test_decide_rejects_nothing_remaining_and_bad_arguments():
 def test_inline_for_a_tiny_workload():
     w = fine(items=30, mean_cost=constant_cost(0.00001), distribution="constant")
     result = simulate(w)
-    inline = [s for s in result.decisions if s.decision.strategy == "inline"]
-    assert len(inline) == 1
-    assert inline[0].first_item + inline[0].decision.batch_size == 30  # all the rest
-    assert "inline" in inline[0].decision.reason and "overhead" in inline[0].decision.reason
+    last = result.decisions[-1]
+    assert last.decision.strategy == "inline"
+    assert last.first_item + last.decision.batch_size == 30  # all the rest
     assert result.tasks <= 2  # the probe, at most one more
 
 
-def test_no_inline_for_a_large_workload():
+def test_a_prior_overhead_sends_a_tiny_workload_inline_after_one_filled_item():
+    # 30 items of 2 ms behind 60 ms task overheads (a flow's first tasks, measured here)
+    w = fine(items=30, mean_cost=constant_cost(0.002), distribution="constant", overhead_s=0.06)
+    result = simulate(w, Controller(30, w.workers, prior_overhead_s=0.06))
+    kinds = [(s.decision.strategy, s.decision.batch_size, s.decision.reason.split(":")[0]) for s in result.decisions]
+    assert kinds[0] == ("batched", 1, "cold start")
+    fills = kinds[1:-1]
+    assert 1 <= len(fills) <= 2 and set(fills) == {("inline", 1, "fill")}  # noise may take a second look
+    assert kinds[-1] == ("inline", 30 - 1 - len(fills), "inline")
+    assert "warm-up" in result.decisions[-1].decision.reason
+    assert result.tasks == 1
+    without = simulate(w)  # no prior: learns the overhead from the probe first
+    assert result.makespan_s <= without.makespan_s
+
+
+def test_fill_runs_slices_only_while_a_thread_idles():
+    w = fine(workers=8, dispatch_s=0.011, seed=7)
+    result = simulate(w)
+    fills = [s for s in result.decisions if is_fill(s)]
+    assert fills, "slow start with 8 threads leaves threads idle: the flow should fill"
+    c = 0.0002  # fine()'s mean item cost
+    assert all(s.decision.batch_size <= 3 * ctl.FILL_SLICE_S / c for s in fills[1:])
+    controller = Controller(1000, 2)
+    controller.observe(BatchObservation(1, 1, 0.0, 0.05, 0.02, 1, 0))  # a 20 ms item
+    assert controller.fill(999, 1) is None  # items above FILL_MAX_ITEM_S are not filled
+    assert Controller(1000, 2).fill(999, 2) is None  # every thread busy
+
+
+def test_no_inline_rest_for_a_large_workload():
     for w in (fine(), fine(mean_cost=constant_cost(0.00001), distribution="constant")):
-        assert all(s.decision.strategy == "batched" for s in simulate(w).decisions)
+        assert all(s.decision.strategy == "batched" or is_fill(s) for s in simulate(w).decisions)
 
 
 # --- against the oracle -------------------------------------------------------------------
