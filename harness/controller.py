@@ -50,15 +50,16 @@ Target and guards
   o·(1-f)/(f·c) (f = `TARGET_OVERHEAD_SHARE`, rounded down): beyond that a bigger batch buys
   < f of throughput and costs straggle and slower reaction to drift. For expensive items
   (o/(o+c) < f) this is 1: per-item tasks stay.
-- growth: at most `GROWTH_MAX` (2x) over the current size per step, and only with a new
-  observation since the last growth, except while the task stays overhead-dominated
-  (new size × c <= o: its duration is then at most ~2x what was seen).
+- growth: straight to the overhead-dominated size o/c (a task whose work is at most its
+  overhead lasts at most ~2 overheads, so a wrong estimate costs little), beyond it at most
+  `GROWTH_MAX` (2x) per step, and only with a new observation since the last growth, except
+  while the task stays overhead-dominated.
 - hysteresis: a target within ±`HOLD_BAND` keeps the current size; shrinking needs
   `SHRINK_CONFIRM` decisions in a row, each after a new observation.
 - tail: at most ceil(remaining / (`TAIL_BATCHES_PER_WORKER`·W)) items per batch, so every
   thread keeps work to the end and the last wave is about one small batch per thread; not
   below `TAIL_FLOOR_OVERHEADS`·o/c items (still mostly work), never above remaining.
-- inline: with a thread idle (nothing in flight, or `fill()`) and the whole remaining work below `INLINE_SHARE` of one task's overhead, the
+- inline: with a thread idle (fewer tasks in flight than threads) and the whole remaining work below `INLINE_SHARE` of one task's overhead, the
   rest runs in the flow process: no task can beat that. Before any task has finished, the
   overhead the mechanism measured while warming the runtime up (`prior_overhead_s`, not a
   property of the items) stands in, so a tiny workload goes inline as soon as one filled
@@ -365,8 +366,12 @@ class Controller:
             size = max(1, _whole(math.floor, FILL_SLICE_S / c)) if c > 0 else remaining
             why = f"a {_ms(FILL_SLICE_S)} slice at c={_ms(c)}/item"
         size = min(size, remaining)
+        # The window stays shut until the probe is seen. Opening it on the warm-up's overhead
+        # and the filled items' cost (sim, 200 items of 1 ms, 50 ms overhead) ended the fill
+        # and was slower: 0.220 s against 0.190 s.
+        window = self._window() if self._tasks_seen else COLD_START_WINDOW
         decision = Decision(size, "inline", f"fill: {in_flight} of {self.worker_threads} threads busy, "
-                            f"the window is full; the flow runs {size} itself ({why})", self._window())
+                            f"the window is full; the flow runs {size} itself ({why})", window)
         self.log.append((self._now, decision))
         return decision
 
@@ -383,8 +388,8 @@ class Controller:
                 COLD_START_WINDOW,
             )
 
-        if in_flight == 0 and (inline := self._inline_rest(remaining, c, o)) is not None:
-            return inline  # (with tasks in flight it would take a thread's core: fill() decides)
+        if in_flight < self.worker_threads and (inline := self._inline_rest(remaining, c, o)) is not None:
+            return inline  # only with a thread idle: otherwise it would take a busy thread's core
 
         target, why = self._target(c, o)
         reason = self._steer(target, why, c, o)
@@ -433,7 +438,10 @@ class Controller:
             return f"shrink to {self._size}: {drift}; {why}; {estimates}"
         if target > size * (1 + HOLD_BAND) and _round(target) > size:
             self._shrink_votes = 0
-            new = min(_round(target), _round(size * GROWTH_MAX))
+            # A batch whose work is at most one overhead lasts at most ~2 overheads, whatever
+            # the estimates' errors: up to that size it may jump in one step.
+            dominated = _whole(math.floor, o / c) if c > 0 else _HUGE
+            new = min(_round(target), max(_round(size * GROWTH_MAX), dominated))
             # Without a new observation, grow only while the task stays overhead-dominated:
             # its predicted duration is then at most ~2x what was already seen.
             if not self._fresh and new * c > o:

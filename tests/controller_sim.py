@@ -270,6 +270,7 @@ def simulate(
                     raise AssertionError(f"malformed fill {dec}")
                 work = d.work(next_item, next_item + b)
                 decisions.append(Submitted(next_item, dec, t))
+                window = dec.window
                 started, t = t, t + work
                 obs = BatchObservation(b, b, started, t, work, b, 0, "inline")
                 observations.append(obs)
