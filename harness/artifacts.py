@@ -1,0 +1,49 @@
+"""The report where Prefect users already look: the headline and the comparison table as
+artifacts on a small `harness-report` flow run, in the same API server the run used.
+
+Run while the runtime is still up (run.py does so after writing the report); the flow has no
+tasks, so it needs no Dask and costs about one flow-run round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from harness.report import load, markdown_table, references_frame, summary_frame
+
+
+def artifact_key(workload: str, what: str) -> str:
+    """Prefect keys allow lowercase letters, digits and dashes only: `harness-<workload>-<what>`."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"harness-{workload}-{what}".lower()).strip("-")
+
+
+def _publish(workload: str, headline: str, summary_md: str, table: list[dict[str, Any]]) -> None:
+    create_markdown_artifact(summary_md, key=artifact_key(workload, "headline"),
+                             description=headline or f"{workload}: strategy comparison")
+    create_table_artifact(table, key=artifact_key(workload, "summary"),
+                          description=f"{workload}: one row per strategy, medians over repeats")
+
+
+# Named apart from its function, like the harness's other flows.
+publish_report = flow(_publish, name="harness-report", validate_parameters=False, persist_result=False)
+
+
+def publish(run_dir: Path) -> UUID:
+    """Create the artifacts for the report in `run_dir`; return the flow run that carries them."""
+    data, _ = load(Path(run_dir))
+    table = summary_frame(data)
+    markdown = "\n\n".join(part for part in (
+        f"# {data.name}: {data.items_total:,} items",
+        f"**{data.headline}**" if data.headline else "",
+        markdown_table(table),
+        markdown_table(references_frame(data)) if data.references else "",
+        f"Full report: `{Path(run_dir).name}/report.html`",
+    ) if part)
+    state = publish_report(data.name, data.headline, markdown, table.to_dict("records"), return_state=True)
+    return state.state_details.flow_run_id

@@ -1,0 +1,118 @@
+"""The report's pictures, as PNG files beside it (matplotlib, Agg: no display needed).
+
+Each function takes the numbers it draws and a path, writes one PNG and returns its path, or
+None when the run has nothing to draw (no sweep, no adaptive trace).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: render to files, never look for a display
+import matplotlib.pyplot as plt
+import pandas as pd
+
+# Small enough to sit beside the table in a browser, sharp enough to read the ticks.
+FIGSIZE = (7.5, 4.0)
+DPI = 110
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_walls(table: pd.DataFrame, samples: dict[str, list[float]], path: Path) -> Path:
+    """Median wall per strategy (bar) with its interquartile range, and every repeat as a dot."""
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0], max(2.5, 0.45 * len(table) + 1)))
+    order = table.sort_values("wall_s", ascending=False)
+    y = range(len(order))
+    err = [order["wall_s"] - order["q1_s"], order["q3_s"] - order["wall_s"]]
+    ax.barh(list(y), order["wall_s"], xerr=err, color="#9ecae1", ecolor="#08519c", capsize=4)
+    for i, strategy in enumerate(order.index):
+        ax.plot(samples[strategy], [i] * len(samples[strategy]), "o", color="#08519c", ms=3)
+    ax.set_yticks(list(y), list(order.index))
+    ax.set_xscale("log" if order["wall_s"].max() > 20 * order["wall_s"].min() else "linear")
+    ax.set_xlabel("wall time, s (whole workload; bar = median, whiskers = IQR, dots = repeats)")
+    ax.set_title("Wall time per strategy (shorter is better)")
+    return _save(fig, path)
+
+
+def _sized(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    rows = table[table.index.str.startswith(prefix)].copy()
+    rows["n"] = [int(re.sub(r"\D", "", s)) for s in rows.index]
+    return rows.sort_values("n")
+
+
+def plot_sweep(table: pd.DataFrame, path: Path) -> Path | None:
+    """Wall against batch size for static:N (and raw_dask:N), adaptive marked at its median batch."""
+    statics = _sized(table, "static:")
+    if len(statics) < 2 and "adaptive" not in table.index:
+        return None
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for rows, label, style in ((statics, "static:N (Prefect)", "o-"), (_sized(table, "raw_dask:"), "raw_dask:N (no Prefect)", "s--")):
+        if len(rows):
+            ax.errorbar(rows["n"], rows["wall_s"], yerr=[rows["wall_s"] - rows["q1_s"], rows["q3_s"] - rows["wall_s"]],
+                        fmt=style, capsize=3, label=label)
+    if "adaptive" in table.index:
+        a = table.loc["adaptive"]
+        ax.axhline(a["wall_s"], color="#d62728", lw=1, ls=":")
+        ax.plot([max(a["batch_size"], 1)], [a["wall_s"]], "*", color="#d62728", ms=14,
+                label=f"adaptive (median batch {a['batch_size']:.0f})")
+    if "per_item" in table.index:
+        ax.plot([1], [table.loc["per_item", "wall_s"]], "D", color="#7f7f7f", label="per_item")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (items per task)")
+    ax.set_ylabel("wall time, s (median, IQR)")
+    ax.set_title("Wall time against batch size")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def phase_times(trace: pd.DataFrame, items_total: int, phases: list[dict]) -> list[tuple[float, float]]:
+    """(time, phase mean_ms) where the finished items of one adaptive repeat first reach each
+    phase's `at` fraction: the adaptive strategy streams items in order, so this is when the
+    drift reached the workers (to within one window of batches)."""
+    done = trace.sort_values("t_s").assign(cum=lambda t: t["items"].cumsum())
+    out = []
+    for phase in phases:
+        reached = done[done["cum"] >= phase["at"] * items_total]
+        if len(reached):
+            out.append((float(reached["t_s"].iloc[0]), float(phase["mean_ms"])))
+    return out
+
+
+def plot_trace(trace: pd.DataFrame, items_total: int, phases: list[dict], path: Path) -> Path | None:
+    """The adaptive controller over time: batch size and throughput per repeat, drift phases marked."""
+    rows = trace[trace["strategy"] == "adaptive"] if "strategy" in trace else trace
+    if "variant" in rows and (rows["variant"] == "dynamic").any():  # the twin's trace would overdraw it
+        rows = rows[rows["variant"] == "dynamic"]
+    if rows.empty:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(FIGSIZE[0], 5.5), sharex=True)
+    for repeat, one in rows.groupby("repeat"):
+        one = one.sort_values("t_s")
+        line, = top.step(one["t_s"], one["batch_size"], where="post", label=f"repeat {repeat}")
+        # Observed: items finished so far / time so far; the controller's own estimate dotted.
+        bottom.plot(one["t_s"], one["items"].cumsum() / one["t_s"], color=line.get_color(), lw=1)
+        if one["throughput_items_s"].notna().any():
+            bottom.plot(one["t_s"], one["throughput_items_s"], color=line.get_color(), lw=1, ls=":")
+    first = rows[rows["repeat"] == rows["repeat"].min()]
+    for i, (t, mean_ms) in enumerate(phase_times(first, items_total, phases)):
+        for ax in (top, bottom):
+            ax.axvline(t, color="#555555", ls="--", lw=1)
+        top.annotate(f"phase {i + 1}: {mean_ms:g} ms/item", (t, 1), xycoords=("data", "axes fraction"),
+                     xytext=(3, -12), textcoords="offset points", fontsize=8)
+    top.set_yscale("log")
+    top.set_ylabel("batch size")
+    top.set_title("Adaptive: batch size and throughput over time" + (" (drift phases dashed, repeat 0)" if phases else ""))
+    top.legend(fontsize=8)
+    bottom.set_ylabel("items/s so far\n(dotted: controller's estimate)")
+    bottom.set_xlabel("time since the stage started, s")
+    return _save(fig, path)

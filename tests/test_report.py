@@ -1,0 +1,168 @@
+"""report.md / report.html / PNGs rendered from a fixed run folder (tests/run_fixture.py):
+every section present, the numbers those of the CSVs, the images real PNGs."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import matplotlib.image
+import pandas as pd
+import pytest
+from run_fixture import (
+    ITEMS,
+    TRUE_WALL_S,
+    make_runs,
+    make_trace,
+    median_wall,
+    write_run,
+)
+
+from harness.cli import main
+from harness.report import PLOT_FILES, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SECTIONS = ("## adaptive against the references", "## Notes", "## Plots", "## Environment")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Rendered once for the module (matplotlib takes ~1 s per plot here); tests only read it."""
+    folder = write_run(tmp_path_factory.mktemp("report") / "run")
+    write_report(folder)
+    return folder
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    """The first markdown table's rows by strategy: cells stripped."""
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] in TRUE_WALL_S and cells[0] not in rows:
+            rows[cells[0]] = cells
+    return rows
+
+
+def first_html_table(page: str) -> list[list[str]]:
+    """The body rows of the page's first <table>, cell texts (stdlib parser: no lxml needed)."""
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+            self.tables = 0
+            self.cell: list[str] | None = None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.tables += 1
+            elif self.tables == 1 and tag == "tr":
+                self.rows.append([])
+            elif self.tables == 1 and tag == "td":
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag == "td" and self.cell is not None:
+                self.rows[-1].append("".join(self.cell).strip())
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Cells()
+    parser.feed(page)
+    return [row for row in parser.rows if row]
+
+
+def test_markdown_has_headline_table_and_every_section(rendered):
+    md = (rendered / "report.md").read_text()
+    assert md.startswith(f"# fixture: {ITEMS:,} items on 2 worker threads")
+    assert re.search(r"\*\*adaptive was 1\.05× \[[\d.]+, [\d.]+\] the wall time of static:50, the best static "
+                     r"and 29× \[\d+, \d+\] faster than per_item\.\*\*", md)
+    for section in SECTIONS:
+        assert section in md
+    assert "Dynamic vs static twin" not in md  # no variant column in this run
+    assert "## Warnings" not in md  # 2 % spread is stable
+    assert "- joblib_auto: joblib reports batch counts, not sizes" in md  # env.json strategy_notes
+    assert "drift phases: from 50% of items 0.6 ms" in md
+    assert "measured on an evenly spread sample" in md and "per_item (500 items)" in md
+
+
+def test_table_numbers_are_those_of_the_csv(rendered):
+    runs = pd.read_csv(rendered / "runs.csv")
+    rows = table_rows((rendered / "report.md").read_text())
+    assert list(rows) == list(TRUE_WALL_S)
+    for strategy, cells in rows.items():
+        mine = runs[runs["strategy"] == strategy]
+        wall = median_wall(runs, strategy)
+        assert cells[1] == str(len(mine))  # repeats
+        assert cells[2].rstrip("*") == f"{wall:,.3f}"
+        assert cells[2].endswith("*") == bool(mine["sampled"].any())
+        q1, q3 = mine["projected_wall_s"].quantile([0.25, 0.75])
+        assert cells[3] == f"{q1:,.3f}–{q3:,.3f}"
+        assert cells[4] == f"{ITEMS / wall:,.0f}"
+        assert cells[5] == f"{median_wall(runs, 'per_item') / wall:,.2f}"
+        assert cells[6] == f"{wall / median_wall(runs, 'static:50'):,.2f}"
+        assert cells[9] == f"{mine['tasks'].median():,.0f}"
+        assert cells[11] == f"{mine['overhead_per_task_ms'].median():,.1f}"
+
+
+def test_plots_are_valid_pngs_and_linked_from_both_reports(rendered):
+    md = (rendered / "report.md").read_text()
+    page = (rendered / "report.html").read_text()
+    for name in PLOT_FILES.values():
+        path = rendered / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert width > 300 and height > 150
+        assert f"]({name})" in md and f'src="{name}"' in page
+
+
+def test_html_carries_the_same_headline_and_table(rendered):
+    page = (rendered / "report.html").read_text()
+    md = (rendered / "report.md").read_text()
+    headline = re.search(r"\*\*(adaptive was .*?)\*\*", md).group(1)
+    assert f'<p class="headline">{headline}</p>' in page
+    html_rows = first_html_table(page)
+    md_rows = table_rows(md)
+    assert [row[0] for row in html_rows] == list(TRUE_WALL_S)
+    assert html_rows == [md_rows[s] for s in TRUE_WALL_S]  # the same cells, string for string
+    assert "http://" not in page.replace("http://127.0.0.1", "") and "https://" not in page  # nothing fetched
+
+
+def test_dynamic_runs_get_a_twin_section_and_the_main_table_uses_dynamic_rows(tmp_path):
+    dynamic = make_runs(variant="dynamic")
+    twin = make_runs({s: w / 1.25 for s, w in TRUE_WALL_S.items()}, variant="twin")
+    folder = write_run(tmp_path / "run", runs=pd.concat([dynamic, twin], ignore_index=True))
+    md = write_report(folder).read_text()
+    assert "## Dynamic vs static twin" in md
+    twin_lines = [line for line in md.split("## Dynamic vs static twin")[1].splitlines() if line.startswith("| static twin")]
+    assert len(twin_lines) == len(TRUE_WALL_S)
+    assert all("1.250" in line and "significant" in line for line in twin_lines)
+    rows = table_rows(md)
+    assert rows["adaptive"][2] == f"{TRUE_WALL_S['adaptive']:,.3f}"  # dynamic rows only
+    assert "Dynamic vs static twin" in (folder / "report.html").read_text()
+
+
+def test_a_run_without_adaptive_or_sweep_still_renders(tmp_path):
+    walls = {"per_item": 10.0, "static:20": 2.0}
+    folder = write_run(tmp_path / "run", runs=make_runs(walls), trace=make_trace().iloc[0:0])
+    md = write_report(folder).read_text()
+    assert "adaptive was" not in md and "## adaptive against" not in md
+    assert "Best static batch size in hindsight (the oracle): static:20" in md
+    assert (folder / PLOT_FILES["walls"]).is_file() and not (folder / PLOT_FILES["trace"]).exists()
+
+
+def test_noisy_runs_carry_warnings(tmp_path):
+    folder = write_run(tmp_path / "run", runs=make_runs(spread=(0.6, -0.2, 0.0, 0.1, 0.2)))
+    md = write_report(folder).read_text()
+    warnings = md.split("## Warnings")[1].split("##")[0]
+    assert "adaptive: unstable" in warnings and "first repeat took" in warnings
+
+
+def test_report_command_renders_both_files_from_the_csvs(tmp_path, capsys):
+    folder = write_run(tmp_path / "run")
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "report.html").is_file() and (folder / PLOT_FILES["sweep"]).is_file()
+    assert "adaptive was" in capsys.readouterr().out

@@ -1,0 +1,128 @@
+"""harness.stats on synthetic samples whose answers are known: ratios of medians and their
+bootstrap intervals, significance labels, instability warnings, the summary table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from run_fixture import ITEMS, THREADS, TRUE_WALL_S, make_runs
+
+from harness import stats
+
+NOISE = 0.05  # lognormal sigma of the synthetic wall times: a quiet machine
+
+
+def noisy(true_median: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Samples whose population median is exactly `true_median` (lognormal noise has median 1)."""
+    return true_median * np.exp(rng.normal(0, NOISE, n))
+
+
+@pytest.mark.parametrize("true_ratio", [0.5, 1.0, 1.3])
+def test_ratio_interval_covers_the_true_ratio_in_most_trials(true_ratio):
+    rng = np.random.default_rng(7)
+    trials = 40
+    covered = 0
+    for _ in range(trials):
+        r = stats.ratio("a", noisy(2.0 * true_ratio, 15, rng), "b", noisy(2.0, 15, rng))
+        covered += r.low <= true_ratio <= r.high
+    # 95 % nominal; a percentile bootstrap of medians on 15 samples runs a little under it.
+    assert covered / trials >= 0.8
+
+
+def test_a_clear_difference_is_significant_and_no_difference_is_not():
+    rng = np.random.default_rng(3)
+    faster = stats.ratio("a", noisy(1.0, 10, rng), "b", noisy(2.0, 10, rng))
+    assert faster.significant and faster.label == "significant"
+    assert faster.high < 1
+    same = stats.ratio("a", noisy(2.0, 10, rng), "b", noisy(2.0, 10, rng))
+    assert same.low < 1 < same.high
+    assert not same.significant and same.label == "not significant"
+
+
+def test_ratio_is_the_ratio_of_medians_and_reproducible():
+    a, b = np.array([3.0, 1.0, 2.0, 10.0]), np.array([1.0, 1.0, 4.0])
+    r = stats.ratio("a", a, "b", b)
+    assert r.estimate == pytest.approx(np.median(a) / np.median(b))
+    assert (r.low, r.high) == (stats.ratio("a", a, "b", b).low, stats.ratio("a", a, "b", b).high)
+
+
+def test_one_repeat_gives_no_interval_and_is_never_significant():
+    r = stats.ratio("a", np.array([1.0]), "b", np.array([2.0, 2.1]))
+    assert r.estimate == pytest.approx(1.0 / 2.05)
+    assert math.isnan(r.low) and not r.significant
+    assert r.label == "no interval (one repeat)"
+    assert r.phrase("b") == "0.49× the wall time of b (one repeat: no interval)"
+
+
+def test_samples_without_spread_have_a_point_interval():
+    r = stats.ratio("a", np.array([3.0, 3.0]), "b", np.array([2.0, 2.0]))
+    assert (r.low, r.estimate, r.high) == (1.5, 1.5, 1.5)
+    assert r.significant
+
+
+def test_phrase_says_faster_only_when_significantly_faster():
+    fast = stats.Ratio("adaptive", "per_item", 0.025, 0.02, 0.03)
+    assert fast.phrase("per_item") == "40× [33, 50] faster than per_item"
+    close = stats.Ratio("adaptive", "static:50", 1.03, 0.98, 1.08)
+    assert close.phrase("static:50") == "1.03× [0.98, 1.08] the wall time of static:50 (not significant)"
+
+
+def test_quiet_samples_give_no_warning():
+    assert stats.instability_warnings(make_runs()) == []
+
+
+def test_a_wide_spread_is_flagged_as_unstable():
+    runs = make_runs(spread=(-0.2, -0.1, 0.0, 0.1, 0.2))  # IQR = 20 % of the median
+    warnings = stats.instability_warnings(runs)
+    assert len(warnings) == len(TRUE_WALL_S)
+    assert all("unstable, IQR is 20% of the median" in w for w in warnings)
+
+
+def test_a_slow_first_repeat_is_flagged():
+    runs = make_runs(spread=(1.0, 0.0, 0.0, 0.0, 0.0))  # the first repeat takes twice as long
+    warnings = stats.instability_warnings(runs)
+    assert sum("first repeat took 2.0×" in w for w in warnings) == len(TRUE_WALL_S)
+
+
+def test_summary_uses_projected_walls_and_known_references():
+    table = stats.summarize(make_runs())
+    assert list(table.index) == list(TRUE_WALL_S)
+    for strategy, wall in TRUE_WALL_S.items():
+        assert table.loc[strategy, "wall_s"] == pytest.approx(wall)  # projected for sampled rows
+        assert table.loc[strategy, "throughput_items_s"] == pytest.approx(ITEMS / wall)
+        assert table.loc[strategy, "efficiency"] == pytest.approx(3.0 / THREADS / wall)
+        assert table.loc[strategy, "vs_per_item"] == pytest.approx(TRUE_WALL_S["per_item"] / wall)
+    assert table.attrs["oracle"] == "static:50"
+    assert table.loc["adaptive", "vs_oracle"] == pytest.approx(4.2 / 4.0)
+    assert table.loc["per_item", "sampled"] and not table.loc["adaptive", "sampled"]
+
+
+def test_adaptive_is_judged_against_every_reference_present():
+    runs = make_runs()
+    refs = stats.adaptive_references(runs, stats.summarize(runs))
+    assert [(r.role, r.strategy) for r in refs] == [
+        ("best static", "static:50"), ("per_item", "per_item"), ("best raw_dask", "raw_dask:50"),
+        ("joblib_auto", "joblib_auto")]
+    for r in refs:
+        true = TRUE_WALL_S["adaptive"] / TRUE_WALL_S[r.strategy]
+        assert r.ratio.estimate == pytest.approx(true)
+        assert r.ratio.low <= true <= r.ratio.high
+        assert r.ratio.significant  # every reference differs from adaptive by >= 5 %, noise is 2 %
+    oracle, per_item = refs[0].ratio, refs[1].ratio.inverted()
+    assert stats.headline(refs) == (
+        f"adaptive was 1.05× [{oracle.low:.2f}, {oracle.high:.2f}] the wall time of static:50, the best static "
+        f"and 29× [{per_item.low:.0f}, {per_item.high:.0f}] faster than per_item.")
+
+
+def test_variants_split_into_main_rows_and_twin_ratios():
+    dynamic = make_runs(variant="dynamic")
+    twin = make_runs({s: w / 1.25 for s, w in TRUE_WALL_S.items()}, variant="twin")
+    runs = pd.concat([dynamic, twin], ignore_index=True)
+    assert (stats.main_rows(runs)["variant"] == "dynamic").all()
+    ratios = stats.variant_ratios(runs)
+    assert [r.numerator for r in ratios] == [f"{s} dynamic" for s in TRUE_WALL_S]
+    assert all(r.estimate == pytest.approx(1.25) and r.significant for r in ratios)
+    assert stats.variant_ratios(make_runs()) == []  # an old runs.csv has no variant column
