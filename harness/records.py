@@ -30,6 +30,7 @@ RUN_COLUMNS = (
     "retries", "batch_size_median", "ideal_s", "peak_rss_mb",
     "items_total", "sampled", "projected_wall_s", "compute_s", "throughput_items_s",
     "overhead_per_task_ms", "flow_s", "checksum", "order", "profile", "rss_growth_mb",
+    "pattern", "variant", "flow_runs", "routes", "mode_changes",
 )
 TRACE_COLUMNS = (
     "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",
@@ -70,6 +71,15 @@ class RunRecord:
     order: int  # position in its repeat (the order rotates each repeat)
     profile: str
     rss_growth_mb: float  # peak during the run minus RSS at its start: this run's own memory
+    # The dynamic-workflow pattern (harness.patterns): its [pattern] kind; "dynamic" (the pattern
+    # as written, structure decided at run time) or "twin" (its static twin: same work, structure
+    # fixed up front); the flow runs it created; what it built at run time ("name=count;...");
+    # and how often the adaptive trace switched execution mode within a stage.
+    pattern: str = "map"
+    variant: str = "dynamic"
+    flow_runs: int = 0
+    routes: str = ""
+    mode_changes: int = 0
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -157,10 +167,17 @@ def run_folder(out: Path, workload: str) -> Iterator[tuple[Path, Path]]:
     removed, so a half-written run folder never exists under its real name."""
     parent = Path(out) / workload
     parent.mkdir(parents=True, exist_ok=True)
-    run_id = new_run_id()
-    final = parent / run_id
-    partial = parent / f".{run_id}.partial"
-    partial.mkdir()
+    while True:  # two runs started in the same second may draw the same id: the second redraws
+        run_id = new_run_id()
+        final = parent / run_id
+        partial = parent / f".{run_id}.partial"
+        if final.exists():
+            continue
+        try:
+            partial.mkdir()
+            break
+        except FileExistsError:
+            continue
     try:
         yield partial, final
     except BaseException:

@@ -43,6 +43,8 @@ SIZED_STRATEGY_KINDS = ("static", "raw_dask")
 PATTERN_KINDS = ("map", "nested_map", "branching", "subflows", "pipeline")
 COST_KINDS = ("cpu", "sleep")
 DISTRIBUTIONS = ("constant", "uniform", "lognormal", "pareto", "bimodal")
+# The adaptive strategy's execution paths that `[faults] path` can break (controller.STRATEGIES).
+FAULT_PATHS = ("batched", "inline")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ class FaultSpec:
     transient_rate: float = 0.0
     permanent_rate: float = 0.0
     retries: int = 3
+    # An infrastructure failure of a whole task on one execution path of the adaptive strategy
+    # (before its items run), for the circuit breaker to route around (harness.breaker).
+    path_failure_rate: float = 0.0
+    path: str = "batched"
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,9 @@ class PatternSpec:
     kind: str = "map"
     # Pattern-specific keys, kept as given (sorted (key, value) pairs) for the pattern to validate.
     options: tuple[tuple[str, Any], ...] = ()
+    # The same keys checked and typed by harness.pattern_spec (None for "map"); derived from
+    # `options`, so left out of comparisons.
+    settings: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -452,6 +461,8 @@ _FAULTS = {
     "transient_rate": _number(0, 1, lo_open=False, hi_open=True),
     "permanent_rate": _number(0, 1, lo_open=False),
     "retries": _integer(0, 100),
+    "path_failure_rate": _number(0, 1, lo_open=False),
+    "path": _choice(FAULT_PATHS),
 }
 _PATTERN_KIND = _choice(PATTERN_KINDS)
 _ADDRESS = _matching(
@@ -509,7 +520,11 @@ def _read_pattern(raw: dict[str, Any], source: str, table: str) -> PatternSpec:
             f"{source}: {table} {extra[0]}: unknown key for kind 'map', expected only: kind "
             f"(pattern-specific keys belong to the kinds {others})"
         )
-    return PatternSpec(kind, _freeze({key: raw[key] for key in extra}))
+    # Imported here: harness.pattern_spec builds on this module's errors.
+    from harness.pattern_spec import read_pattern_options
+
+    options = {key: raw[key] for key in extra}
+    return PatternSpec(kind, _freeze(options), read_pattern_options(kind, options, source, table))
 
 
 def _simple(cls: type, schema: dict[str, _Rule]) -> Callable[[dict[str, Any], str, str], Any]:

@@ -51,6 +51,9 @@ class Stage:
     worker_threads: int
     client: Any = None  # distributed.Client, for the reference strategies
     on_progress: Callable[[int], None] | None = None  # called with items finished so far
+    # Per-task overhead of this runtime measured at warm-up (not a property of the items):
+    # the adaptive controller's stand-in until its own first task has finished.
+    overhead_hint_s: float | None = None
 
     @property
     def items(self) -> int:
@@ -77,6 +80,8 @@ class StageResult:
     batch_sizes: Counter[int] = field(default_factory=Counter)
     trace: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    flow_runs: int = 0  # flow runs created (the pattern's flow and its subflows; harness.patterns)
+    routes: str = ""  # what the pattern built at run time, "name=count;..." (harness.patterns)
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:

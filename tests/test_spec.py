@@ -56,8 +56,8 @@ retries = 5
 
 [pattern]
 kind = "nested_map"
-groups = [10, 20]
-labels = { b = 2, a = [1, 2] }
+groups = 10
+group_spread = 0.5
 
 [cluster]
 workers = 4
@@ -105,7 +105,7 @@ def test_full_file_round_trips_into_the_expected_spec(tmp_path):
         faults=FaultSpec(transient_rate=0.01, permanent_rate=0.001, retries=5),
         pattern=PatternSpec(
             kind="nested_map",
-            options=(("groups", (10, 20)), ("labels", (("a", (1, 2)), ("b", 2)))),
+            options=(("group_spread", 0.5), ("groups", 10)),
         ),
         cluster=ClusterSpec(workers=4, threads_per_worker=2, address="tcp://127.0.0.1:8786"),
         run=RunSpec(

@@ -33,6 +33,8 @@ def run_map(strategy: StrategyName, stage: Stage, runtime: Any, flow_name: str) 
     _pending[key] = (strategy, stage)
     try:
         with runtime.submitting():
-            return mapped_stage.with_options(name=flow_name, task_runner=runtime.task_runner())(key)
+            result = mapped_stage.with_options(name=flow_name, task_runner=runtime.task_runner())(key)
     finally:
         del _pending[key]
+    result.flow_runs = 1
+    return result
