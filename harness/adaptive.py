@@ -9,13 +9,15 @@ most one window of tasks, whatever the item count.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import queue
 import time
 from collections import Counter
 from typing import Any
 
-from harness.controller import BatchObservation, Controller, Decision
+from harness.controller import STRATEGIES, BatchObservation, Controller, Decision
+from harness.resilience import PathFault, PathGuard, fail_on_path
 from harness.strategies import Opaque, Stage, StageResult, process_batch
 from harness.workloads import BatchResult, Tally, run_batch
 
@@ -57,44 +59,84 @@ def _observation(decision: Decision, started: float, finished: float, result: Ba
 
 def run_adaptive(stage: Stage) -> StageResult:
     """Run the stage with batch sizes and strategy chosen from live throughput (inside a flow)."""
-    controller = Controller(stage.items, stage.worker_threads)
+    controller = Controller(stage.items, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s)
     items = stage.iter_items()
     remaining = stage.items
     done: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    in_flight: dict[Any, tuple[Decision, float]] = {}
+    in_flight: dict[Any, tuple[Decision, float, Any]] = {}  # future -> decision, submit time, batch
     tally = Tally()
     sizes: Counter[int] = Counter()
     trace: list[dict[str, Any]] = []
     tasks = 0
     window = 1  # until the first decision says otherwise
     t0 = time.perf_counter()
+    # Failed tasks, re-runs and circuit breakers (harness.resilience); inline is the last resort.
+    guard = PathGuard.for_stage(stage, tuple(sorted(STRATEGIES, key=lambda p: p == "inline")))
+    blocked = False  # every path refuses: wait for a task in flight before routing again
 
-    while remaining or in_flight:
-        if remaining and len(in_flight) < window:
-            decision = controller.decide(remaining, len(in_flight))
+    def run_inline(decision: Decision, batch: list[Any]) -> None:
+        submitted = time.perf_counter()
+        result = run_batch(batch, stage.cost_kind, stage.retries)
+        obs = _observation(decision, submitted, time.perf_counter(), result)
+        controller.observe(obs)
+        tally.add_batch(result)
+        trace.append(_trace_row(t0, obs, decision, controller, len(in_flight)))
+        stage.progress(tally)
+
+    while remaining or in_flight or guard.reruns:
+        if (remaining or guard.reruns) and len(in_flight) < window and not blocked:
+            decision = controller.decide(remaining + guard.queued_items, len(in_flight))
             window = decision.window
-            batch = list(itertools.islice(items, decision.batch_size))
-            remaining -= len(batch)
+            job, new = guard.next_batch(items, decision.batch_size)
+            batch = job.items
+            remaining -= len(batch) if new else 0
+            path = guard.route(decision.strategy, job)
+            if path is None:
+                guard.reruns.appendleft(job)
+                blocked = bool(in_flight)
+                continue
+            if path != decision.strategy:
+                decision = dataclasses.replace(
+                    decision, strategy=path, reason=f"{decision.reason}; routed to {path} (breaker)")
             sizes[len(batch)] += 1
             submitted = time.perf_counter()
-            if decision.strategy == "inline":
+            if path == "inline":
+                if guard.injected(path, job):
+                    guard.failed(path, job, PathFault(path, batch[0].index, job.attempt))
+                    continue
                 # Cheaper than any task: the flow process runs the batch itself.
-                result = run_batch(batch, stage.cost_kind, stage.retries)
-                obs = _observation(decision, submitted, time.perf_counter(), result)
-                controller.observe(obs)
-                tally.add_batch(result)
-                trace.append(_trace_row(t0, obs, decision, controller, len(in_flight)))
-                stage.progress(tally)
+                run_inline(decision, batch)
+                guard.succeeded(path)
                 continue
-            future = process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
+            if guard.injected(path, job):
+                future = fail_on_path.submit(Opaque(batch), path, batch[0].index, job.attempt)
+            else:
+                future = process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
             tasks += 1
-            in_flight[future] = (decision, submitted)
+            in_flight[future] = (decision, submitted, job)
             future.add_done_callback(done.put)
             continue
-        future = done.get()
+        try:
+            future = done.get_nowait()
+        except queue.Empty:
+            fill = controller.fill(remaining, len(in_flight)) if remaining else None
+            if fill is not None:  # a worker thread idles and the window is full: work meanwhile
+                batch = list(itertools.islice(items, fill.batch_size))
+                remaining -= len(batch)  # not a task: left out of the batch-size tally
+                window = fill.window
+                run_inline(fill, batch)
+                continue
+            future = done.get()
         seen = time.perf_counter()
-        decision, submitted = in_flight.pop(future)
-        result = future.result().value
+        decision, submitted, job = in_flight.pop(future)
+        blocked = False
+        try:
+            result = future.result().value
+        except Exception as exc:  # noqa: BLE001  (a task failed as a whole, items never do: re-run its batch)
+            del future
+            guard.failed(decision.strategy, job, exc)
+            continue
+        guard.succeeded(decision.strategy)
         del future  # release it: Dask may otherwise re-run finished tasks (prefect#15442)
         obs = _observation(decision, submitted, seen, result)
         controller.observe(obs)
@@ -103,6 +145,7 @@ def run_adaptive(stage: Stage) -> StageResult:
         stage.progress(tally)
 
     wall = time.perf_counter() - t0
-    inline = sum(1 for row in trace if row["mode"] == "inline")
-    notes = [f"{inline} batches ran inline in the flow process"] if inline else []
+    inline = [row["items"] for row in trace if row["mode"] == "inline"]
+    notes = [f"{len(inline)} batches ({sum(inline)} items) ran inline in the flow process"] if inline else []
+    notes += guard.notes()
     return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=sizes, trace=trace, notes=notes)

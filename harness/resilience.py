@@ -1,0 +1,156 @@
+"""What the adaptive strategy does when a task fails for reasons of the infrastructure rather
+than of its items: a worker lost, or an execution path that keeps failing.
+
+Item faults never get here: `run_batch` turns them into failed outcomes. A task that fails as
+a whole (`future.result()` raises) ran none of its items as far as the flow knows, so its batch
+is queued again and re-run on another path when the router has one; its items are folded into
+the tally once, from the run that succeeds. The circuit breakers (harness.breaker) decide
+which path each batch takes; this module is the mechanism around them.
+
+Injected path faults (`[faults] path_failure_rate`, `path`) make a task on that path fail
+before any item runs, decided from the seed, the batch's first item and the attempt, so the
+same run fails the same batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE
+
+from harness.breaker import Router
+from harness.errors import RunError
+from harness.workloads import Item
+
+# Re-runs of one batch before the run is declared failed. Each re-run avoids the paths the
+# batch already failed on, so 3 covers a lost worker, a broken path and one more failure on
+# the fallback; a batch failing more often than that points at the items or the cluster, not
+# at bad luck, and the user should see the error.
+MAX_RERUNS_PER_BATCH = 3
+# Random stream of path faults, apart from the workload's cost and item-fault streams (0-2).
+_PATH_FAULT_STREAM = 3
+
+
+class PathFault(Exception):
+    """An injected infrastructure failure: the task on `path` died before running its batch."""
+
+    def __init__(self, path: str, first_index: int, attempt: int) -> None:
+        super().__init__(path, first_index, attempt)
+        self.path, self.first_index, self.attempt = path, first_index, attempt
+
+    def __str__(self) -> str:
+        return f"injected failure of path {self.path!r} (batch from item {self.first_index}, attempt {self.attempt})"
+
+
+def path_fails(seed: int, rate: float, first_index: int, attempt: int) -> bool:
+    """Does the injected path fault hit this batch on this attempt? (Deterministic.)"""
+    if rate <= 0:
+        return False
+    rng = np.random.default_rng([seed % 2**63, _PATH_FAULT_STREAM, first_index, attempt])
+    return bool(rng.random() < rate)
+
+
+def _fail_on_path(batch: Any, path: str, first_index: int, attempt: int) -> None:
+    raise PathFault(path, first_index, attempt)
+
+
+# A real task on a real worker that fails as a whole, as a crashed path would.
+fail_on_path = task(_fail_on_path, name="process_batch", cache_policy=NONE)
+
+
+@dataclass
+class _Batch:
+    items: list[Item]
+    attempt: int = 1
+    failed_on: set[str] = field(default_factory=set)
+
+
+class PathGuard:
+    """Per adaptive stage: routing through breakers, re-runs of failed batches, and the notes."""
+
+    def __init__(self, paths: tuple[str, ...], seed: int, fault_rate: float, fault_path: str,
+                 client: Any = None) -> None:
+        self.router = Router(paths)
+        self.seed, self.fault_rate, self.fault_path = seed, fault_rate, fault_path
+        self.client = client
+        self.reruns: deque[_Batch] = deque()
+        self.rerun_tasks = 0
+        self.rerun_items = 0
+        self.errors: dict[str, int] = {}
+        self._since = time.time()
+
+    @classmethod
+    def for_stage(cls, stage: Any, paths: tuple[str, ...]) -> PathGuard:
+        faults = stage.workload.spec.faults
+        return cls(paths, stage.workload.spec.seed, faults.path_failure_rate, faults.path, stage.client)
+
+    @property
+    def queued_items(self) -> int:
+        return sum(len(b.items) for b in self.reruns)
+
+    def next_batch(self, items: Iterator[Item], size: int) -> tuple[_Batch, bool]:
+        """A failed batch waiting for its re-run, else (True) the next `size` of `items`."""
+        if self.reruns:
+            return self.reruns.popleft(), False
+        return _Batch(list(itertools.islice(items, size))), True
+
+    def route(self, wanted: str, batch: _Batch) -> str | None:
+        return self.router.route(wanted, avoid=batch.failed_on)
+
+    def injected(self, path: str, batch: _Batch) -> bool:
+        return path == self.fault_path and path_fails(self.seed, self.fault_rate, batch.items[0].index, batch.attempt)
+
+    def succeeded(self, path: str) -> None:
+        self.router.record(path, True)
+
+    def failed(self, path: str, batch: _Batch, error: BaseException) -> None:
+        """A task failed as a whole: count it against its path and queue the batch again."""
+        self.router.record(path, False)
+        name = type(error).__name__
+        self.errors[name] = self.errors.get(name, 0) + 1
+        if batch.attempt > MAX_RERUNS_PER_BATCH:
+            raise RunError(f"a batch of {len(batch.items)} items (from item {batch.items[0].index}) failed "
+                           f"{batch.attempt} times, last on path {path!r}: {name}: {error}") from error
+        batch.attempt += 1
+        batch.failed_on.add(path)
+        self.rerun_tasks += 1
+        self.rerun_items += len(batch.items)
+        self.reruns.append(batch)
+
+    def notes(self) -> list[str]:
+        """What the report says: failed tasks, re-runs, breakers, workers the cluster lost."""
+        notes = []
+        if self.errors:
+            shown = ", ".join(f"{n} {name}" for name, n in sorted(self.errors.items()))
+            notes.append(f"{sum(self.errors.values())} tasks failed as a whole ({shown}); "
+                         f"{self.rerun_tasks} batches ({self.rerun_items} items) re-run, each item counted once")
+        notes += self.router.summary()
+        notes += lost_worker_notes(self.client, self._since)
+        return notes
+
+
+def lost_worker_notes(client: Any, since: float) -> list[str]:
+    """Workers the scheduler removed since `since`, and the tasks Dask re-ran because of it
+    (from the scheduler's own event log, so it sees what the flow cannot)."""
+    if client is None:
+        return []
+    try:
+        events = client.get_events("all")
+    except Exception as exc:  # noqa: BLE001  (a scheduler without the event log: say so, go on)
+        return [f"could not read the scheduler's event log for lost workers ({type(exc).__name__}: {exc})"]
+    notes = []
+    for stamp, event in events:
+        if stamp < since or not isinstance(event, dict) or event.get("action") != "remove-worker":
+            continue
+        running = len(event.get("processing-tasks") or ())
+        lost = len(event.get("lost-computed-tasks") or ())
+        notes.append(f"worker {event.get('worker')} lost: Dask re-ran {running} running and "
+                     f"{lost} finished tasks elsewhere")
+    return notes

@@ -1,0 +1,280 @@
+"""The harness on a cluster it did not start: a real `dask scheduler` and `dask worker`
+processes on loopback (the commands of README's "Running on your own cluster"), a Prefect
+API server started apart from the harness, workers set up wrongly, and a worker lost mid-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.runtime import client_settings, free_port, start_prefect_server
+from harness.spec import parse_spec
+from harness.workloads import Workload
+
+pytestmark = pytest.mark.cluster
+
+DASK = str(Path(sys.executable).with_name("dask"))
+# A scheduler or worker process imports dask and distributed (~2 s here); a loaded 2-core
+# machine gets ten times that before the fixture gives up.
+START_TIMEOUT_S = 60
+SUBPROCESS_TIMEOUT_S = 240
+
+
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers():
+    """main() installs SIGTERM and SIGINT handlers for the CLI process; give pytest its own back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+class ExternalCluster:
+    """`dask scheduler` + `dask worker` subprocesses, each in its own process group."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.scheduler = self._start("scheduler", [
+            DASK, "scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
+            "--dashboard-address", "127.0.0.1:0"], os.environ.copy())
+
+    def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def add_worker(self, name: str, env: dict[str, str]) -> None:
+        self.workers[name] = self._start(f"worker-{name}", [
+            DASK, "worker", self.address, "--nthreads", "1", "--name", name,
+            "--host", "127.0.0.1", "--no-dashboard"], env)
+
+    def client(self):
+        import distributed
+
+        return distributed.Client(self.address, timeout=START_TIMEOUT_S, set_as_default=False)
+
+    def wait_for_workers(self) -> dict[str, str]:
+        """Wait until every worker started has joined; returns {name: address}."""
+        with self.client() as client:
+            client.wait_for_workers(len(self.workers), timeout=START_TIMEOUT_S)
+            return {w["name"]: addr for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker and its nanny: a machine gone, not a clean shutdown."""
+        os.killpg(self.workers[name].pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        procs = [*self.workers.values(), self.scheduler]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def external_cluster(tmp_path, runtime):
+    """A factory: an empty scheduler; tests add the workers they need. `runtime` (the session's
+    API server) has put PREFECT_API_URL and the other client settings into os.environ."""
+    cluster = ExternalCluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def good_worker_env(api_url: str) -> dict[str, str]:
+    """What README tells users to give their workers."""
+    return {**os.environ, **client_settings(api_url)}
+
+
+def bare_worker_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---------------------------------------------------------------- an existing Dask cluster
+
+
+def test_runs_on_an_existing_cluster_by_option_and_by_file(external_cluster, runtime, tmp_path, make_toml, capsys):
+    for name in ("w0", "w1"):
+        external_cluster.add_worker(name, good_worker_env(runtime.api_url))
+    names = external_cluster.wait_for_workers()
+    toml = make_toml("external", count=40, mean_ms=0.5, strategies=("static:10", "adaptive"))
+    by_option = tmp_path / "external.toml"
+    by_option.write_text(toml)
+    by_file = tmp_path / "external-file.toml"
+    by_file.write_text(toml.replace("[cluster]\n", f'[cluster]\naddress = "{external_cluster.address}"\n'))
+
+    # the file's address alone is enough (one strategy there: the layout is what is checked)
+    for args in (["run", str(by_option), "--dask-address", external_cluster.address],
+                 ["run", str(by_file), "--strategies", "static:10"]):
+        code, out, err = _cli([*args, "--out", str(tmp_path / "results"), "--repeats", "1"], capsys)
+        assert code == 0, err[-3000:]
+        folder = Path(out.rstrip("\n").splitlines()[-1])
+        env = json.loads((folder / "env.json").read_text())["runtime"]
+        assert env["startup"]["dask_cluster"] == "existing" and env["startup"]["prefect_server"] == "existing"
+        assert env["scheduler_address"] == external_cluster.address
+        assert sorted(w["address"] for w in env["workers"]) == sorted(names.values())
+        assert env["worker_threads"] == 2
+        report = (folder / "report.md").read_text()
+        assert external_cluster.address in report and all(a in report for a in names.values())
+        runs = pd.read_csv(folder / "runs.csv", dtype={"checksum": str})
+        assert (runs["items"] == 40).all() and runs["checksum"].nunique() == 1
+
+
+def test_preflight_names_workers_without_the_api_and_writes_nothing(external_cluster, runtime, tmp_path,
+                                                                   make_toml, capsys):
+    dead_api = f"http://127.0.0.1:{free_port()}/api"
+    external_cluster.add_worker("good", good_worker_env(runtime.api_url))
+    external_cluster.add_worker("bare", bare_worker_env())
+    external_cluster.add_worker("elsewhere", {**bare_worker_env(), **client_settings(dead_api)})
+    names = external_cluster.wait_for_workers()
+    path = tmp_path / "w.toml"
+    path.write_text(make_toml("preflight", count=10))
+    out = tmp_path / "results"
+
+    code, _, err = _cli(["run", str(path), "--out", str(out), "--dask-address", external_cluster.address], capsys)
+    assert code == 2, err[-3000:]
+    assert f"{names['bare']}: PREFECT_API_URL is not set" in err
+    assert f"{names['elsewhere']}: PREFECT_API_URL is {dead_api}, the flow uses {runtime.api_url}" in err
+    assert names["good"] not in err
+    assert "Running on your own cluster" in err
+    assert not out.exists()
+
+
+def test_unreachable_api_on_every_worker_is_named(external_cluster, runtime, tmp_path, make_toml, capsys,
+                                                  monkeypatch):
+    """Flow and workers agree on an API URL nobody answers on... the flow notices first."""
+    dead_api = f"http://127.0.0.1:{free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", dead_api)
+    path = tmp_path / "w.toml"
+    path.write_text(make_toml("dead-api", count=10))
+    code, _, err = _cli(["run", str(path), "--out", str(tmp_path / "results"),
+                         "--dask-address", external_cluster.address], capsys)
+    assert code == 2 and f"PREFECT_API_URL={dead_api}: no Prefect API answers" in err
+    assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- a worker lost mid-run
+
+
+def _expected(spec) -> tuple[int, int]:
+    """Checksum and failed-item count of the workload, from its items alone."""
+    from harness.workloads import ItemOutcome, Tally
+
+    tally = Tally()
+    for item in Workload(spec).items():
+        if item.permanent or item.transient_failures > spec.faults.retries:
+            tally.add_failure(item.index, 1, "fault")
+        else:
+            tally.add(ItemOutcome(item.index, True, 0.0, 1, item.payload[::-1], ""))
+    return tally.checksum, tally.items_failed
+
+
+def test_a_worker_lost_mid_run_loses_and_doubles_no_item(external_cluster, runtime, tmp_path, make_toml):
+    """SIGKILL one of two workers (nanny and all) while the adaptive run has tasks in flight."""
+    from harness.run import run_workload
+    from harness.spec import with_overrides
+
+    for name in ("w0", "w1"):
+        external_cluster.add_worker(name, good_worker_env(runtime.api_url))
+    victim = external_cluster.wait_for_workers()["w1"]
+    # 400 items waiting 15 ms each: ~3 s on two workers, long enough to lose one halfway.
+    toml = make_toml("lost", count=400, kind="sleep", mean_ms=15.0, transient_rate=0.05,
+                     permanent_rate=0.02, strategies=("adaptive",))
+    spec = with_overrides(parse_spec(toml), address=external_cluster.address)
+    checksum, failed = _expected(spec)
+    killed = []
+
+    def progress(label: str, items: int):
+        def seen(done: int) -> None:  # called in the flow as results come in
+            if label.startswith("adaptive") and done >= items // 4 and not killed:
+                external_cluster.kill_worker("w1")
+                killed.append(done)
+        return seen
+
+    folder = run_workload(spec, tmp_path / "results", progress=progress)
+    assert killed, "the worker was never killed"
+
+    (run,) = pd.read_csv(folder / "runs.csv", dtype={"checksum": str}).itertuples()
+    assert run.items == 400 and run.items_ok + run.items_failed == 400
+    assert run.items_failed == failed
+    assert run.checksum == f"{checksum:016x}"  # every ok item exactly once: none lost, none doubled
+    notes = "\n".join(json.loads((folder / "env.json").read_text())["strategy_notes"]["adaptive"])
+    assert f"worker {victim} lost" in notes and "Dask re-ran" in notes
+    assert f"worker {victim} lost" in (folder / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- an existing Prefect API
+
+
+async def _flow_runs(api_url: str, flow_name: str) -> list:
+    """The flow runs of `flow_name` that the API at `api_url` holds, read with Prefect's client."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+
+
+def test_uses_an_existing_prefect_api_and_starts_none(tmp_path, make_toml):
+    import psutil
+
+    server = start_prefect_server()
+    try:
+        path = tmp_path / "api.toml"
+        path.write_text(make_toml("existing-api", count=20, strategies=("static:10",)))
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+               "PREFECT_API_URL": server.api_url}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", str(path), "--out", str(tmp_path / "results"),
+             "--repeats", "1"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started_servers = set()
+        while proc.poll() is None:  # watch its children: no `prefect server` among them, ever
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        if "server" in child.cmdline() and "prefect" in " ".join(child.cmdline()):
+                            started_servers.add(child.pid)
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+        assert proc.returncode == 0, err[-3000:]
+        assert not started_servers
+        folder = Path(out.rstrip("\n").splitlines()[-1])
+        runtime_env = json.loads((folder / "env.json").read_text())["runtime"]
+        assert runtime_env["startup"]["prefect_server"] == "existing"
+        assert runtime_env["api_url"] == server.api_url
+
+        runs = asyncio.run(_flow_runs(server.api_url, "existing-api-map"))
+        # the measured static:10 and the warm-up's flow runs, all finished
+        assert len(runs) >= 2
+        assert all(run.state_type.value == "COMPLETED" for run in runs)
+    finally:
+        server.stop()
