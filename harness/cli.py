@@ -3,8 +3,11 @@
     python -m harness run WORKLOAD.toml [--out DIR] [--strategies S,...] [--repeats N]
                                         [--dask-address ADDR] [--quick] [--profile lean|stock]
     python -m harness report RUN_DIR
+    python -m harness compare RUN_A RUN_B [--threshold 0.10]
+    python -m harness table RUN_DIR [RUN_DIR ...]
 
-Exit codes: 0 done; 1 the run failed; 2 bad input (nothing is written).
+Exit codes: 0 done; 1 the run failed, or (compare) B is significantly slower than A by more
+than the threshold; 2 bad input (nothing is written).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError, SpecError
-
 
 _interrupted: list[int] = []  # signals received; see _interrupt
 
@@ -34,9 +36,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
                           address=args.dask_address, quick=args.quick)
     # Imported after the spec is known to be good: Prefect and Dask take seconds to import.
+    from harness.progress import ProgressDisplay
     from harness.run import run_workload
 
-    folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say)
+    with ProgressDisplay() as display:  # draws only when stderr is a terminal
+        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage)
     print((folder / "report.md").read_text())
     print(folder)
     return 0
@@ -55,6 +59,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_runs
+    from harness.report import markdown_table
+
+    result = compare_runs(Path(args.run_a), Path(args.run_b), args.threshold)
+    print(f"A: {result.a}\nB: {result.b}\nregression: B / A > {1 + result.threshold:.2f} with its 95 % interval above 1\n")
+    print(markdown_table(result.frame()))
+    for side, names in (("A", result.only_in_a), ("B", result.only_in_b)):
+        if names:
+            print(f"\nonly in {side} (not compared): {', '.join(names)}")
+    regressed = [c.strategy for c in result.changes if c.regressed]
+    print(f"\nregressed: {', '.join(regressed)}" if regressed else "\nno significant regression")
+    return 1 if regressed else 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from harness.benchtable import render, table
+
+    print(render(table([Path(d) for d in args.run_dirs])))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,9 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
     run.set_defaults(handler=cmd_run)
 
-    report = sub.add_parser("report", help="re-render report.md from a run folder's CSVs")
+    report = sub.add_parser("report", help="re-render report.md and report.html from a run folder's CSVs")
     report.add_argument("run_dir")
     report.set_defaults(handler=cmd_report)
+
+    compare = sub.add_parser("compare", help="per-strategy change from RUN_A to RUN_B; exit 1 on a significant regression")
+    compare.add_argument("run_a", help="the baseline run folder")
+    compare.add_argument("run_b", help="the run folder to judge")
+    compare.add_argument("--threshold", type=float, default=0.10,
+                         help="slow-down that counts as a regression, as a fraction (default 0.10 = 10 %%)")
+    compare.set_defaults(handler=cmd_compare)
+
+    across = sub.add_parser("table", help="one line per run folder: adaptive against every reference (README's table)")
+    across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    across.set_defaults(handler=cmd_table)
     return parser
 
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.artifacts import publish as publish_artifacts
 from harness.errors import RunError
-from harness.patterns import run_pattern
+from harness.patterns import pattern_variants, run_pattern
+from harness.patterns.trace import mode_changes
 from harness.records import (
     TRACE_COLUMNS,
     RssSampler,
@@ -42,6 +44,8 @@ DASK_TASK_BUDGET = 5_000
 WARM_UP_TASKS_PER_THREAD = 2
 
 EventSink = Callable[[str], None]
+# progress(stage label, items) -> the stage's on_progress callback (see harness.progress)
+ProgressSink = Callable[[str, int], Callable[[int], None]]
 
 
 def sample_size(name: StrategyName, items: int) -> int:
@@ -72,7 +76,8 @@ def rotated(strategies: tuple[StrategyName, ...], repeat: int) -> list[StrategyN
 
 
 def _record(spec: WorkloadSpec, name: StrategyName, repeat: int, order: int, result: StageResult,
-            runtime: Runtime, items_total: int, rss: RssSampler, flow_s: float) -> RunRecord:
+            runtime: Runtime, items_total: int, rss: RssSampler, flow_s: float,
+            variant: str = "dynamic") -> RunRecord:
     tally = result.tally
     threads = runtime.worker_threads
     items = tally.items
@@ -103,6 +108,11 @@ def _record(spec: WorkloadSpec, name: StrategyName, repeat: int, order: int, res
         order=order,
         profile=runtime.profile,
         rss_growth_mb=round(rss.growth_mb, 1),
+        pattern=spec.pattern.kind,
+        variant=variant,
+        flow_runs=result.flow_runs,
+        routes=result.routes,
+        mode_changes=len(mode_changes(result.trace)),
     )
 
 
@@ -113,24 +123,36 @@ def check_accounting(records: list[RunRecord]) -> None:
             raise RunError(f"{r.strategy} repeat {r.repeat}: {r.items_ok} ok + {r.items_failed} failed != {r.items} items")
     by_items: dict[int, set[tuple[str, str]]] = {}
     for r in records:
-        by_items.setdefault(r.items, set()).add((r.checksum, r.strategy))
+        label = r.strategy if r.variant == "dynamic" else f"{r.strategy} ({r.variant})"
+        by_items.setdefault(r.items, set()).add((r.checksum, label))
     for items, seen in by_items.items():
         if len({c for c, _ in seen}) > 1:
             detail = ", ".join(sorted(f"{s}={c}" for c, s in seen))
             raise RunError(f"results differ between strategies on the same {items} items: {detail}")
 
 
-def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> None:
-    """Run a few tasks through each path (Prefect flow on Dask, raw Dask) without timing them."""
+def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float | None:
+    """Run a few tasks through each path (Prefect flow on Dask, raw Dask) without timing them.
+
+    Returns the Prefect path's overhead per task as seen there, (wall x threads - compute) /
+    tasks: the adaptive controller's stand-in until its own first task finishes.
+    """
     n = min(len(workload), WARM_UP_TASKS_PER_THREAD * runtime.worker_threads)
     stage = Stage(workload, workload.sample_indices(n), spec.cost.kind, spec.faults.retries,
                   runtime.worker_threads, runtime.client)
     run_pattern(spec, StrategyName("static", 1), stage, runtime)
     run_pattern(spec, StrategyName("raw_dask", 1), stage, runtime)
+    # Measured on a second pass: the first pays for imports and the workers' calibration. A
+    # pattern's twin is one flow with one stage: its wall is tasks, not subflow set-up.
+    simplest = pattern_variants(spec)[-1]
+    prefect = run_pattern(spec, StrategyName("static", 1), stage, runtime, simplest)
+    if not prefect.tasks:
+        return None
+    return max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
 
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
-                 on_event: EventSink | None = None) -> Path:
+                 on_event: EventSink | None = None, progress: ProgressSink | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder."""
     say = on_event or (lambda message: None)
     strategies = strategies_to_run(spec)
@@ -141,31 +163,42 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
     with open_runtime(spec.cluster, profile) as runtime:
         say(f"runtime up: {runtime.startup}")
         t0 = time.perf_counter()
-        warm_up(spec, workload, runtime)
+        overhead_hint = warm_up(spec, workload, runtime)
         warm_up_s = time.perf_counter() - t0
         records: list[RunRecord] = []
         traces: list[pd.DataFrame] = []
         notes: dict[str, list[str]] = {}  # what a strategy says about its own numbers
         with run_folder(out, spec.name) as (tmp, final):
             for repeat in range(spec.run.repeats):
-                for order, name in enumerate(rotated(strategies, repeat)):
+                # A non-map pattern runs each strategy as written and as its static twin,
+                # back to back, which of the two goes first alternating with the repeat.
+                variants = pattern_variants(spec)
+                if repeat % 2:
+                    variants = variants[::-1]
+                runs = [(name, variant) for name in rotated(strategies, repeat) for variant in variants]
+                for order, (name, variant) in enumerate(runs):
                     m = sample_size(name, items_total)
                     stage = Stage(workload, None if m == items_total else workload.sample_indices(m),
-                                  spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
+                                  spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client,
+                                  overhead_hint_s=overhead_hint)
+                    shown = name if len(variants) == 1 else f"{name} ({variant})"
+                    stage.on_progress = progress(f"{shown} {repeat + 1}/{spec.run.repeats}", m) if progress else None
                     with RssSampler() as rss:
                         t0 = time.perf_counter()
-                        result = run_pattern(spec, name, stage, runtime)
+                        result = run_pattern(spec, name, stage, runtime, variant)
                         flow_s = time.perf_counter() - t0
-                    record = _record(spec, name, repeat, order, result, runtime, items_total, rss, flow_s)
+                    record = _record(spec, name, repeat, order, result, runtime, items_total, rss, flow_s,
+                                     variant)
                     records.append(record)
                     for note in result.notes:
                         notes.setdefault(str(name), [])
                         if note not in notes[str(name)]:
                             notes[str(name)].append(note)
                     if result.trace:
-                        traces.append(pd.DataFrame(result.trace).assign(strategy=str(name), repeat=repeat))
+                        traces.append(pd.DataFrame(result.trace).assign(strategy=str(name), repeat=repeat,
+                                                                        variant=variant))
                     sample = f" (sample of {record.items:,})" if record.sampled else ""
-                    say(f"repeat {repeat + 1}/{spec.run.repeats} {name}: {record.wall_s:.3f} s{sample}, "
+                    say(f"repeat {repeat + 1}/{spec.run.repeats} {shown}: {record.wall_s:.3f} s{sample}, "
                         f"{record.tasks} tasks, {record.items_failed} failed")
             check_accounting(records)
             runs = records_frame(records)
@@ -174,16 +207,24 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
             trace.reindex(columns=list(TRACE_COLUMNS) + [c for c in trace.columns if c not in TRACE_COLUMNS]).to_csv(
                 tmp / "trace.csv", index=False)
             env = environment({
-                "workload": {"name": spec.name, "source": spec.source, "items": items_total, "seed": spec.seed},
+                "workload": {"name": spec.name, "source": spec.source, "items": items_total, "seed": spec.seed,
+                             "cost": {"kind": spec.cost.kind, "distribution": spec.cost.distribution,
+                                      "mean_ms": spec.cost.mean_ms}},
                 "strategies": [str(s) for s in strategies],
                 "repeats": spec.run.repeats,
                 "runtime": runtime.describe(),
                 "warm_up_s": round(warm_up_s, 3),
+                "warm_up_overhead_ms": round(overhead_hint * 1000, 3) if overhead_hint is not None else None,
                 "strategy_notes": notes,
+                "phases": [{"at": p.at, "mean_ms": p.mean_ms} for p in spec.cost.phases],  # for the report's trace plot
                 "sampling": {"prefect_task_budget": PREFECT_TASK_BUDGET, "dask_task_budget": DASK_TASK_BUDGET},
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
             write_json(tmp / "env.json", env)
             write_report(tmp)
+            try:  # the report in the Prefect UI too; a run is not lost for want of an artifact
+                say(f"report artifacts on flow run {publish_artifacts(tmp)}")
+            except Exception as exc:  # noqa: BLE001 - any failure: say so, keep the run
+                say(f"could not publish the report artifacts to Prefect: {exc}")
     return final

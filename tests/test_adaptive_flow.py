@@ -49,8 +49,12 @@ def test_adaptive_accounts_every_item_once_and_matches_static(runtime):
     assert adaptive.tally.items_failed > 0 and adaptive.tally.retries > 0
     # one trace row per observation, covering every item exactly once
     assert sum(row["items"] for row in adaptive.trace) == 600
-    assert len(adaptive.trace) == sum(adaptive.batch_sizes.values())
+    fills = [row for row in adaptive.trace if row["reason"].startswith("fill:")]
+    assert all(row["mode"] == "inline" for row in fills)
+    assert len(adaptive.trace) - len(fills) == sum(adaptive.batch_sizes.values())  # fills are not tasks
     assert all(row["reason"] for row in adaptive.trace)
-    # it started with a probe of one item and grew from there
-    assert adaptive.trace[0]["batch_size"] == 1
-    assert max(row["batch_size"] for row in adaptive.trace) > 1
+    # it started with a probe of one item, the flow filling in while it ran (how far the
+    # batches grow after that depends on how long the probe took: test_controller covers it)
+    batched = [row for row in adaptive.trace if row["mode"] == "batched"]
+    assert batched[0]["batch_size"] == 1 and batched[0]["reason"].startswith("cold start")
+    assert fills and fills[0]["submitted_s"] >= batched[0]["submitted_s"]

@@ -1,0 +1,76 @@
+"""One line per run: how the adaptive strategy did against every reference, across workloads.
+
+README's benchmark table is this module's output over one run folder per workload
+(`python -m harness table results/bench-*/latest`). Each line reads its run's CSVs through
+harness.stats, so a ratio here is the report's ratio: median wall over median wall, sampled
+strategies projected to all items, with the same 95 % bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from harness import stats
+from harness.errors import SpecError
+from harness.records import read_runs
+
+COLUMNS = ("workload", "work", "best static N", "adaptive / best static", "adaptive vs per_item",
+           "adaptive / raw_dask (best N)", "adaptive / joblib_auto")
+
+
+def _workload_line(env: dict) -> str:
+    """'12,000 items, cpu lognormal 0.05 ms' from env.json's workload block."""
+    w = env.get("workload", {})
+    cost = w.get("cost") or {}
+    items = f"{w.get('items', 0):,} items"
+    if not cost:
+        return items
+    return f"{items}, {cost.get('kind', '')} {cost.get('distribution', '')} {cost.get('mean_ms', '')} ms".strip()
+
+
+def _ratio_cell(ref: stats.Reference | None, *, speedup: bool = False) -> str:
+    if ref is None:
+        return "—"
+    r = ref.ratio.inverted() if speedup else ref.ratio
+    digits = 0 if r.estimate >= 10 else 2
+    mark = "" if r.significant or not r.has_interval else " (n.s.)"
+    return f"{r.estimate:,.{digits}f}× {r.interval(digits)}{mark}"
+
+
+def run_line(run_dir: Path) -> dict[str, str]:
+    """The table's line for one run folder (raises SpecError when it is not one)."""
+    for needed in ("runs.csv", "env.json"):
+        if not (run_dir / needed).is_file():
+            raise SpecError(f"{run_dir}: not a run folder (no {needed})")
+    runs = stats.main_rows(read_runs(run_dir))
+    env = json.loads((run_dir / "env.json").read_text())
+    table = stats.summarize(runs)
+    refs = {r.role: r for r in stats.adaptive_references(runs, table)}
+    oracle = table.attrs.get("oracle")
+    best = refs.get("best static")
+    raw = refs.get("best raw_dask")
+    return {
+        "workload": str(runs["workload"].iloc[0]),
+        "work": _workload_line(env),
+        "best static N": oracle.split(":", 1)[1] if oracle else "—",
+        "adaptive / best static": _ratio_cell(best),
+        "adaptive vs per_item": (_ratio_cell(refs.get("per_item"), speedup=True) + " faster")
+        if "per_item" in refs and refs["per_item"].ratio.estimate < 1 else _ratio_cell(refs.get("per_item")),
+        "adaptive / raw_dask (best N)": f"{_ratio_cell(raw)} ({raw.strategy.split(':', 1)[1]})" if raw else "—",
+        "adaptive / joblib_auto": _ratio_cell(refs.get("joblib_auto")),
+    }
+
+
+def table(run_dirs: list[Path]) -> pd.DataFrame:
+    if not run_dirs:
+        raise SpecError("table: no run folders given")
+    return pd.DataFrame([run_line(Path(d)) for d in run_dirs], columns=list(COLUMNS))
+
+
+def render(frame: pd.DataFrame) -> str:
+    legend = ("Ratios are median wall / median wall with a 95 % bootstrap interval over the repeats "
+              "(below 1: adaptive is faster); \"faster\" is the inverse; (n.s.): the interval straddles 1.")
+    return frame.to_markdown(index=False, disable_numparse=True) + "\n\n" + legend + "\n"

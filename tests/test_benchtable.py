@@ -1,0 +1,74 @@
+"""The cross-run table (`python -m harness table`) from made-up run folders with known ratios."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.benchtable import COLUMNS, render, run_line, table
+from harness.cli import main
+from harness.errors import SpecError
+
+WALLS = {  # strategy -> wall per repeat (seconds)
+    "adaptive": [1.00, 1.02, 0.98],
+    "static:10": [2.00, 2.04, 1.96],
+    "static:100": [0.90, 0.91, 0.89],  # the oracle
+    "per_item": [40.0, 40.5, 39.5],
+    "raw_dask:100": [0.80, 0.81, 0.79],
+    "raw_dask:10": [1.60, 1.61, 1.59],
+    "joblib_auto": [2.50, 2.52, 2.48],
+}
+
+
+def make_run(folder: Path, name: str = "bench-x") -> Path:
+    rows = []
+    for strategy, walls in WALLS.items():
+        for repeat, wall in enumerate(walls):
+            rows.append({"workload": name, "strategy": strategy, "repeat": repeat, "wall_s": wall, "items": 1000,
+                         "items_ok": 1000, "items_failed": 0, "tasks": 10, "retries": 0, "batch_size_median": 100,
+                         "ideal_s": 0.5, "peak_rss_mb": 200.0, "items_total": 1000, "sampled": False,
+                         "projected_wall_s": wall, "overhead_per_task_ms": 5.0})
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
+    env = {"workload": {"name": name, "items": 1000, "cost": {"kind": "cpu", "distribution": "lognormal", "mean_ms": 0.5}}}
+    (folder / "env.json").write_text(json.dumps(env))
+    return folder
+
+
+def test_a_line_carries_the_known_ratios(tmp_path):
+    line = run_line(make_run(tmp_path / "a"))
+    assert line["workload"] == "bench-x"
+    assert line["work"] == "1,000 items, cpu lognormal 0.5 ms"
+    assert line["best static N"] == "100"
+    assert line["adaptive / best static"].startswith(f"{1.00 / 0.90:.2f}×")
+    assert line["adaptive vs per_item"].startswith("40×") and line["adaptive vs per_item"].endswith("faster")
+    assert line["adaptive / raw_dask (best N)"].startswith(f"{1.00 / 0.80:.2f}×")
+    assert line["adaptive / raw_dask (best N)"].endswith("(100)")
+    assert line["adaptive / joblib_auto"].startswith(f"{1.00 / 2.50:.2f}×")
+
+
+def test_the_table_has_a_line_per_run_and_a_legend(tmp_path):
+    frame = table([make_run(tmp_path / "a", "one"), make_run(tmp_path / "b", "two")])
+    assert list(frame.columns) == list(COLUMNS)
+    assert list(frame["workload"]) == ["one", "two"]
+    text = render(frame)
+    assert text.count("\n| one") == 1 and "bootstrap" in text
+
+
+def test_missing_references_show_a_dash(tmp_path):
+    folder = make_run(tmp_path / "a")
+    runs = pd.read_csv(folder / "runs.csv")
+    runs[~runs["strategy"].isin(["per_item", "joblib_auto", "raw_dask:10", "raw_dask:100"])].to_csv(
+        folder / "runs.csv", index=False)
+    line = run_line(folder)
+    assert line["adaptive vs per_item"] == line["adaptive / joblib_auto"] == line["adaptive / raw_dask (best N)"] == "—"
+
+
+def test_not_a_run_folder_is_bad_input(tmp_path, capsys):
+    with pytest.raises(SpecError, match="not a run folder"):
+        run_line(tmp_path)
+    assert main(["table", str(tmp_path / "missing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
