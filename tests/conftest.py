@@ -28,6 +28,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore:Port 8787 is already in use:UserWarning")
 
 
+@pytest.fixture
+def keep_signal_handlers() -> Iterator[None]:
+    """harness.cli.main installs SIGTERM and SIGINT handlers for the CLI process; a test that calls
+    it in-process gives pytest its own handlers back afterwards."""
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[object]:
     """A real Prefect API server and a 2-worker Dask LocalCluster, shared by the whole session.

@@ -5,7 +5,6 @@ and no run folder appears. One case also runs as a real `python -m harness` subp
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -90,11 +89,8 @@ PHASES = {
 
 
 @pytest.fixture(autouse=True)
-def _keep_signal_handlers():
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+def _keep_signal_handlers(keep_signal_handlers):
+    """main() installs signal handlers for the CLI process (conftest.keep_signal_handlers)."""
 
 
 def _write_case(tmp_path, make_toml, case_id, breaks) -> str:

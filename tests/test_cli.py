@@ -33,12 +33,8 @@ SUBPROCESS_TIMEOUT_S = 240
 
 
 @pytest.fixture(autouse=True)
-def _keep_signal_handlers():
-    """main() installs SIGTERM and SIGINT handlers for the CLI process; give pytest its own back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+def _keep_signal_handlers(keep_signal_handlers):
+    """main() installs signal handlers for the CLI process (conftest.keep_signal_handlers)."""
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ reported per item, and a failing execution path routed around by the circuit bre
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pandas as pd
@@ -20,12 +19,8 @@ RETRIES = 3
 
 
 @pytest.fixture(autouse=True)
-def _keep_signal_handlers():
-    """main() installs SIGTERM and SIGINT handlers for the CLI process; give pytest its own back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+def _keep_signal_handlers(keep_signal_handlers):
+    """main() installs signal handlers for the CLI process (conftest.keep_signal_handlers)."""
 
 
 def _run_cli(args: list[str], capsys) -> Path:
