@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="per-strategy change from RUN_A to RUN_B; exit 1 on a significant regression")
     compare.add_argument("run_a", help="the baseline run folder")
     compare.add_argument("run_b", help="the run folder to judge")
+    # compare.DEFAULT_THRESHOLD, spelled out: importing harness.compare here would load pandas and
+    # scipy (~1.3 s) before a bad argument could even be reported.
     compare.add_argument("--threshold", type=float, default=0.10,
                          help="slow-down that counts as a regression, as a fraction (default 0.10 = 10 %%)")
     compare.set_defaults(handler=cmd_compare)
