@@ -1,0 +1,133 @@
+"""The machinery a run stands on: a Prefect API server, a Dask cluster, and the settings that
+join them.
+
+By default the harness starts both itself (a loopback `prefect server start` on SQLite and a
+Dask LocalCluster) and stops them at the end, even on error or Ctrl-C. An existing
+`PREFECT_API_URL` in the environment, or a scheduler address, is used instead.
+
+Each setting applied cuts Prefect's per-task cost without changing what a task does; why each
+is there, and the command that shows it, is in docs/runtime-notes.md. Every report records
+them. One module per job:
+
+  server         the Prefect API: join PREFECT_API_URL or start a server subprocess
+  template_db    the migrated-database template new servers are seeded from
+  certs          the one-certificate PEM for a plain-http loopback API
+  client_env     the flow's and workers' settings, and applying them to this process
+  cluster        join a Dask scheduler or start a LocalCluster
+  preflight      every worker reaches the API before the first task
+  prefect_patch  the `lean` profile: Prefect's settings left out of each task's context
+  logs           quieter Prefect and Dask loggers
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import SpecError
+from harness.runtime.cache import cache_dir
+from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings
+from harness.runtime.cluster import LOW_LEVEL_LOG_LENGTH, SCHEDULER_CONNECT_TIMEOUT_S, open_cluster, worker_layout
+from harness.runtime.logs import QUIET_LOGGERS, quiet_loggers
+from harness.runtime.preflight import check_workers
+from harness.runtime.prefect_patch import PROFILES, lean_task_context, serialize_context_without_settings
+from harness.runtime.server import (
+    SERVER_SETTINGS,
+    SERVER_START_TIMEOUT_S,
+    PrefectServer,
+    free_port,
+    open_api,
+    start_prefect_server,
+)
+from harness.spec import ClusterSpec
+
+__all__ = [
+    "CLIENT_SETTINGS",
+    "LOW_LEVEL_LOG_LENGTH",
+    "PROFILES",
+    "QUIET_LOGGERS",
+    "SCHEDULER_CONNECT_TIMEOUT_S",
+    "SERVER_SETTINGS",
+    "SERVER_START_TIMEOUT_S",
+    "PrefectServer",
+    "Runtime",
+    "cache_dir",
+    "check_workers",
+    "client_settings",
+    "free_port",
+    "lean_task_context",
+    "open_runtime",
+    "serialize_context_without_settings",
+    "start_prefect_server",
+    "worker_layout",
+]
+
+
+@dataclass
+class Runtime:
+    """What a run needs from its environment, and what the report says about it."""
+
+    api_url: str
+    scheduler_address: str
+    client: Any  # distributed.Client, for the reference strategies and the checks
+    worker_threads: int
+    profile: str
+    settings: dict[str, str]
+    layout: list[dict[str, Any]]
+    startup: dict[str, Any] = field(default_factory=dict)
+
+    def task_runner(self) -> Any:
+        """A DaskTaskRunner on this runtime's cluster, for a flow about to run."""
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=self.scheduler_address)
+
+    def submitting(self) -> contextlib.AbstractContextManager[None]:
+        """Wrap a flow call: task submits follow this runtime's profile (lean or stock)."""
+        return lean_task_context(self.profile)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "api_url": self.api_url,
+            "scheduler_address": self.scheduler_address,
+            "worker_threads": self.worker_threads,
+            "profile": self.profile,
+            "settings": self.settings,
+            "workers": self.layout,
+            "startup": self.startup,
+        }
+
+
+@contextlib.contextmanager
+def open_runtime(cluster: ClusterSpec, profile: str = "lean") -> Iterator[Runtime]:
+    """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started."""
+    if profile not in PROFILES:
+        raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(quiet_loggers())  # first in, last out: quiet through teardown too
+        startup: dict[str, Any] = {}
+        api_url = open_api(stack, startup)
+        settings = client_settings(api_url)
+        stack.enter_context(applied(settings))
+
+        started = time.perf_counter()
+        client, address = open_cluster(cluster, settings, stack, startup)
+        startup["dask_cluster_s"] = round(time.perf_counter() - started, 3)
+
+        started = time.perf_counter()
+        check_workers(client, api_url)
+        startup["worker_check_s"] = round(time.perf_counter() - started, 3)
+        layout = worker_layout(client)
+        yield Runtime(
+            api_url=api_url,
+            scheduler_address=address,
+            client=client,
+            worker_threads=sum(w["nthreads"] for w in layout),
+            profile=profile,
+            settings={**settings, **({} if startup["prefect_server"] == "existing" else SERVER_SETTINGS)},
+            layout=layout,
+            startup=startup,
+        )

@@ -1,0 +1,147 @@
+"""The Prefect API a run talks to: an existing PREFECT_API_URL, or a loopback
+`prefect server start` subprocess the harness starts and stops."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import RunError, SpecError
+from harness.runtime.template_db import DB_NAME, save_template, seed_home
+from harness.runtime.cache import cache_dir
+
+# `prefect server start` took up to 14 s on a fresh database (docs/runtime-notes.md, "Server
+# start-up and the database template"); a slow CI machine gets four times that before we call
+# it failed.
+SERVER_START_TIMEOUT_S = 60.0
+HEALTH_POLL_INTERVAL_S = 0.1
+# SIGTERM first so uvicorn closes SQLite cleanly; SIGKILL the group if it has not gone by then.
+SERVER_STOP_GRACE_S = 10.0
+
+# Server-side settings: task runs are recorded in batches rather than one by one, and services
+# the harness never uses are off so they do not compete with the workers for the machine's
+# cores (docs/runtime-notes.md, "Batched task-run recorder" and "Server services off").
+SERVER_SETTINGS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_REPOSSESSOR_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
+    "PREFECT_SERVER_EVENTS_STREAM_OUT_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def health_ok(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class PrefectServer:
+    """A `prefect server start` subprocess in its own process group and its own PREFECT_HOME."""
+
+    api_url: str
+    process: subprocess.Popen[bytes]
+    home: Path
+    log_path: Path
+    startup_s: float
+    seeded_from_template: bool
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(SERVER_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        save_template(self.home)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def start_prefect_server() -> PrefectServer:
+    """Start a loopback Prefect API server on a free port and wait until it answers."""
+    homes = cache_dir() / "homes"
+    homes.mkdir(exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="server-", dir=homes))
+    seeded = seed_home(home)
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        **SERVER_SETTINGS,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / DB_NAME}",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log_path = home / "server.log"
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port), "--no-ui"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: stop() takes uvicorn's children too
+        )
+    server = PrefectServer(api_url, process, home, log_path, 0.0, seeded)
+    deadline = started + SERVER_START_TIMEOUT_S
+    while not health_ok(api_url, timeout=1.0):
+        if process.poll() is not None or time.perf_counter() > deadline:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            server.stop()
+            reason = "exited" if process.poll() is not None else f"did not answer in {SERVER_START_TIMEOUT_S:.0f} s"
+            raise RunError(f"the Prefect server {reason}; its log ends with:\n{tail}")
+        time.sleep(HEALTH_POLL_INTERVAL_S)
+    server.startup_s = time.perf_counter() - started
+    return server
+
+
+def open_api(stack: contextlib.ExitStack, startup: dict[str, Any]) -> str:
+    """The API URL to use: PREFECT_API_URL if set (it must answer), else a server we start and
+    `stack` stops. Records in `startup` which it was and, if started, how long it took."""
+    api_url = os.environ.get("PREFECT_API_URL", "")
+    if api_url:
+        if not health_ok(api_url):
+            raise SpecError(f"PREFECT_API_URL={api_url}: no Prefect API answers at {api_url}/health")
+        startup["prefect_server"] = "existing"
+        return api_url
+    server = start_prefect_server()
+    stack.callback(server.stop)
+    startup["prefect_server"] = "started"
+    startup["prefect_server_s"] = round(server.startup_s, 3)
+    startup["prefect_server_seeded_db"] = server.seeded_from_template
+    return server.api_url
