@@ -30,7 +30,12 @@ from typing import Any
 from harness.errors import SpecError
 from harness.runtime.cache import cache_dir
 from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings
-from harness.runtime.cluster import LOW_LEVEL_LOG_LENGTH, SCHEDULER_CONNECT_TIMEOUT_S, open_cluster, worker_layout
+from harness.runtime.cluster import (
+    LOW_LEVEL_LOG_LENGTH,
+    SCHEDULER_CONNECT_TIMEOUT_S,
+    open_cluster,
+    worker_layout,
+)
 from harness.runtime.logs import QUIET_LOGGERS, quiet_loggers
 from harness.runtime.preflight import check_workers
 from harness.runtime.prefect_patch import PROFILES, lean_task_context, serialize_context_without_settings

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import RunError, SpecError
-from harness.runtime.template_db import DB_NAME, save_template, seed_home
 from harness.runtime.cache import cache_dir
+from harness.runtime.template_db import DB_NAME, save_template, seed_home
 
 # `prefect server start` took up to 14 s on a fresh database (docs/runtime-notes.md, "Server
 # start-up and the database template"); a slow CI machine gets four times that before we call
