@@ -15,7 +15,7 @@ from uuid import UUID
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from harness.report import load, markdown_table, references_frame, summary_frame
+from harness.report import read_report, render
 
 
 def artifact_key(workload: str, what: str) -> str:
@@ -36,14 +36,7 @@ publish_report = flow(_publish, name="harness-report", validate_parameters=False
 
 def publish(run_dir: Path) -> UUID:
     """Create the artifacts for the report in `run_dir`; return the flow run that carries them."""
-    data, _ = load(Path(run_dir))
-    table = summary_frame(data)
-    markdown = "\n\n".join(part for part in (
-        f"# {data.name}: {data.items_total:,} items",
-        f"**{data.headline}**" if data.headline else "",
-        markdown_table(table),
-        markdown_table(references_frame(data)) if data.references else "",
-        f"Full report: `{Path(run_dir).name}/report.html`",
-    ) if part)
-    state = publish_report(data.name, data.headline, markdown, table.to_dict("records"), return_state=True)
+    report = read_report(Path(run_dir))
+    markdown = render(report, "artifact.md.j2", report_html=f"{Path(run_dir).name}/report.html")
+    state = publish_report(report.name, report.headline, markdown, report.strategies.records(), return_state=True)
     return state.state_details.flow_run_id

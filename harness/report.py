@@ -3,20 +3,25 @@ beside them: which strategy, by how much, how sure we are, and what orchestratio
 
 Wall times of strategies measured on a sample are compared through their projection to the
 whole workload (wall x items_total / items) and marked as such; nothing is extrapolated
-silently. The numbers come from harness.stats, the pictures from harness.plots; this module
-only lays them out. `python -m harness report RUN_DIR` re-renders both files from the CSVs.
+silently. The numbers come from harness.stats, the pictures from harness.plots. This module
+builds one `Report` from them (a frozen tree of display strings) and renders it twice with the
+Jinja2 templates in harness/templates/: body.j2 lays the sections out once, and markdown.j2 /
+html.j2 say how a heading, paragraph, list, table or figure looks in each format. A new section
+is one `Report` field plus one block in body.j2. `python -m harness report RUN_DIR` re-renders
+both files from the CSVs.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
 
 from harness import plots, stats
@@ -41,60 +46,86 @@ TWINS_INTRO = ("Each dynamic-workflow run against its static twin (the same work
                "median wall of dynamic / twin, 95 % bootstrap interval.")
 
 
-@dataclass
-class ReportData:
-    """Everything the report shows, computed once and laid out as markdown or html."""
+# --- the model ------------------------------------------------------------------------------
 
-    name: str
+
+@dataclass(frozen=True)
+class Table:
+    """A table as it is shown: column names and rows of cells, already formatted."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Table:
+        return cls(tuple(frame.columns), tuple(tuple(row) for row in frame.itertuples(index=False)))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self.rows), columns=list(self.columns))
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One ratio of median walls with its interval and verdict, as shown."""
+
+    against: str  # the role of the denominator: "best static", "per_item", "static twin", ...
+    strategy: str
+    estimate: str
+    interval: str  # "[low, high]", 95 % bootstrap
+    verdict: str  # stats.Ratio.label
+    in_words: str
+
+
+@dataclass(frozen=True)
+class ComparisonSection:
+    """A heading, one sentence saying what the ratios are, and one row per comparison."""
+
+    title: str
+    intro: str
+    ratio_column: str  # what the estimate is a ratio of, e.g. "adaptive / it (wall)"
+    rows: tuple[Comparison, ...]
+
+    @property
+    def table(self) -> Table:
+        return Table(("against", "strategy", self.ratio_column, "95 % CI", "verdict", "in words"),
+                     tuple((c.against, c.strategy, c.estimate, c.interval, c.verdict, c.in_words) for c in self.rows))
+
+
+@dataclass(frozen=True)
+class Plot:
+    key: str  # a key of PLOT_FILES
+    file: str  # the PNG's name beside the report
+    title: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything report.md and report.html show, computed once from the run folder."""
+
+    name: str  # the workload
     items_total: int
-    threads: Any
-    table: pd.DataFrame
-    samples: dict[str, Any]
-    references: list[stats.Reference]
-    headline: str
-    warnings: list[str]
-    twins: list[stats.Ratio]
-    notes: dict[str, list[str]]
-    env: dict[str, Any]
-    plots: dict[str, str] = field(default_factory=dict)  # key -> file name beside the report
+    threads: Any  # worker threads in all; "?" when env.json does not say
+    headline: str  # "" when there is no adaptive run to judge
+    findings: tuple[str, ...]  # the oracle and the fastest strategy, one sentence each
+    strategies: Table  # one row per strategy
+    sampled_note: str  # which rows were measured on a sample; "" when none
+    legend: str
+    references: ComparisonSection  # adaptive against the best static, per_item, raw_dask, joblib
+    twins: ComparisonSection  # dynamic-workflow runs against their static twins
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]  # "strategy: note", from env.json's strategy_notes
+    plots: tuple[Plot, ...]
+    environment: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        return f"{self.name}: {self.items_total:,} items on {self.threads} worker threads"
 
 
-def _read_trace(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "trace.csv"
-    try:
-        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
-    except pd.errors.EmptyDataError:  # a run without adaptive writes a header-less empty file
-        return pd.DataFrame()
-
-
-def build(runs: pd.DataFrame, env: dict[str, Any]) -> ReportData:
-    rows = stats.main_rows(runs)
-    table = stats.summarize(rows)
-    refs = stats.adaptive_references(rows, table)
-    return ReportData(
-        name=str(runs["workload"].iloc[0]),
-        items_total=table.attrs["items_total"],
-        threads=env.get("runtime", {}).get("worker_threads", "?"),
-        table=table,
-        samples=stats.samples_by_strategy(rows),
-        references=refs,
-        headline=stats.headline(refs),
-        warnings=stats.instability_warnings(rows),
-        twins=stats.variant_ratios(runs),
-        notes=env.get("strategy_notes", {}) or {},
-        env=env,
-    )
-
-
-def draw(data: ReportData, trace: pd.DataFrame, folder: Path) -> None:
-    """Write the PNGs into `folder` and record which exist (a run without a sweep has no sweep plot)."""
-    made = {
-        "walls": plots.plot_walls(data.table, data.samples, folder / PLOT_FILES["walls"]),
-        "sweep": plots.plot_sweep(data.table, folder / PLOT_FILES["sweep"]),
-        "trace": plots.plot_trace(trace, data.items_total, data.env.get("phases", []), folder / PLOT_FILES["trace"])
-        if not trace.empty else None,
-    }
-    data.plots = {key: path.name for key, path in made.items() if path is not None}
+# --- building it ----------------------------------------------------------------------------
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -103,12 +134,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def summary_frame(data: ReportData) -> pd.DataFrame:
+def _strategy_table(t: pd.DataFrame) -> Table:
     """The comparison table as display strings, one row per strategy."""
-    t = data.table
-    return pd.DataFrame({
+    return Table.from_frame(pd.DataFrame({
         "strategy": t.index,
-        "repeats": t["repeats"].astype(int),
+        "repeats": [int(v) for v in t["repeats"]],
         "wall s (median)": [_fmt(v, 3) + ("*" if s else "") for v, s in zip(t["wall_s"], t["sampled"])],
         "IQR s": [f"{_fmt(a, 3)}–{_fmt(b, 3)}" for a, b in zip(t["q1_s"], t["q3_s"])],
         "items/s": [_fmt(v, 0) for v in t["throughput_items_s"]],
@@ -121,58 +151,27 @@ def summary_frame(data: ReportData) -> pd.DataFrame:
         "overhead ms/task": [_fmt(v, 1) for v in t["overhead_ms_per_task"]],
         "failed": [_fmt(v, 0) for v in t["failed"]],
         "peak RSS MB": [_fmt(v, 0) for v in t["peak_rss_mb"]],
-    })
+    }))
 
 
-# Cells that read as numbers (figures, ranges, intervals, the sampled mark, the n/a dash): right-aligned.
-_NUMERIC_CELL = re.compile(r"^[-+\d.,%×*–— \[\]]+$")
+def _comparison(against: str, strategy: str, ratio: stats.Ratio, in_words: str) -> Comparison:
+    return Comparison(against, strategy, _fmt(ratio.estimate, 3), ratio.interval(3), ratio.label, in_words)
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """The frame's display strings exactly as formatted (no re-parsing), first column left, numbers right."""
-    numeric = [all(_NUMERIC_CELL.match(str(v)) for v in frame[c]) for c in frame.columns]
-    return frame.to_markdown(index=False, disable_numparse=True,
-                             colalign=["right" if n and i else "left" for i, n in enumerate(numeric)])
-
-
-def _ratio_frame(ratios: list[tuple[str, str, stats.Ratio]], what: str) -> pd.DataFrame:
-    return pd.DataFrame({
-        "against": [a for a, _, _ in ratios],
-        "strategy": [s for _, s, _ in ratios],
-        what: [_fmt(r.estimate, 3) for _, _, r in ratios],
-        "95 % CI": [r.interval(3) for _, _, r in ratios],
-        "verdict": [r.label for _, _, r in ratios],
-        "in words": [r.phrase(s) for _, s, r in ratios],
-    })
-
-
-def references_frame(data: ReportData) -> pd.DataFrame:
-    return _ratio_frame([(r.role, r.strategy, r.ratio) for r in data.references], "adaptive / it (wall)")
-
-
-def twins_frame(data: ReportData) -> pd.DataFrame:
-    frame = _ratio_frame([("static twin", r.numerator.rsplit(" ", 1)[0], r) for r in data.twins], "dynamic / twin (wall)")
-    frame["in words"] = [f"dynamic took {r.phrase('its static twin')}" for r in data.twins]
-    return frame
-
-
-def _intro(data: ReportData) -> list[str]:
+def _findings(t: pd.DataFrame) -> tuple[str, ...]:
     lines = []
-    oracle = data.table.attrs["oracle"]
-    if oracle:
-        lines.append(f"Best static batch size in hindsight (the oracle): {oracle}, "
-                     f"{_fmt(data.table.loc[oracle, 'wall_s'], 3)} s.")
-    best = data.table["wall_s"].idxmin()
-    lines.append(f"Fastest overall: {best}, {_fmt(data.table.loc[best, 'wall_s'], 3)} s (median).")
-    return lines
+    if oracle := t.attrs["oracle"]:
+        lines.append(f"Best static batch size in hindsight (the oracle): {oracle}, {_fmt(t.loc[oracle, 'wall_s'], 3)} s.")
+    best = t["wall_s"].idxmin()
+    lines.append(f"Fastest overall: {best}, {_fmt(t.loc[best, 'wall_s'], 3)} s (median).")
+    return tuple(lines)
 
 
-def _sampled_note(data: ReportData) -> str:
-    t = data.table
+def _sampled_note(t: pd.DataFrame) -> str:
     if not t["sampled"].any():
         return ""
     sampled = ", ".join(f"{s} ({int(t.loc[s, 'items']):,} items)" for s in t.index[t["sampled"]])
-    return f"* measured on an evenly spread sample, wall projected to all {data.items_total:,} items: {sampled}."
+    return f"* measured on an evenly spread sample, wall projected to all {t.attrs['items_total']:,} items: {sampled}."
 
 
 def environment_lines(env: dict[str, Any]) -> list[str]:
@@ -198,122 +197,143 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(data: ReportData) -> str:
-    lines = [f"# {data.name}: {data.items_total:,} items on {data.threads} worker threads", ""]
-    if data.headline:
-        lines += [f"**{data.headline}**", ""]
-    lines += _intro(data) + [""]
-    lines += [markdown_table(summary_frame(data)), ""]
-    if note := _sampled_note(data):
-        lines += ["\\" + note, ""]
-    lines += [LEGEND, ""]
-    if data.references:
-        lines += ["## adaptive against the references", "", REFERENCES_INTRO, "",
-                  markdown_table(references_frame(data)), ""]
-    if data.twins:
-        lines += ["## Dynamic vs static twin", "", TWINS_INTRO, "",
-                  markdown_table(twins_frame(data)), ""]
-    if data.warnings:
-        lines += ["## Warnings", ""] + [f"- {w}" for w in data.warnings] + [""]
-    if data.notes:
-        lines += ["## Notes", ""]
-        for strategy, said in data.notes.items():
-            lines += [f"- {strategy}: {note}" for note in said]
-        lines.append("")
-    if data.plots:
-        lines += ["## Plots", ""] + [f"![{PLOT_TITLES[k]}]({f})" for k, f in data.plots.items()] + [""]
-    lines += ["## Environment", ""] + [f"- {line}" for line in environment_lines(data.env)]
-    return "\n".join(lines) + "\n"
+def _read_trace(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "trace.csv"
+    try:
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    except pd.errors.EmptyDataError:  # a run without adaptive writes a header-less empty file
+        return pd.DataFrame()
 
 
-# Self-check run by the browser when the page loads: a missing PNG gets a visible note, and
-# the page records how many images it could show (data-images-ok / data-images on <html>) and
-# any script or resource error (data-errors), which the headless-browser test reads back.
-_PAGE_SCRIPT = """
-window.__errors = [];
-window.addEventListener('error', function (e) {
-  window.__errors.push((e.target && e.target.src) || e.message || 'error');
-}, true);
-window.addEventListener('load', function () {
-  var images = Array.prototype.slice.call(document.images);
-  var ok = images.filter(function (img) { return img.complete && img.naturalWidth > 0; });
-  images.forEach(function (img) {
-    if (!(img.complete && img.naturalWidth > 0)) {
-      var note = document.createElement('p');
-      note.className = 'missing';
-      note.textContent = 'image not found: ' + img.getAttribute('src');
-      img.parentNode.insertBefore(note, img.nextSibling);
+def _draw(table: pd.DataFrame, samples: dict[str, Any], trace: pd.DataFrame, env: dict[str, Any],
+          folder: Path) -> tuple[Plot, ...]:
+    """Write the PNGs into `folder`; the plots that exist (a run without a sweep has no sweep plot)."""
+    made = {
+        "walls": plots.plot_walls(table, samples, folder / PLOT_FILES["walls"]),
+        "sweep": plots.plot_sweep(table, folder / PLOT_FILES["sweep"]),
+        "trace": plots.plot_trace(trace, table.attrs["items_total"], env.get("phases", []), folder / PLOT_FILES["trace"])
+        if not trace.empty else None,
     }
-  });
-  var root = document.documentElement;
-  root.setAttribute('data-images', String(images.length));
-  root.setAttribute('data-images-ok', String(ok.length));
-  root.setAttribute('data-errors', String(window.__errors.length));
-});
-"""
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f0f0f0; }
-.headline { font-size: 1.25em; font-weight: 600; background: #eef6ee; padding: 0.6em 1em; border-left: 4px solid #2ca02c; }
-.warn { color: #8a4b00; }
-.missing { color: #b00; font-weight: 600; }
-img { max-width: 100%; display: block; margin: 1em 0; }
-.legend { font-size: 0.85em; color: #555; }
-"""
+    return tuple(Plot(key, path.name, PLOT_TITLES[key]) for key, path in made.items() if path is not None)
 
 
-def _table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, escape=True, border=0)
+def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = None,
+          plots_into: Path | None = None) -> Report:
+    """The report of one run; with `plots_into`, its PNGs are drawn there (from `trace` too)."""
+    rows = stats.main_rows(runs)
+    table = stats.summarize(rows)
+    refs = stats.adaptive_references(rows, table)
+    twins = stats.variant_ratios(runs)
+    drawn = () if plots_into is None else _draw(
+        table, stats.samples_by_strategy(rows), pd.DataFrame() if trace is None else trace, env, plots_into)
+    return Report(
+        name=str(runs["workload"].iloc[0]),
+        items_total=table.attrs["items_total"],
+        threads=env.get("runtime", {}).get("worker_threads", "?"),
+        headline=stats.headline(refs),
+        findings=_findings(table),
+        strategies=_strategy_table(table),
+        sampled_note=_sampled_note(table),
+        legend=LEGEND,
+        references=ComparisonSection(
+            "adaptive against the references", REFERENCES_INTRO, "adaptive / it (wall)",
+            tuple(_comparison(r.role, r.strategy, r.ratio, r.ratio.phrase(r.strategy)) for r in refs)),
+        twins=ComparisonSection(
+            "Dynamic vs static twin", TWINS_INTRO, "dynamic / twin (wall)",
+            tuple(_comparison("static twin", r.numerator.rsplit(" ", 1)[0], r,
+                              f"dynamic took {r.phrase('its static twin')}") for r in twins)),
+        warnings=tuple(stats.instability_warnings(rows)),
+        notes=tuple(f"{s}: {note}" for s, said in (env.get("strategy_notes") or {}).items() for note in said),
+        plots=drawn,
+        environment=tuple(environment_lines(env)),
+    )
 
 
-def render_html(data: ReportData) -> str:
-    e = html.escape
-    title = f"{data.name}: {data.items_total:,} items on {data.threads} worker threads"
-    parts = [f"<h1>{e(title)}</h1>"]
-    if data.headline:
-        parts.append(f'<p class="headline">{e(data.headline)}</p>')
-    parts += [f"<p>{e(line)}</p>" for line in _intro(data)]
-    parts.append(_table_html(summary_frame(data)))
-    if note := _sampled_note(data):
-        parts.append(f'<p class="legend">{e(note)}</p>')
-    parts.append(f'<p class="legend">{e(LEGEND)}</p>')
-    if data.references:
-        parts += ["<h2>adaptive against the references</h2>", f"<p>{e(REFERENCES_INTRO)}</p>",
-                  _table_html(references_frame(data))]
-    if data.twins:
-        parts += ["<h2>Dynamic vs static twin</h2>", f"<p>{e(TWINS_INTRO)}</p>", _table_html(twins_frame(data))]
-    if data.warnings:
-        parts += ["<h2>Warnings</h2>", "<ul>"] + [f'<li class="warn">{e(w)}</li>' for w in data.warnings] + ["</ul>"]
-    if data.notes:
-        parts += ["<h2>Notes</h2>", "<ul>"]
-        parts += [f"<li>{e(s)}: {e(n)}</li>" for s, said in data.notes.items() for n in said] + ["</ul>"]
-    if data.plots:
-        parts.append("<h2>Plots</h2>")
-        parts += [f'<figure><img src="{e(f)}" alt="{e(PLOT_TITLES[k])}"><figcaption>{e(PLOT_TITLES[k])}</figcaption></figure>'
-                  for k, f in data.plots.items()]
-    parts += ["<h2>Environment</h2>", "<ul>"] + [f"<li>{e(line)}</li>" for line in environment_lines(data.env)] + ["</ul>"]
-    body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{e(title)}</title>\n'
-            f"<style>{_CSS}</style>\n<script>{_PAGE_SCRIPT}</script>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
-
-
-def load(run_dir: Path) -> tuple[ReportData, pd.DataFrame]:
+def read_report(run_dir: Path, draw_plots: bool = False) -> Report:
+    """The report of the run in `run_dir`; with `draw_plots`, its PNGs are (re)drawn beside it."""
     run_dir = Path(run_dir)
     runs = read_runs(run_dir)
     env = json.loads((run_dir / "env.json").read_text())
-    return build(runs, env), _read_trace(run_dir)
+    if not draw_plots:
+        return build(runs, env)
+    return build(runs, env, _read_trace(run_dir), plots_into=run_dir)
+
+
+def load(run_dir: Path) -> tuple[Report, pd.DataFrame]:
+    """The report (without plots) and the adaptive trace of the run in `run_dir`."""
+    return read_report(run_dir), _read_trace(Path(run_dir))
+
+
+def summary_frame(report: Report) -> pd.DataFrame:
+    """The comparison table as display strings, one row per strategy."""
+    return report.strategies.frame()
+
+
+def references_frame(report: Report) -> pd.DataFrame:
+    return report.references.table.frame()
+
+
+def twins_frame(report: Report) -> pd.DataFrame:
+    return report.twins.table.frame()
+
+
+# --- rendering it ---------------------------------------------------------------------------
+
+# Cells that read as numbers (figures, ranges, intervals, the sampled mark, the n/a dash): right-aligned.
+_NUMERIC_CELL = re.compile(r"^[-+\d.,%×*–— \[\]]+$")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """The frame's display strings exactly as formatted (no re-parsing), first column left, numbers right."""
+    numeric = [all(_NUMERIC_CELL.match(str(v)) for v in frame[c]) for c in frame.columns]
+    return frame.to_markdown(index=False, disable_numparse=True,
+                             colalign=["right" if n and i else "left" for i, n in enumerate(numeric)])
+
+
+# A paragraph starting with one of these would read as a list item, heading or quote in markdown.
+_MARKDOWN_BLOCK_MARK = re.compile(r"^([*+#>-]|\d+\.)")
+
+
+def _markdown_text(text: str) -> str:
+    return _MARKDOWN_BLOCK_MARK.sub(r"\\\1", text)
+
+
+@cache
+def _environment(fmt: str) -> jinja2.Environment:
+    """The templates for one format: `fmt` names its macros file (markdown.j2 or html.j2).
+    HTML escapes every value it shows; markdown shows them as they are."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness", "templates"),
+        autoescape=fmt == "html",
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt field fails the render instead of printing nothing
+    )
+    env.globals["fmt"] = f"{fmt}.j2"
+    env.filters["markdown_table"] = lambda table: markdown_table(table.frame())
+    env.filters["markdown_text"] = _markdown_text
+    env.filters["thousands"] = "{:,}".format
+    return env
+
+
+def render(report: Report, template: str, **values: Any) -> str:
+    """`template` (report.md.j2, report.html.j2, artifact.md.j2) filled with `report` and `values`."""
+    fmt = "html" if template.endswith(".html.j2") else "markdown"
+    return _environment(fmt).get_template(template).render(report=report, **values)
+
+
+def render_markdown(report: Report) -> str:
+    return render(report, "report.md.j2")
+
+
+def render_html(report: Report) -> str:
+    return render(report, "report.html.j2")
 
 
 def write_report(run_dir: Path) -> Path:
     """Write report.md, report.html and their PNGs into `run_dir`; return report.md's path."""
     run_dir = Path(run_dir)
-    data, trace = load(run_dir)
-    draw(data, trace, run_dir)
-    (run_dir / "report.html").write_text(render_html(data))
+    report = read_report(run_dir, draw_plots=True)
+    (run_dir / "report.html").write_text(render_html(report))
     path = run_dir / "report.md"
-    path.write_text(render_markdown(data))
+    path.write_text(render_markdown(report))
     return path

@@ -3,6 +3,7 @@ every section present, the numbers those of the CSVs, the images real PNGs."""
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 
@@ -12,6 +13,7 @@ import pytest
 from run_fixture import (
     ITEMS,
     TRUE_WALL_S,
+    make_env,
     make_runs,
     make_trace,
     median_wall,
@@ -19,7 +21,7 @@ from run_fixture import (
 )
 
 from harness.cli import main
-from harness.report import PLOT_FILES, write_report
+from harness.report import PLOT_FILES, read_report, render_html, render_markdown, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("## adaptive against the references", "## Notes", "## Plots", "## Environment")
@@ -87,6 +89,7 @@ def test_markdown_has_headline_table_and_every_section(rendered):
     assert "- joblib_auto: joblib reports batch counts, not sizes" in md  # env.json strategy_notes
     assert "drift phases: from 50% of items 0.6 ms" in md
     assert "measured on an evenly spread sample" in md and "per_item (500 items)" in md
+    assert "\\* measured on" in md  # escaped: a paragraph starting with * is not a list item
 
 
 def test_table_numbers_are_those_of_the_csv(rendered):
@@ -143,6 +146,35 @@ def test_dynamic_runs_get_a_twin_section_and_the_main_table_uses_dynamic_rows(tm
     rows = table_rows(md)
     assert rows["adaptive"][2] == f"{TRUE_WALL_S['adaptive']:,.3f}"  # dynamic rows only
     assert "Dynamic vs static twin" in (folder / "report.html").read_text()
+
+
+def test_markdown_and_html_show_the_same_sections(tmp_path):
+    """One layout for both formats: every heading, in order, and every list item in each."""
+    noisy = (0.6, -0.2, 0.0, 0.1, 0.2)
+    dynamic = make_runs(spread=noisy, variant="dynamic")
+    twin = make_runs({s: w / 1.25 for s, w in TRUE_WALL_S.items()}, variant="twin")
+    folder = write_run(tmp_path / "run", runs=pd.concat([dynamic, twin], ignore_index=True))
+    report = read_report(folder)
+    md, page = render_markdown(report), render_html(report)
+    md_headings = re.findall(r"^## (.+)$", md, re.MULTILINE)
+    assert md_headings == re.findall(r"<h2>(.+?)</h2>", page)
+    assert md_headings == ["adaptive against the references", "Dynamic vs static twin", "Warnings", "Notes",
+                           "Environment"]
+    md_items = re.findall(r"^- (.+)$", md, re.MULTILINE)
+    assert md_items == [html.unescape(i) for i in re.findall(r"<li[^>]*>(.+?)</li>", page)]
+    assert len(md_items) == len(report.warnings) + len(report.notes) + len(report.environment)
+
+
+def test_html_escapes_what_the_run_folder_says_and_markdown_keeps_it(tmp_path):
+    env = make_env()
+    env["strategy_notes"] = {"joblib_auto": ["<script>alert(1)</script> & more"]}
+    folder = write_run(tmp_path / "run", runs=make_runs(workload="a<b>"), env=env)
+    report = read_report(folder)
+    md, page = render_markdown(report), render_html(report)
+    assert md.startswith("# a<b>: ") and "- joblib_auto: <script>alert(1)</script> & more" in md
+    assert "<title>a&lt;b&gt;: " in page and "<h1>a&lt;b&gt;: " in page
+    assert "<li>joblib_auto: &lt;script&gt;alert(1)&lt;/script&gt; &amp; more</li>" in page
+    assert "alert(1)</script>" not in page
 
 
 def test_a_run_without_adaptive_or_sweep_still_renders(tmp_path):
