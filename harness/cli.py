@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import textwrap
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +147,9 @@ def _summary(path: Path) -> str:
         summary = summary.split(stop)[0]
     summary = summary.rstrip(".")
     if not summary:
-        count = data.get("items", {}).get("count") if isinstance(data.get("items"), dict) else None
-        summary = f"{data.get('name', path.stem)}: {count:,} items" if isinstance(count, int) else str(data.get("name", path.stem))
+        items = data.get("items")
+        count = items.get("count") if isinstance(items, dict) else None
+        summary = str(data.get("name", path.stem)) + (f": {count:,} items" if isinstance(count, int) else "")
     if len(summary) > SUMMARY_MAX_CHARS:
         summary = summary[: SUMMARY_MAX_CHARS - 1].rstrip() + "…"
     return summary
@@ -173,7 +175,7 @@ class _ListWorkloads(argparse.Action):
     def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
         print(workload_listing())
         parser.exit()
 
@@ -195,8 +197,6 @@ def _version() -> str:
 def _workloads_epilog(full: bool) -> str:
     if not full:
         return "bundled workloads:\n  harness run --list   lists workloads/ and workloads/bench/, one line each"
-    import textwrap
-
     by_folder: dict[str, list[str]] = {}
     for path in _workload_files():
         by_folder.setdefault(str(_shown(path.parent)) + "/", []).append(path.name)
