@@ -1,13 +1,8 @@
 """The command line: the only place that prints for the user and turns errors into exit codes.
 
-    python -m harness run WORKLOAD.toml [--out DIR] [--strategies S,...] [--repeats N]
-                                        [--dask-address ADDR] [--quick] [--profile lean|stock]
-    python -m harness report RUN_DIR
-    python -m harness compare RUN_A RUN_B [--threshold 0.10]
-    python -m harness table RUN_DIR [RUN_DIR ...]
-
-Exit codes: 0 done; 1 the run failed, or (compare) B is significantly slower than A by more
-than the threshold; 2 bad input (nothing is written).
+The user-facing text (purpose, examples, exit codes, where results go) is in the parser's
+descriptions and epilogs below, not in this docstring. `--help` stays fast: nothing here
+imports Prefect, Dask or pandas until a command runs.
 """
 
 from __future__ import annotations
@@ -15,11 +10,30 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import textwrap
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError, SpecError
 
 _interrupted: list[int] = []  # signals received; see _interrupt
+
+EXIT_CODES = """\
+exit codes:
+  0    done
+  1    the run failed; for compare: some strategy of RUN_B is significantly slower than in RUN_A
+  2    bad input: the message names the file, table, key, what was found and what was expected;
+       nothing is written
+  130  interrupted (Ctrl-C or SIGTERM); no run folder is written"""
+
+RESULTS = """\
+where results go:
+  run writes results/<workload name>/<run id>/ (or under --out DIR): report.md, report.html,
+  the plots (PNG), runs.csv, trace.csv and env.json; results/<workload name>/latest points at
+  the newest complete run. run prints the report, then the folder's path as its last line.
+  report, compare and table print to stdout and write nothing else (report rewrites the
+  folder's report.md, report.html and plots)."""
 
 
 def _say(message: str) -> None:
@@ -81,12 +95,160 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------- the bundled workloads
 
-    run = sub.add_parser("run", help="run a workload under every strategy and write a report")
+# Where `run --list` looks, under the current directory and under the checkout the package was
+# imported from (an editable install's repository): the README's commands run from either.
+WORKLOAD_DIRS = ("workloads", "workloads/bench")
+SUMMARY_MAX_CHARS = 80  # with the longest bundled path beside it, one line of a 120-column terminal
+
+
+@dataclass(frozen=True)
+class BundledWorkload:
+    path: Path  # as the user would type it: relative to the current directory when under it
+    summary: str
+
+
+def _workload_files() -> list[Path]:
+    roots = (Path.cwd(), Path(__file__).resolve().parent.parent)
+    seen: set[Path] = set()
+    files: list[Path] = []
+    for root in roots:
+        for folder in WORKLOAD_DIRS:
+            for path in sorted((root / folder).glob("*.toml")):
+                if path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    files.append(path)
+    return files
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _summary(path: Path) -> str:
+    """The file's `description` up to its first clause, else its leading comment, else name and
+    item count: read with tomllib alone, so listing stays fast and a broken file still lists."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return f"(not valid TOML: {exc})"
+    summary = str(data.get("description") or " ".join(comment)).strip()
+    for stop in ("; ", "? ", ". "):
+        summary = summary.split(stop)[0]
+    summary = summary.rstrip(".")
+    if not summary:
+        items = data.get("items")
+        count = items.get("count") if isinstance(items, dict) else None
+        summary = str(data.get("name", path.stem)) + (f": {count:,} items" if isinstance(count, int) else "")
+    if len(summary) > SUMMARY_MAX_CHARS:
+        summary = summary[: SUMMARY_MAX_CHARS - 1].rstrip() + "…"
+    return summary
+
+
+def bundled_workloads() -> list[BundledWorkload]:
+    """The TOML files in workloads/ and workloads/bench/, each with a one-line summary."""
+    return [BundledWorkload(_shown(path), _summary(path)) for path in _workload_files()]
+
+
+def workload_listing() -> str:
+    workloads = bundled_workloads()
+    if not workloads:
+        return ("no workloads/ folder in the current directory or next to the harness package: "
+                "write a workload file (README, \"Workload files\") and pass its path to `harness run`")
+    width = max(len(str(w.path)) for w in workloads)
+    return "\n".join(f"{str(w.path):<{width}}  {w.summary}" for w in workloads)
+
+
+class _ListWorkloads(argparse.Action):
+    """`run --list`: prints the bundled workloads and exits 0 before WORKLOAD is required."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(workload_listing())
+        parser.exit()
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("harness")
+    except PackageNotFoundError:  # run from a checkout without installing it
+        from harness import __version__
+
+        return __version__
+
+
+def _workloads_epilog(full: bool) -> str:
+    if not full:
+        return "bundled workloads:\n  harness run --list   lists workloads/ and workloads/bench/, one line each"
+    by_folder: dict[str, list[str]] = {}
+    for path in _workload_files():
+        by_folder.setdefault(str(_shown(path.parent)) + "/", []).append(path.name)
+    if not by_folder:
+        return "bundled workloads: none found here (harness run --list says where it looks)"
+    lines = ["bundled workloads (harness run --list describes each):"]
+    for folder, names in by_folder.items():
+        lines += textwrap.wrap(", ".join(names), width=92, initial_indent=f"  {folder} ",
+                               subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def _epilog(examples: list[tuple[str, str]], *, full_workloads: bool = False) -> str:
+    shown = "\n".join(f"  # {why}\n  {command}" for command, why in examples)
+    return "\n\n".join([f"examples:\n{shown}", _workloads_epilog(full_workloads), EXIT_CODES, RESULTS])
+
+
+def _subcommand(sub: argparse._SubParsersAction, name: str, purpose: str,
+                examples: list[tuple[str, str]], handler, *, full_workloads: bool = False) -> argparse.ArgumentParser:
+    """One subcommand: its one-line purpose in the command list and atop its own --help, its
+    examples, exit codes and where results go below it."""
+    parser = sub.add_parser(name, help=purpose, description=purpose,
+                            epilog=_epilog(examples, full_workloads=full_workloads),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+PURPOSE = "Benchmark how a Prefect 3 flow's map should be batched on Dask: static batches against adaptive."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description=f"{PURPOSE}\n(`harness` and `python -m harness` are the same command.)",
+        epilog=_epilog([
+            ("harness run workloads/small.toml", "a first look, under a minute"),
+            ("harness run workloads/large.toml", "the headline: 200,000 fine-grained items, 6-8 min"),
+            ("harness compare results/small/RUN_ID results/small/latest", "did the newer run regress?"),
+        ], full_workloads=True),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"harness {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = _subcommand(sub, "run", "run a workload under every strategy and write a report", [
+        ("harness run workloads/small.toml", "every strategy in the file, under a minute"),
+        ("harness run workloads/medium.toml --quick --strategies per_item,static:64,adaptive", "one repeat, three strategies"),
+        ("harness run --list", "the bundled workloads, one line each"),
+    ], cmd_run, full_workloads=True)
     run.add_argument("workload", help="the workload TOML file")
+    run.add_argument("--list", action=_ListWorkloads, help="list the bundled workloads and exit")
     run.add_argument("--out", default="results", help="results folder (default: results/)")
     run.add_argument("--strategies", help="comma-separated, overrides [run] strategies (e.g. per_item,static:64,adaptive)")
     run.add_argument("--repeats", type=int, help="overrides [run] repeats")
@@ -94,27 +256,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
-    run.set_defaults(handler=cmd_run)
 
-    report = sub.add_parser("report", help="re-render report.md and report.html from a run folder's CSVs")
-    report.add_argument("run_dir")
-    report.set_defaults(handler=cmd_report)
+    report = _subcommand(sub, "report", "re-render report.md and report.html from a run folder's CSVs", [
+        ("harness report results/small/latest", "after a harness upgrade, or an edited CSV"),
+        ("harness report results/large/RUN_ID", "any run folder: runs.csv, trace.csv, env.json"),
+    ], cmd_report)
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holds runs.csv, trace.csv and env.json)")
 
-    compare = sub.add_parser("compare", help="per-strategy change from RUN_A to RUN_B; exit 1 on a significant regression")
-    compare.add_argument("run_a", help="the baseline run folder")
-    compare.add_argument("run_b", help="the run folder to judge")
+    compare = _subcommand(sub, "compare", "per-strategy change from RUN_A to RUN_B; exit 1 on a significant regression", [
+        ("harness compare results/small/RUN_ID results/small/latest", "B against the baseline A"),
+        ("harness compare RUN_A RUN_B --threshold 0.25", "only a slow-down over 25 % counts"),
+    ], cmd_compare)
+    compare.add_argument("run_a", metavar="RUN_A", help="the baseline run folder")
+    compare.add_argument("run_b", metavar="RUN_B", help="the run folder to judge")
     # compare.DEFAULT_THRESHOLD, spelled out: importing harness.compare here would load pandas and
     # scipy (~1.3 s) before a bad argument could even be reported.
     compare.add_argument("--threshold", type=float, default=0.10,
                          help="slow-down that counts as a regression, as a fraction (default 0.10 = 10 %%)")
-    compare.set_defaults(handler=cmd_compare)
 
-    across = sub.add_parser("table", help="one line per run folder: adaptive against every reference (README's table)")
-    across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    across.set_defaults(handler=cmd_table)
+    across = _subcommand(sub, "table", "one line per run folder: adaptive against every reference (README's table)", [
+        ("harness table results/bench/bench-*/latest", "the README's benchmark table"),
+        ("harness table results/small/latest results/medium/latest", "any run folders"),
+    ], cmd_table)
+    across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. results/<workload>/latest")
     return parser
-
-
 
 
 def _interrupt(signum: int, frame: object) -> None:
