@@ -14,7 +14,7 @@ import graphlib
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from harness.spec_rules import Expected, Problem, choice, distinct, integer, matching, names_from, number, spec_model
@@ -69,8 +69,12 @@ def _named_numbers(names: tuple[str, ...] | None, value: Any, *, what: str, shar
         return tuple(table.items())
 
     key_type = choice(names) if names else _name("type")
-    return Annotated[dict[key_type, value], Field(min_length=1 if shares or required else 0, max_length=MAX_NAMED),
-                     AfterValidator(check), Expected(expected)]
+    return Annotated[dict[key_type, value], _AS_TABLE, Field(min_length=1 if shares or required else 0,
+                     max_length=MAX_NAMED), AfterValidator(check), Expected(expected)]
+
+
+# Tables kept as (name, number) pairs are read back as tables when an instance is rebuilt.
+_AS_TABLE = BeforeValidator(lambda v: dict(v) if isinstance(v, tuple) else v)
 
 
 _SHARE = number(0, lo_open=False)
@@ -103,7 +107,7 @@ class BranchingOptions:
     review_cost: _FACTOR = 1.0
     # feature flag -> share of items that have it on
     flags: Annotated[dict[_name("feature flag"), number(0, 1, lo_open=False, note="a share of items")],
-                     Field(max_length=MAX_NAMED), AfterValidator(lambda t: tuple(t.items())),
+                     _AS_TABLE, Field(max_length=MAX_NAMED), AfterValidator(lambda t: tuple(t.items())),
                      Expected("a table of feature flag = share of items (0..1)")] = ()
     flag_cost: _FACTOR = 0.5  # cost factor of each flag's optional step
 
