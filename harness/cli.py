@@ -5,6 +5,7 @@
     python -m harness report RUN_DIR
     python -m harness compare RUN_A RUN_B [--threshold 0.10]
     python -m harness table RUN_DIR [RUN_DIR ...]
+    python -m harness schema
 
 Exit codes: 0 done; 1 the run failed, or (compare) B is significantly slower than A by more
 than the threshold; 2 bad input (nothing is written).
@@ -81,6 +82,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from harness.spec import json_schema
+
+    print(json_schema())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     across = sub.add_parser("table", help="one line per run folder: adaptive against every reference (README's table)")
     across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     across.set_defaults(handler=cmd_table)
+
+    schema = sub.add_parser("schema", help="print the workload file's JSON Schema (for editors' TOML support)")
+    schema.set_defaults(handler=cmd_schema)
     return parser
 
 
