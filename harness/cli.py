@@ -88,6 +88,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if regressed else 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from harness.spec import json_schema
+
+    print(json_schema())
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from harness.benchtable import render, table
 
@@ -279,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("harness table results/small/latest results/medium/latest", "any run folders"),
     ], cmd_table)
     across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. results/<workload>/latest")
+
+    _subcommand(sub, "schema", "print the workload file's JSON Schema, for an editor's TOML support", [
+        ("harness schema > harness-workload.schema.json", "then point the editor at it (README, \"Workload files\")"),
+        ("harness schema | python3 -m json.tool | less", "read what every table and key accepts"),
+    ], cmd_schema)
     return parser
 
 

@@ -1,10 +1,13 @@
-"""The workload file: TOML -> a validated, frozen WorkloadSpec.
+"""The workload file: TOML -> a validated, frozen WorkloadSpec (Pydantic models).
 
 Every message a user sees about a bad workload file (or a bad command-line override of one)
-is written here. Each names where the problem is (file, table and key, or the option), what
-was found and what was expected, e.g.
+is written here, by `_explain` from pydantic's errors. Each names where the problem is (file,
+table and key, or the option), what was found and what was expected, e.g.
 
     workloads/x.toml: [cost] mean_ms: found -1, expected a number > 0 and <= 600_000
+
+The rules are the models' annotations (harness.spec_rules): each carries its bounds and the
+"expected ..." text built from them. `python -m harness schema` prints them as JSON Schema.
 
 Meaning of the [cost] keys:
 
@@ -18,36 +21,46 @@ Meaning of the [cost] keys:
   for every distribution; only "bimodal" uses them.
 - `[[cost.phases]]`: from fraction `at` of the items on, `mean_ms` becomes the phase's
   `mean_ms`. The `at` values are strictly increasing, each in (0, 1).
-
-The rules live in small per-table schemas (`_ITEMS`, `_COST`, ...): a key maps to a `_Rule`
-holding the type test, the range test and the "expected ..." text used in its messages.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
+import json
 import os
-import re
 import tomllib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+import types
+import typing
+from dataclasses import field
+from typing import Annotated, Any
+
+from pydantic import PlainValidator, TypeAdapter, ValidationError, WithJsonSchema, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from harness.errors import SpecError
+from harness.patterns.options import PATTERN_KINDS, PATTERN_OPTIONS, MapOptions, PatternSpec
+from harness.spec_rules import (
+    TEXT,
+    Expected,
+    Problem,
+    choice,
+    distinct,
+    integer,
+    matching,
+    number,
+    spec_model,
+)
 
 STRATEGY_KINDS = ("per_item", "static", "adaptive", "raw_dask", "joblib_auto")
 # Kinds that take a batch size after a colon ("static:64"); the others take none.
 SIZED_STRATEGY_KINDS = ("static", "raw_dask")
-PATTERN_KINDS = ("map", "nested_map", "branching", "subflows", "pipeline")
 COST_KINDS = ("cpu", "sleep")
 DISTRIBUTIONS = ("constant", "uniform", "lognormal", "pareto", "bimodal")
 # The adaptive strategy's execution paths that `[faults] path` can break (controller.STRATEGIES).
 FAULT_PATHS = ("batched", "inline")
 
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class StrategyName:
     """One entry of `[run] strategies`: a kind and, for sized kinds, the batch size."""
 
@@ -58,82 +71,154 @@ class StrategyName:
         return self.kind if self.batch_size is None else f"{self.kind}:{self.batch_size}"
 
 
-@dataclass(frozen=True)
+_UNSIZED_KINDS = tuple(k for k in STRATEGY_KINDS if k not in SIZED_STRATEGY_KINDS)
+_STRATEGY_FORMS = (
+    ", ".join([*_UNSIZED_KINDS, *(f"{k}:N" for k in SIZED_STRATEGY_KINDS)]) + " (N an integer >= 1)"
+)
+
+
+def _parse_strategy(text: Any) -> StrategyName:
+    """The one parser of a strategy name ("per_item", "static:64", ...); raises Problem."""
+    if isinstance(text, StrategyName):
+        return text
+    if not isinstance(text, str):
+        raise Problem((), text, f"a strategy name, one of {_STRATEGY_FORMS}", found=_found(text, typed=True))
+    kind, colon, size = text.strip().partition(":")
+    if kind in _UNSIZED_KINDS and not colon:
+        return StrategyName(kind)
+    if kind in SIZED_STRATEGY_KINDS and size.isascii() and size.isdecimal() and int(size) >= 1:
+        return StrategyName(kind, int(size))
+    if kind in _UNSIZED_KINDS:
+        problem = f"{kind} takes no batch size"
+    elif kind in SIZED_STRATEGY_KINDS and not colon:
+        problem = f"{kind} needs a batch size, e.g. '{kind}:64'"
+    elif kind in SIZED_STRATEGY_KINDS:
+        problem = "the batch size must be an integer >= 1"
+    elif not kind:
+        problem = "an empty name"
+    else:
+        problem = f"unknown strategy {kind!r}{_did_you_mean(kind, STRATEGY_KINDS, '; did you mean {}?')}"
+    raise Problem((), text, f"one of {_STRATEGY_FORMS}", found=f"{text!r} ({problem})")
+
+
+_STRATEGIES_EXPECTED = (f'a non-empty array of strategy names such as ["per_item", "static:64", "adaptive"]; '
+                        f"each one of {_STRATEGY_FORMS}")
+
+
+def _strategies(values: Any) -> tuple[StrategyName, ...]:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise Problem((), values, _STRATEGIES_EXPECTED, found=_found(values, typed=True))
+    return distinct("strategy", lambda s: repr(str(s))).func(tuple(map(_parse_strategy, values)))
+
+
+# --- the models: one per table ------------------------------------------------------------
+
+_MEAN_MS = number(0, 600_000, note="milliseconds")
+
+
+@spec_model
 class ItemsSpec:
-    count: int
-    payload_bytes: int = 0
+    count: integer(1, 10_000_000)
+    payload_bytes: integer(0, 16 * 1024 * 1024, note="16 MiB") = 0
 
 
-@dataclass(frozen=True)
+@spec_model
 class Phase:
     """From fraction `at` of the items on, the cost distribution's mean becomes `mean_ms`."""
 
-    at: float
-    mean_ms: float
+    at: number(0, 1, hi_open=True, note="a fraction of the items")
+    mean_ms: _MEAN_MS
 
 
-@dataclass(frozen=True)
+# The range of `spread` per distribution (the others ignore it).
+_SPREAD = {
+    "uniform": number(0, 1, note="uniform: half-width as a fraction of mean_ms"),
+    "lognormal": number(0, 4, note="lognormal: sigma"),
+    "pareto": number(1, 100, note="pareto: alpha"),
+}
+
+_SPREAD_CHECKS = {distribution: TypeAdapter(rule) for distribution, rule in _SPREAD.items()}
+
+
+@spec_model
 class CostSpec:
-    kind: str
-    mean_ms: float
-    distribution: str = "constant"
-    spread: float = 1.0
-    heavy_fraction: float = 0.05
-    heavy_ms: float = 50.0
-    phases: tuple[Phase, ...] = ()
+    kind: choice(COST_KINDS)
+    mean_ms: _MEAN_MS
+    distribution: choice(DISTRIBUTIONS) = "constant"
+    spread: number(0) = 1.0  # its range per distribution: _SPREAD
+    heavy_fraction: number(0, 1, lo_open=False) = 0.05
+    heavy_ms: _MEAN_MS = 50.0
+    phases: Annotated[tuple[Phase, ...], Expected("an array of tables ([[cost.phases]])")] = ()
+
+    @model_validator(mode="after")
+    def _spread_and_phase_order(self) -> CostSpec:
+        rule = _SPREAD.get(self.distribution)
+        if rule is not None:
+            try:
+                _SPREAD_CHECKS[self.distribution].validate_python(self.spread)
+            except ValidationError:
+                raise Problem(("spread",), self.spread, _expected(rule), if_missing=(
+                    f"distribution {self.distribution!r} needs it")) from None
+        for i in range(1, len(self.phases)):
+            if self.phases[i].at <= self.phases[i - 1].at:
+                expected = f"a number > {self.phases[i - 1].at!r} (phases must be listed in increasing order of at)"
+                raise Problem(("phases", i, "at"), self.phases[i].at, expected)
+        return self
 
 
-@dataclass(frozen=True)
+@spec_model
 class FaultSpec:
-    transient_rate: float = 0.0
-    permanent_rate: float = 0.0
-    retries: int = 3
+    transient_rate: number(0, 1, lo_open=False, hi_open=True) = 0.0
+    permanent_rate: number(0, 1, lo_open=False) = 0.0
+    retries: integer(0, 100) = 3
     # An infrastructure failure of a whole task on one execution path of the adaptive strategy
     # (before its items run), for the circuit breaker to route around (harness.breaker).
-    path_failure_rate: float = 0.0
-    path: str = "batched"
+    path_failure_rate: number(0, 1, lo_open=False) = 0.0
+    path: choice(FAULT_PATHS) = "batched"
 
 
-@dataclass(frozen=True)
-class PatternSpec:
-    kind: str = "map"
-    # Pattern-specific keys, kept as given (sorted (key, value) pairs) for the pattern to validate.
-    options: tuple[tuple[str, Any], ...] = ()
-    # The same keys checked and typed by harness.pattern_spec (None for "map"); derived from
-    # `options`, so left out of comparisons.
-    settings: Any = field(default=None, compare=False, repr=False)
+_ADDRESS = matching(r"|(tcp|tls|inproc|ucx)://\S+", '"" (start a local cluster) or a scheduler address such as '
+                    '"tcp://127.0.0.1:8786" (scheme tcp, tls, inproc or ucx)')
 
 
-@dataclass(frozen=True)
+@spec_model
 class ClusterSpec:
-    workers: int = 2
-    threads_per_worker: int = 1
-    address: str = ""
+    workers: integer(1, 256) = 2
+    threads_per_worker: integer(1, 256) = 1
+    address: _ADDRESS = ""
 
 
-@dataclass(frozen=True)
+_STRATEGY_SCHEMA = {"type": "array", "minItems": 1, "uniqueItems": True, "description": _STRATEGIES_EXPECTED,
+                    "items": {"type": "string", "pattern": r"^\s*(per_item|adaptive|joblib_auto|"
+                                                           r"(static|raw_dask):[0-9]*[1-9][0-9]*)\s*$"}}
+
+
+@spec_model
 class RunSpec:
-    strategies: tuple[StrategyName, ...] = (
+    strategies: Annotated[tuple[StrategyName, ...], PlainValidator(_strategies),
+                          WithJsonSchema(_STRATEGY_SCHEMA)] = (
         StrategyName("per_item"),
         StrategyName("static", 64),
         StrategyName("adaptive"),
     )
-    sweep: tuple[int, ...] = ()
-    repeats: int = 3
+    sweep: Annotated[tuple[integer(1), ...], distinct("value"),
+                     Expected("an array of distinct integers >= 1 (static batch sizes), e.g. [1, 16, 256]")] = ()
+    repeats: integer(1, 100) = 3
 
 
-@dataclass(frozen=True)
+@spec_model
 class WorkloadSpec:
-    name: str
-    seed: int
+    name: matching(r"[a-z0-9_-]+", "a name of lower-case letters, digits, '_' and '-' ([a-z0-9_-]+)")
+    # Keyword-only: listed here so that messages name the top-level keys in this order.
+    description: TEXT = field(default="", kw_only=True)
+    seed: integer(0)
     items: ItemsSpec
     cost: CostSpec
     faults: FaultSpec = field(default_factory=FaultSpec)
-    pattern: PatternSpec = field(default_factory=PatternSpec)
+    pattern: PatternSpec = field(default_factory=MapOptions)
     cluster: ClusterSpec = field(default_factory=ClusterSpec)
     run: RunSpec = field(default_factory=RunSpec)
-    description: str = ""
-    source: str = ""  # the file it was read from, for messages
+    source: SkipJsonSchema[str] = field(default="", kw_only=True)  # the file it was read from, for messages
 
 
 # --- public API ---------------------------------------------------------------------------
@@ -162,29 +247,22 @@ def parse_spec(text: str, source: str = "<string>") -> WorkloadSpec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: invalid TOML: {exc}") from None
-    return _read_workload(doc, source)
+    if "source" in doc:  # a field of the spec, not a key of the file
+        raise _unknown_key(f"{source}: [top level] source", "key", "source", _file_keys(WorkloadSpec))
+    # A missing table reads as an empty one, so the message names its first required key.
+    doc = {**{name: {} for name in ("items", "cost")}, **doc}
+    try:
+        return WorkloadSpec(**doc, source=source)
+    except ValidationError as exc:
+        raise SpecError(_explain(exc, WorkloadSpec, doc, source)) from None
 
 
 def parse_strategy(text: str, where: str) -> StrategyName:
     """Parse one strategy name ("per_item", "static:64", ...); `where` names its origin in messages."""
-    if not isinstance(text, str):
-        raise _fail(where, text, f"a strategy name, one of {_STRATEGY_FORMS}", typed=True)
-    kind, colon, size = text.strip().partition(":")
-    if kind in _UNSIZED_KINDS and not colon:
-        return StrategyName(kind)
-    if kind in SIZED_STRATEGY_KINDS and size.isascii() and size.isdecimal() and int(size) >= 1:
-        return StrategyName(kind, int(size))
-    if kind in _UNSIZED_KINDS:
-        problem = f"{kind} takes no batch size"
-    elif kind in SIZED_STRATEGY_KINDS and not colon:
-        problem = f"{kind} needs a batch size, e.g. '{kind}:64'"
-    elif kind in SIZED_STRATEGY_KINDS:
-        problem = "the batch size must be an integer >= 1"
-    elif not kind:
-        problem = "an empty name"
-    else:
-        problem = f"unknown strategy {kind!r}{_did_you_mean(kind, STRATEGY_KINDS, '; did you mean {}?')}"
-    raise SpecError(f"{where}: found {text!r} ({problem}), expected one of {_STRATEGY_FORMS}")
+    try:
+        return _parse_strategy(text)
+    except Problem as problem:
+        raise SpecError(f"{where}: found {problem.found or _found(problem.value)}, expected {problem.expected}") from None
 
 
 def with_overrides(
@@ -199,18 +277,23 @@ def with_overrides(
 
     `quick` means one repeat and no sweep; it wins over `repeats`.
     """
-    run, cluster = spec.run, spec.cluster
-    if strategies is not None:
-        if not isinstance(strategies, str):
-            raise _fail("--strategies", strategies, _STRATEGIES.expected, typed=True)
-        run = dataclasses.replace(run, strategies=_STRATEGIES.check(strategies.split(","), "--strategies"))
-    if repeats is not None:
-        run = dataclasses.replace(run, repeats=_REPEATS.check(repeats, "--repeats"))
+    run = _override(spec.run, "--strategies", strategies=strategies.split(",") if isinstance(strategies, str)
+                    else strategies)
+    run = _override(run, "--repeats", repeats=repeats)
     if quick:
         run = dataclasses.replace(run, repeats=1, sweep=())
-    if address is not None:
-        cluster = dataclasses.replace(cluster, address=_ADDRESS.check(address, "--dask-address"))
+    cluster = _override(spec.cluster, "--dask-address", address=address)
     return dataclasses.replace(spec, run=run, cluster=cluster)
+
+
+def _override(table: Any, option: str, **changes: Any) -> Any:
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if not changes:
+        return table
+    try:
+        return dataclasses.replace(table, **changes)
+    except ValidationError as exc:
+        raise SpecError(_explain(exc, type(table), changes, "", option=option)) from None
 
 
 def strategies_to_run(spec: WorkloadSpec) -> tuple[StrategyName, ...]:
@@ -219,21 +302,23 @@ def strategies_to_run(spec: WorkloadSpec) -> tuple[StrategyName, ...]:
     return tuple(dict.fromkeys((*spec.run.strategies, *sweep)))
 
 
+def json_schema() -> str:
+    """The workload file's JSON Schema, for editors' TOML support (README "Workload files")."""
+    schema = TypeAdapter(WorkloadSpec).json_schema()
+    for kind, options in PATTERN_OPTIONS.items():  # only "map" may leave out its kind
+        if kind != "map":
+            schema["$defs"][options.__name__]["required"] = ["kind"]
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema,
+              "title": "harness workload file", "description": __doc__.split("\n")[0]}
+    return json.dumps(schema, indent=2)
+
+
 # --- messages -----------------------------------------------------------------------------
 
-_TOML_TYPES = ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"), (list, "array"))
-
-
-@dataclass(frozen=True)
-class _Where:
-    """A place in a workload file, shown as "file: [table] key"."""
-
-    source: str
-    table: str
-    key: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.table} {self.key}".rstrip()
+_TOML_TYPES = ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"), (list, "array"),
+               (tuple, "array"))
+# pydantic error types that mean "a value of the wrong type" (the found value's type is shown).
+_TYPE_ERRORS = {"literal_error", "int_from_float"}  # and every "..._type"
 
 
 def _found(value: Any, typed: bool = False) -> str:
@@ -244,314 +329,178 @@ def _found(value: Any, typed: bool = False) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     else:
-        text = repr(value) if isinstance(value, (int, float, str, list)) else str(value)
+        text = repr(list(value) if isinstance(value, tuple) else value)
         text = text if len(text) <= 60 else text[:57] + "..."
     return f"{text} ({kind})" if typed or kind not in ("integer", "float") else text
 
 
-def _fail(where: object, value: Any, expected: str, typed: bool = False) -> SpecError:
-    return SpecError(f"{where}: found {_found(value, typed)}, expected {expected}")
-
-
-def _did_you_mean(word: str, options: Iterable[str], template: str) -> str:
+def _did_you_mean(word: str, options: typing.Iterable[str], template: str) -> str:
     """`template` filled with the option closest to `word`, or "" when none is close."""
     close = difflib.get_close_matches(word, list(options), n=1)
     return template.format(repr(close[0])) if close else ""
 
 
-def _unknown(where: str, noun: str, name: str, allowed: Iterable[str]) -> SpecError:
-    allowed = list(allowed)
+def _unknown_key(where: str, noun: str, name: str, allowed: list[str], only: str = "") -> SpecError:
+    if only:
+        return SpecError(f"{where}: unknown {noun}, expected only: {only}")
     hint = _did_you_mean(name, allowed, " (did you mean {}?)")
     return SpecError(f"{where}: unknown {noun}{hint}, expected one of: {', '.join(allowed)}")
 
 
-# --- rules --------------------------------------------------------------------------------
+def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
+    """A type without its Annotated wrapper (nor `| None`), and the metadata it carried."""
+    meta: list[Any] = []
+    while True:
+        if typing.get_origin(tp) is Annotated:
+            meta = [*tp.__metadata__, *meta]
+            tp = tp.__origin__
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        else:
+            return tp, meta
 
 
-def _always(value: Any) -> bool:
-    return True
+def _expected(tp: Any, meta: list[Any] = ()) -> str:
+    meta = [*_unwrap(tp)[1], *meta]
+    return next((m.text for m in reversed(meta) if isinstance(m, Expected)), "")
 
 
-def _as_is(value: Any, where: object) -> Any:
-    return value
+def _is_table(tp: Any) -> bool:
+    tp = _unwrap(tp)[0]
+    return dataclasses.is_dataclass(tp) or typing.get_origin(tp) is typing.Union
 
 
-@dataclass(frozen=True)
-class _Rule:
-    """How one key is checked: a type test, a range test, and the text of what is expected."""
-
-    expected: str
-    accepts: Callable[[Any], bool]  # the type; failing shows the found value's type
-    valid: Callable[[Any], bool] = _always  # the range
-    convert: Callable[[Any, Any], Any] = _as_is  # (value, where) -> stored value; may raise itself
-    required: bool = False
-
-    def check(self, value: Any, where: object) -> Any:
-        if not self.accepts(value):
-            raise _fail(where, value, self.expected, typed=True)
-        if not self.valid(value):
-            raise _fail(where, value, self.expected)
-        return self.convert(value, where)
+def _fields(model: type) -> dict[str, Any]:
+    """The model's keys (name -> pydantic FieldInfo), in declaration order."""
+    return {name: info for name, info in model.__pydantic_fields__.items()
+            if not any(isinstance(m, SkipJsonSchema) for m in info.metadata)}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# The tables of the file, in the order messages list them.
+_TABLES = tuple(key for key, info in _fields(WorkloadSpec).items() if _is_table(info.annotation))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _file_keys(model: type) -> list[str]:
+    """The keys a table of `model` may hold, as messages list them (tables of the file as [name])."""
+    if model is WorkloadSpec:
+        return [k for k in _fields(model) if k not in _TABLES] + [f"[{t}]" for t in _TABLES]
+    return list(_fields(model))
 
 
-def _note(note: str) -> str:
-    return f" ({note})" if note else ""
+@dataclasses.dataclass
+class _Place:
+    """Where an error is, walked along its pydantic `loc` through the models and the input."""
+
+    table: str = "[top level]"
+    key: str = ""
+    tp: Any = None  # the type expected here
+    meta: list[Any] = dataclasses.field(default_factory=list)
+    model: Any = None  # the model whose key this is
+    kind: str = ""  # the pattern kind, inside [pattern]
+    raw: Any = None  # the input found here (_ABSENT when not given)
+    parent: Any = None  # the type one step up
+    order: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # for picking the first error
+
+    def __str__(self) -> str:
+        return f"{self.table} {self.key}".rstrip()
 
 
-def _integer(lo: int, hi: int | None = None, *, note: str = "", required: bool = False) -> _Rule:
-    span = f">= {lo:_}" if hi is None else f"from {lo:_} to {hi:_}"
-    return _Rule(
-        f"an integer {span}{_note(note)}",
-        _is_int,
-        lambda v: lo <= v and (hi is None or v <= hi),
-        required=required,
-    )
+_ABSENT = object()
 
 
-def _number(
-    lo: float,
-    hi: float | None = None,
-    *,
-    lo_open: bool = True,
-    hi_open: bool = False,
-    note: str = "",
-    required: bool = False,
-) -> _Rule:
-    def show(x: float) -> str:
-        return f"{x:_}" if isinstance(x, int) else repr(x)
-
-    span = f"{'>' if lo_open else '>='} {show(lo)}"
-    if hi is not None:
-        span += f" and {'<' if hi_open else '<='} {show(hi)}"
-
-    def valid(v: float) -> bool:
-        above = lo < v if lo_open else lo <= v
-        below = hi is None or (v < hi if hi_open else v <= hi)
-        return math.isfinite(v) and above and below
-
-    return _Rule(f"a number {span}{_note(note)}", _is_number, valid, lambda v, w: float(v), required)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _choice(options: tuple[str, ...], *, required: bool = False) -> _Rule:
-    return _Rule(f"one of {', '.join(map(repr, options))}", _is_str, options.__contains__, required=required)
-
-
-def _matching(pattern: str, expected: str, *, required: bool = False) -> _Rule:
-    regex = re.compile(pattern)
-    return _Rule(expected, _is_str, lambda v: regex.fullmatch(v) is not None, required=required)
-
-
-def _array(
-    expected: str, item: Callable[[Any, str, int], Any], *, non_empty: bool = False, noun: str = "value"
-) -> _Rule:
-    """A list whose entries `item(value, where, index)` checks (index from 1), each at most once."""
-
-    def convert(values: list[Any], where: object) -> tuple[Any, ...]:
-        out: list[Any] = []
-        for i, value in enumerate(values, 1):
-            entry = item(value, str(where), i)
-            if entry in out:
-                shown = repr(str(entry)) if isinstance(entry, StrategyName) else repr(entry)
-                raise SpecError(f"{where}: found {shown} twice, expected each {noun} at most once")
-            out.append(entry)
-        return tuple(out)
-
-    return _Rule(expected, lambda v: isinstance(v, list), lambda v: bool(v) or not non_empty, convert)
-
-
-def _freeze(value: Any) -> Any:
-    """Lists -> tuples, tables -> key-sorted tuples of pairs, so a frozen dataclass can hold them."""
-    if isinstance(value, dict):
-        return tuple(sorted(((k, _freeze(v)) for k, v in value.items()), key=lambda kv: kv[0]))
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _read_table(
-    raw: dict[str, Any], source: str, table: str, schema: dict[str, _Rule], *, also: Iterable[str] = ()
-) -> dict[str, Any]:
-    """Check `raw` against `schema`; return the checked values of the keys present.
-
-    Keys in `also` are allowed but left to the caller. Absent optional keys take the
-    dataclass default when the result is passed as keyword arguments.
-    """
-    allowed = [*schema, *also]
-    for key in raw:
-        if key not in allowed:
-            raise _unknown(f"{source}: {table} {key}", "key", key, allowed)
-    values = {}
-    for key, rule in schema.items():
-        where = _Where(source, table, key)
-        if key in raw:
-            values[key] = rule.check(raw[key], where)
-        elif rule.required:
-            raise SpecError(f"{where}: missing (a required key), expected {rule.expected}")
-    return values
-
-
-# --- the schema ---------------------------------------------------------------------------
-
-_UNSIZED_KINDS = tuple(k for k in STRATEGY_KINDS if k not in SIZED_STRATEGY_KINDS)
-_STRATEGY_FORMS = (
-    ", ".join([*_UNSIZED_KINDS, *(f"{k}:N" for k in SIZED_STRATEGY_KINDS)]) + " (N an integer >= 1)"
-)
-
-_MEAN_MS = _number(0, 600_000, note="milliseconds", required=True)
-_PHASE_KEYS = {
-    "at": _number(0, 1, hi_open=True, note="a fraction of the items", required=True),
-    "mean_ms": _MEAN_MS,
-}
-
-
-def _read_phases(values: list[Any], where: _Where) -> tuple[Phase, ...]:
-    phases: list[Phase] = []
-    for i, raw in enumerate(values, 1):
-        table = f"[[cost.phases]] #{i}"
-        if not isinstance(raw, dict):
-            raise _fail(f"{where.source}: {table}", raw, "a table with keys at and mean_ms", typed=True)
-        phase = Phase(**_read_table(raw, where.source, table, _PHASE_KEYS))
-        if phases and phase.at <= phases[-1].at:
-            expected = f"a number > {phases[-1].at!r} (phases must be listed in increasing order of at)"
-            raise _fail(_Where(where.source, table, "at"), phase.at, expected)
-        phases.append(phase)
-    return tuple(phases)
-
-
-_TOP = {
-    "name": _matching(
-        r"[a-z0-9_-]+", "a name of lower-case letters, digits, '_' and '-' ([a-z0-9_-]+)", required=True
-    ),
-    "description": _Rule("a string", _is_str),
-    "seed": _integer(0, required=True),
-}
-_ITEMS = {
-    "count": _integer(1, 10_000_000, required=True),
-    "payload_bytes": _integer(0, 16 * 1024 * 1024, note="16 MiB"),
-}
-_COST = {
-    "kind": _choice(COST_KINDS, required=True),
-    "mean_ms": _MEAN_MS,
-    "distribution": _choice(DISTRIBUTIONS),
-    "spread": _number(0),  # the range per distribution is checked in _read_cost
-    "heavy_fraction": _number(0, 1, lo_open=False),
-    "heavy_ms": dataclasses.replace(_MEAN_MS, required=False),
-    "phases": _Rule(
-        "an array of tables ([[cost.phases]])", lambda v: isinstance(v, list), convert=_read_phases
-    ),
-}
-_SPREAD = {
-    "uniform": _number(0, 1, note="uniform: half-width as a fraction of mean_ms"),
-    "lognormal": _number(0, 4, note="lognormal: sigma"),
-    "pareto": _number(1, 100, note="pareto: alpha"),
-}
-_FAULTS = {
-    "transient_rate": _number(0, 1, lo_open=False, hi_open=True),
-    "permanent_rate": _number(0, 1, lo_open=False),
-    "retries": _integer(0, 100),
-    "path_failure_rate": _number(0, 1, lo_open=False),
-    "path": _choice(FAULT_PATHS),
-}
-_PATTERN_KIND = _choice(PATTERN_KINDS)
-_ADDRESS = _matching(
-    r"|(tcp|tls|inproc|ucx)://\S+",
-    '"" (start a local cluster) or a scheduler address such as "tcp://127.0.0.1:8786" '
-    "(scheme tcp, tls, inproc or ucx)",
-)
-_CLUSTER = {
-    "workers": _integer(1, 256),
-    "threads_per_worker": _integer(1, 256),
-    "address": _ADDRESS,
-}
-_STRATEGIES = _array(
-    f'a non-empty array of strategy names such as ["per_item", "static:64", "adaptive"]; '
-    f"each one of {_STRATEGY_FORMS}",
-    lambda value, where, i: parse_strategy(value, where),
-    non_empty=True,
-    noun="strategy",
-)
-_REPEATS = _integer(1, 100)
-_RUN = {
-    "strategies": _STRATEGIES,
-    "sweep": _array(
-        "an array of distinct integers >= 1 (static batch sizes), e.g. [1, 16, 256]",
-        lambda value, where, i: _integer(1).check(value, f"{where} #{i}"),
-    ),
-    "repeats": _REPEATS,
-}
-
-
-def _read_cost(raw: dict[str, Any], source: str, table: str) -> CostSpec:
-    values = _read_table(raw, source, table, _COST)
-    distribution = values.get("distribution", CostSpec.distribution)
-    rule = _SPREAD.get(distribution)
-    if rule is not None:
-        where = _Where(source, table, "spread")
-        if "spread" in values:
-            rule.check(values["spread"], where)
-        elif not rule.valid(CostSpec.spread):
-            raise SpecError(
-                f"{where}: missing, expected {rule.expected}; distribution {distribution!r} needs it "
-                f"(the default {CostSpec.spread!r} is not valid there)"
-            )
-    return CostSpec(**values)
-
-
-def _read_pattern(raw: dict[str, Any], source: str, table: str) -> PatternSpec:
-    kind = PatternSpec.kind
-    if "kind" in raw:
-        kind = _PATTERN_KIND.check(raw["kind"], _Where(source, table, "kind"))
-    extra = sorted(key for key in raw if key != "kind")
-    if kind == "map" and extra:
-        others = ", ".join(k for k in PATTERN_KINDS if k != "map")
-        raise SpecError(
-            f"{source}: {table} {extra[0]}: unknown key for kind 'map', expected only: kind "
-            f"(pattern-specific keys belong to the kinds {others})"
-        )
-    # Imported here: harness.pattern_spec builds on this module's errors.
-    from harness.pattern_spec import read_pattern_options
-
-    options = {key: raw[key] for key in extra}
-    return PatternSpec(kind, _freeze(options), read_pattern_options(kind, options, source, table))
-
-
-def _simple(cls: type, schema: dict[str, _Rule]) -> Callable[[dict[str, Any], str, str], Any]:
-    return lambda raw, source, table: cls(**_read_table(raw, source, table, schema))
-
-
-_TABLES: dict[str, Callable[[dict[str, Any], str, str], Any]] = {
-    "items": _simple(ItemsSpec, _ITEMS),
-    "cost": _read_cost,
-    "faults": _simple(FaultSpec, _FAULTS),
-    "pattern": _read_pattern,
-    "cluster": _simple(ClusterSpec, _CLUSTER),
-    "run": _simple(RunSpec, _RUN),
-}
-
-
-def _read_workload(doc: dict[str, Any], source: str) -> WorkloadSpec:
-    tables = [f"[{name}]" for name in _TABLES]
-    for key, value in doc.items():
-        if key in _TOP:
+def _walk(root: type, raw: Any, loc: tuple[Any, ...]) -> _Place:
+    place = _Place(tp=root, raw=raw)
+    for step in loc:
+        if step == "[key]":  # pydantic's mark of a table's key (not its value) at fault
+            place.tp, place.meta = typing.get_args(_unwrap(place.parent)[0])[0], []
             continue
-        if key not in _TABLES:
-            if isinstance(value, dict):
-                raise _unknown(f"{source}: [{key}]", "table", f"[{key}]", tables)
-            raise _unknown(f"{source}: [top level] {key}", "key", key, [*_TOP, *tables])
-        if not isinstance(value, dict):
-            raise _fail(f"{source}: [{key}]", value, f"a table ([{key}] followed by its keys)", typed=True)
-    top = _read_table(doc, source, "[top level]", _TOP, also=_TABLES)
-    parts = {name: read(doc.get(name, {}), source, f"[{name}]") for name, read in _TABLES.items()}
-    return WorkloadSpec(**top, **parts, source=source)
+        tp = _unwrap(place.tp)[0]
+        place.parent = place.tp
+        position = list(place.raw).index(step) if isinstance(place.raw, dict) and step in place.raw else 0
+        if typing.get_origin(tp) is typing.Union:  # the pattern union: `step` is its tag
+            place.tp, place.kind = PATTERN_OPTIONS[step], step
+            continue
+        if dataclasses.is_dataclass(tp):
+            fields = _fields(tp)
+            place.model = tp
+            if step not in fields:
+                place.key, place.tp = str(step), None
+                place.order.append((0, position))
+            else:
+                info = fields[step]
+                if tp is root and _is_table(info.annotation):
+                    place.table = f"[{step}]"
+                else:
+                    place.key = f"{place.key}.{step}" if place.key else str(step)
+                place.tp, place.meta, place.kind = info.annotation, list(info.metadata), ""
+                place.order.append((1, list(fields).index(step)))
+        elif typing.get_origin(tp) is tuple and isinstance(step, int):
+            item = typing.get_args(tp)[0]
+            if _is_table(item):
+                place.table, place.key = f"[[{place.table.strip('[]')}.{place.key}]] #{step + 1}", ""
+            else:
+                place.key += f" #{step + 1}"
+            place.tp, place.meta = item, []
+            place.order.append((1, step))
+        elif typing.get_origin(tp) is dict:
+            place.key += f".{step}"
+            place.tp, place.meta = typing.get_args(tp)[1], []
+            place.order.append((1, position))
+        if isinstance(place.raw, dict):
+            place.raw = place.raw.get(step, _ABSENT)
+        elif isinstance(place.raw, (list, tuple)) and isinstance(step, int) and step < len(place.raw):
+            place.raw = place.raw[step]
+        else:
+            place.raw = _ABSENT
+    return place
+
+
+def _message(error: dict[str, Any], root: type, raw: Any, source: str, option: str) -> tuple[list, str]:
+    """(sort key, message) of one pydantic error."""
+    problem = error.get("ctx", {}).get("error")
+    problem = problem if isinstance(problem, Problem) else None
+    place = _walk(root, raw, tuple(error["loc"]) + (problem.at if problem else ()))
+    where = option or f"{source}: {place}"
+    kind = error["type"]
+    if problem is not None:
+        if problem.if_missing and place.raw is _ABSENT:
+            return place.order, (f"{where}: missing, expected {problem.expected}; {problem.if_missing} "
+                                 f"(the default {problem.value!r} is not valid there)")
+        return place.order, f"{where}: found {problem.found or _found(problem.value)}, expected {problem.expected}"
+    if kind == "unexpected_keyword_argument":
+        if place.model is WorkloadSpec and isinstance(error["input"], dict):
+            allowed = [f"[{t}]" for t in _TABLES]
+            return place.order, str(_unknown_key(f"{source}: [{place.key}]", "table", f"[{place.key}]", allowed))
+        if place.kind:
+            keys = list(_fields(place.model))
+            only = "" if len(keys) > 1 else (f"kind (pattern-specific keys belong to the kinds "
+                                             f"{', '.join(k for k in PATTERN_KINDS if k != place.kind)})")
+            return place.order, str(_unknown_key(where, f"key for kind {place.kind!r}", place.key, keys, only))
+        return place.order, str(_unknown_key(where, "key", place.key, _file_keys(place.model)))
+    if kind == "missing":
+        return place.order, f"{where}: missing (a required key), expected {_expected(place.tp, place.meta)}"
+    if kind in ("union_tag_invalid", "union_tag_not_found") and isinstance(error["input"], dict):
+        found = _found(error["input"].get("kind"), typed=True)
+        return place.order, f"{where} kind: found {found}, expected {_expected(place.tp, place.meta)}"
+    if kind in ("dataclass_type", "dataclass_exact_type", "union_tag_not_found") or (
+            _is_table(place.tp) and kind.endswith("_type")):
+        if place.table.startswith("[["):  # an entry of an array of tables
+            *rest, last = _file_keys(_unwrap(place.tp)[0])
+            expected = f"a table with keys {', '.join(rest)} and {last}" if rest else f"a table with key {last}"
+            order = place.order
+        else:  # a table of the file given as a value: said before anything inside the tables
+            expected, order = f"a table ({place.table} followed by its keys)", [(0, 0)]
+        return order, f"{where}: found {_found(error['input'], True)}, expected {expected}"
+    typed = kind in _TYPE_ERRORS or kind.endswith("_type")
+    expected = _expected(place.tp, place.meta) or error["msg"]
+    if kind == "too_long":
+        expected = f"at most {error['ctx']['max_length']} entries"
+    return place.order, f"{where}: found {_found(error['input'], typed)}, expected {expected}"
+
+
+def _explain(exc: ValidationError, root: type, raw: Any, source: str, option: str = "") -> str:
+    """The message of the first of pydantic's errors, in the order a reader meets them in the file."""
+    messages = [_message(error, root, raw, source, option) for error in exc.errors()]
+    # An error inside a value comes before one about the whole value (pydantic reports a tuple
+    # with a bad entry as too short as well).
+    return min(messages, key=lambda m: [*m[0], (2, 0)])[1]

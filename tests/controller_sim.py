@@ -33,9 +33,9 @@ from typing import Protocol
 import numpy as np
 
 from harness.controller import BatchObservation, Controller, Decision
+from harness.spec import DISTRIBUTIONS
 
 SWEEP = (1, 4, 16, 64, 256, 1024, 4096, 16384)
-DISTRIBUTIONS = ("constant", "uniform", "lognormal", "pareto", "bimodal")
 
 MeanCost = Callable[[np.ndarray], np.ndarray]  # item indices -> mean cost (s) of each item
 

@@ -171,6 +171,27 @@ def test_usage_errors_exit_2(capsys):
 
 
 @pytest.mark.cluster
+def test_schema_accepts_every_bundled_workload_and_refuses_an_unknown_key(capsys):
+    """`harness schema` is what an editor checks a workload file against (README)."""
+    import tomllib
+
+    import jsonschema
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    validator = jsonschema.Draft202012Validator(schema)
+    files = sorted((Path(__file__).resolve().parent.parent / "workloads").rglob("*.toml"))
+    assert files
+    for path in files:
+        doc = tomllib.loads(path.read_text())
+        assert not list(validator.iter_errors(doc)), path
+    doc = tomllib.loads(files[0].read_text())
+    doc["items"]["cnt"] = 3
+    doc["pattern"] = {"kind": "nested_map", "groups": 0}
+    errors = sorted(e.json_path for e in validator.iter_errors(doc))
+    assert "$.items" in errors and "$.pattern" in errors
+
+
 def test_run_in_process_on_the_session_runtime(runtime, workload_file, tmp_path, capsys):
     """`run` on the session's API (PREFECT_API_URL is set) and cluster (--dask-address): the
     harness starts neither and says so in env.json. Then `report` re-renders the folder."""

@@ -201,9 +201,14 @@ def _commands(line: str) -> list[list[str]]:
     lexer = shlex.shlex(line.split(" #")[0], posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     segments: list[list[str]] = [[]]
+    redirect = False  # the word after > or < is a file, not an argument
     for token in lexer:
         if token in (";", "&&", "||", "|", "&"):
             segments.append([])
+        elif token in (">", ">>", "<"):
+            redirect = True
+        elif redirect:
+            redirect = False
         else:
             segments[-1].append(token)
     loop: dict[str, list[str]] = {}

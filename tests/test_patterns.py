@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import SpecError
-from harness.pattern_spec import QUALITY_ROUTES, VALIDATIONS, pattern_options
+from harness.patterns.options import QUALITY_ROUTES, VALIDATIONS, MapOptions, pattern_options
 from harness.patterns import pattern_variants, run_pattern
 from harness.patterns.branching import full_path_cost, plan_routes
 from harness.patterns.stages import attribute_draws, choose
@@ -53,7 +53,7 @@ def test_defaults_of_each_kind():
     branching = pattern_options(pattern_spec('kind = "branching"'))
     assert dict(branching.shares) == {"high": 0.6, "medium": 0.3, "low": 0.1}
     assert pattern_options(pattern_spec('kind = "subflows"')).cost("xml") == 2.0
-    assert pattern_spec('kind = "map"').pattern.settings is None
+    assert pattern_spec('kind = "map"').pattern == MapOptions()
 
 
 def test_declared_steps_resolve_into_a_dependency_order():
@@ -188,6 +188,15 @@ def test_mode_changes_are_found_per_stage_in_time_order():
     assert [(c["stage"], c["from"], c["to"], c["reason"]) for c in changes] == [
         ("a", "batched", "inline", "cheap"), ("a", "inline", "batched", "grow")]
     assert mode_changes([{"t_s": 1.0, "batch_size": 3}]) == []
+
+
+def test_every_pattern_kind_has_options_and_a_runner():
+    from harness.patterns import RUNNERS
+    from harness.patterns.options import PATTERN_OPTIONS
+
+    assert set(RUNNERS) == set(PATTERN_OPTIONS) - {"map"}
+    for kind, options in PATTERN_OPTIONS.items():
+        assert options.__pydantic_fields__["kind"].default == kind
 
 
 def test_map_has_no_twin():

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 
 from harness.errors import SpecError
+from harness.patterns.options import NestedMapOptions, PipelineOptions, Step
 from harness.spec import (
     ClusterSpec,
     CostSpec,
     FaultSpec,
     ItemsSpec,
-    PatternSpec,
     Phase,
     RunSpec,
     StrategyName,
@@ -103,10 +103,7 @@ def test_full_file_round_trips_into_the_expected_spec(tmp_path):
             phases=(Phase(0.25, 2.0), Phase(0.5, 0.1)),
         ),
         faults=FaultSpec(transient_rate=0.01, permanent_rate=0.001, retries=5),
-        pattern=PatternSpec(
-            kind="nested_map",
-            options=(("group_spread", 0.5), ("groups", 10)),
-        ),
+        pattern=NestedMapOptions(groups=10, group_spread=0.5),
         cluster=ClusterSpec(workers=4, threads_per_worker=2, address="tcp://127.0.0.1:8786"),
         run=RunSpec(
             strategies=(
@@ -425,15 +422,16 @@ def test_non_utf8_file_is_named(tmp_path):
         load_spec(path)
 
 
-def test_pattern_options_are_kept_frozen_and_sorted():
+def test_pattern_options_are_typed_and_frozen():
     text = toml_text(
         rest='[pattern]\nkind = "pipeline"\n[[pattern.steps]]\nname = "b"\ndepends_on = ["a"]\n'
         '[[pattern.steps]]\nname = "a"\n'
     )
-    pattern = parse_spec(text).pattern
-    assert pattern == PatternSpec(
-        "pipeline", (("steps", ((("depends_on", ("a",)), ("name", "b")), (("name", "a"),))),)
-    )
+    spec = parse_spec(text)
+    pattern = spec.pattern
+    assert pattern == PipelineOptions(steps=(Step("b", depends_on=("a",)), Step("a")))
+    assert (pattern.built_from, pattern.order) == ("steps", ("a", "b"))
+    assert dataclasses.replace(spec, name="other").pattern == pattern  # a resolved pattern passes as it is
     hash(pattern)
 
 

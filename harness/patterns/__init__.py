@@ -2,16 +2,31 @@
 each of its mapping stages. One module per pattern; `run_pattern` picks it by `[pattern] kind`.
 
 Every kind but "map" also has a static twin (`variant="twin"`): the same work on the same
-items with its structure fixed before the run, so a run can report dynamic / twin."""
+items with its structure fixed before the run, so a run can report dynamic / twin.
+
+Adding a pattern (README "Extending: a new pattern"): its module here, its options model in
+harness.patterns.options, and one line in `RUNNERS` below.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from harness.spec import StrategyName, WorkloadSpec
-from harness.strategies import Stage, StageResult
+if TYPE_CHECKING:  # at run time this package must stay light: harness.spec imports its options
+    from harness.spec import StrategyName, WorkloadSpec
+    from harness.strategies import Stage, StageResult
 
 VARIANTS = ("dynamic", "twin")
+
+# The runner of each non-map kind, "module:function" in this package, imported when first run
+# (the pattern modules import Prefect). Each runner takes a stages.PatternRun.
+RUNNERS = {
+    "nested_map": "nested_map:run_nested_map",
+    "branching": "branching:run_branching",
+    "subflows": "subflows:run_subflows",
+    "pipeline": "pipeline:run_pipeline",
+}
 
 
 def pattern_variants(spec: WorkloadSpec) -> tuple[str, ...]:
@@ -29,14 +44,8 @@ def run_pattern(spec: WorkloadSpec, strategy: StrategyName, stage: Stage, runtim
 
         return run_map(strategy, stage, runtime, flow_name=f"{spec.name}-map")
 
-    from harness.pattern_spec import pattern_options
-    from harness.patterns.branching import run_branching
-    from harness.patterns.nested_map import run_nested_map
-    from harness.patterns.pipeline import run_pipeline
     from harness.patterns.stages import PatternRun
-    from harness.patterns.subflows import run_subflows
 
-    runners = {"nested_map": run_nested_map, "branching": run_branching, "subflows": run_subflows,
-               "pipeline": run_pipeline}
-    run = PatternRun(spec, pattern_options(spec), strategy, stage, runtime, variant)
-    return runners[kind](run)
+    module, function = RUNNERS[kind].split(":")
+    runner = getattr(importlib.import_module(f"harness.patterns.{module}"), function)
+    return runner(PatternRun(spec, spec.pattern, strategy, stage, runtime, variant))

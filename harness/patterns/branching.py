@@ -6,23 +6,9 @@ every flag's step) as one flat map."""
 
 from __future__ import annotations
 
-from prefect import flow
-
-from harness.pattern_spec import QUALITY_ROUTES, BranchingOptions
-from harness.patterns.stages import (
-    Fold,
-    PatternRun,
-    attribute_draws,
-    choose,
-    describe_counts,
-    is_prefect,
-    launch,
-    pending,
-    run_concurrently,
-    run_stage,
-    scaled,
-    sub_stage,
-)
+from harness.patterns.options import QUALITY_ROUTES, BranchingOptions
+from harness.patterns.stages import (Fold, PatternRun, attribute_draws, choose, describe_counts, is_prefect, launch,
+                                     pattern_flow, run_concurrently, run_stage, scaled, sub_stage)
 from harness.strategies import StageResult
 from harness.workloads import Item
 
@@ -74,13 +60,8 @@ def _body(run: PatternRun) -> StageResult:
     return fold.result(flow_runs=int(is_prefect(run.strategy)), routes=describe_counts(counts))
 
 
-def _branching_flow(key: str) -> StageResult:
-    return _body(pending(key))
-
-
-# Named apart from its function so that workers unpickle the function by reference.
-branching_flow = flow(_branching_flow, name="branching", validate_parameters=False, persist_result=False)
+branching_flow = pattern_flow("branching")
 
 
 def run_branching(run: PatternRun) -> StageResult:
-    return launch(branching_flow, _body, run, f"{run.spec.name}-branching-{run.variant}")
+    return launch(branching_flow, _body, run)

@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from prefect import flow
-
+from harness.patterns.stages import call_flow, pattern_flow
 from harness.spec import StrategyName
 from harness.strategies import PREFECT_STRATEGIES, Stage, StageResult, execute
 
-# Stages waiting for their flow run, by key. Prefect ships the flow object and its parameters
-# to the worker with every task, so the flow takes a short key, not the stage itself (which
-# holds the workload and a Dask client that cannot be pickled).
-_pending: dict[str, tuple[StrategyName, Stage]] = {}
+mapped_stage = pattern_flow("map")
 
 
-def _mapped_stage(key: str) -> StageResult:
-    strategy, stage = _pending[key]
-    return execute(strategy, stage)
-
-
-# Named apart from its function so that workers unpickle the function by reference.
-mapped_stage = flow(_mapped_stage, name="map", validate_parameters=False, persist_result=False)
+def _execute(job: tuple[StrategyName, Stage]) -> StageResult:
+    return execute(*job)
 
 
 def run_map(strategy: StrategyName, stage: Stage, runtime: Any, flow_name: str) -> StageResult:
     """Run the stage as one flow on the Dask task runner (reference strategies run bare)."""
     if strategy.kind not in PREFECT_STRATEGIES:
         return execute(strategy, stage)
-    key = uuid.uuid4().hex
-    _pending[key] = (strategy, stage)
-    try:
-        with runtime.submitting():
-            result = mapped_stage.with_options(name=flow_name, task_runner=runtime.task_runner())(key)
-    finally:
-        del _pending[key]
+    with runtime.submitting():
+        result = call_flow(mapped_stage, _execute, (strategy, stage), runtime, flow_name)
     result.flow_runs = 1
     return result

@@ -7,19 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from prefect import flow
-
-from harness.patterns.stages import (
-    Fold,
-    PatternRun,
-    attribute_draws,
-    describe_counts,
-    is_prefect,
-    launch,
-    pending,
-    run_concurrently,
-    run_stage,
-)
+from harness.patterns.stages import (Fold, PatternRun, attribute_draws, describe_counts, is_prefect, launch,
+                                     pattern_flow, run_concurrently, run_stage)
 from harness.strategies import StageResult
 from harness.workloads import Item
 
@@ -58,13 +47,8 @@ def _body(run: PatternRun) -> StageResult:
     return fold.result(flow_runs=int(is_prefect(run.strategy)), routes=describe_counts(counts))
 
 
-def _nested_map_flow(key: str) -> StageResult:
-    return _body(pending(key))
-
-
-# Named apart from its function so that workers unpickle the function by reference.
-nested_map_flow = flow(_nested_map_flow, name="nested_map", validate_parameters=False, persist_result=False)
+nested_map_flow = pattern_flow("nested_map")
 
 
 def run_nested_map(run: PatternRun) -> StageResult:
-    return launch(nested_map_flow, _body, run, f"{run.spec.name}-nested_map-{run.variant}")
+    return launch(nested_map_flow, _body, run)

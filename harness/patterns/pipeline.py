@@ -14,21 +14,9 @@ import contextvars
 import graphlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from prefect import flow
-
-from harness.pattern_spec import PipelineOptions, Step
-from harness.patterns.stages import (
-    MAX_CONCURRENT_STAGES,
-    Fold,
-    PatternRun,
-    describe_counts,
-    is_prefect,
-    launch,
-    pending,
-    run_stage,
-    scaled,
-    sub_stage,
-)
+from harness.patterns.options import PipelineOptions, Step
+from harness.patterns.stages import (MAX_CONCURRENT_STAGES, Fold, PatternRun, describe_counts, is_prefect, launch,
+                                     pattern_flow, run_stage, scaled, sub_stage)
 from harness.strategies import StageResult
 from harness.workloads import Item
 
@@ -77,13 +65,8 @@ def _body(run: PatternRun) -> StageResult:
     return fold.result(flow_runs=int(is_prefect(run.strategy)), routes=describe_counts(counts))
 
 
-def _pipeline_flow(key: str) -> StageResult:
-    return _body(pending(key))
-
-
-# Named apart from its function so that workers unpickle the function by reference.
-pipeline_flow = flow(_pipeline_flow, name="pipeline", validate_parameters=False, persist_result=False)
+pipeline_flow = pattern_flow("pipeline")
 
 
 def run_pipeline(run: PatternRun) -> StageResult:
-    return launch(pipeline_flow, _body, run, f"{run.spec.name}-pipeline-{run.variant}")
+    return launch(pipeline_flow, _body, run)

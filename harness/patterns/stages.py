@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+from prefect import Flow, flow
 
 from harness.spec import StrategyName
 from harness.strategies import PREFECT_STRATEGIES, Stage, StageResult, execute
@@ -198,7 +199,7 @@ class PatternRun:
     a flow's parameters into every task context; this holds a Dask client and the workload)."""
 
     spec: Any  # WorkloadSpec
-    options: Any  # the pattern's typed options (harness.pattern_spec)
+    options: Any  # the pattern's typed options (harness.patterns.options)
     strategy: StrategyName
     stage: Stage  # the items to run (all, or run.py's sample) and how
     runtime: Any
@@ -214,18 +215,32 @@ class PatternRun:
         return sub_stage(self.stage, items, label, self.progress.stage(label))
 
 
-_pending: dict[str, Any] = {}
+# Calls waiting for their flow run, by key: (the body to run, its argument).
+_pending: dict[str, tuple[Callable[[Any], Any], Any]] = {}
 
 
-def pending(key: str) -> Any:
-    return _pending[key]
+def _run_pending(key: str) -> Any:
+    body, value = _pending[key]
+    return body(value)
 
 
-def call_flow(flow_obj: Any, value: Any, runtime: Any, name: str | None = None) -> Any:
-    """Call `flow_obj` (renamed `name` if given, on the runtime's Dask task runner) with `value`
-    passed by a short key; inside a running flow this makes it a subflow."""
+def pattern_flow(name: str) -> Flow:
+    """A flow named `name` that runs the body `call_flow` hands it.
+
+    Prefect ships the flow object (and so its function) and its parameters to the Dask
+    workers with every task, so the flow takes a short key, not the run (which holds the
+    workload and a Dask client that cannot be pickled), and its function is this module's
+    `_run_pending`, which workers unpickle by reference. Keep the flow a module-level object of
+    its pattern, so that each is built once.
+    """
+    return flow(_run_pending, name=name, validate_parameters=False, persist_result=False)
+
+
+def call_flow(flow_obj: Flow, body: Callable[[T], Any], value: T, runtime: Any, name: str | None = None) -> Any:
+    """Run `body(value)` in `flow_obj` (renamed `name` if given, on the runtime's Dask task
+    runner); inside a running flow this makes it a subflow."""
     key = uuid.uuid4().hex
-    _pending[key] = value
+    _pending[key] = (body, value)
     options: dict[str, Any] = {"task_runner": runtime.task_runner()}
     if name is not None:
         options["name"] = name
@@ -235,10 +250,10 @@ def call_flow(flow_obj: Any, value: Any, runtime: Any, name: str | None = None) 
         del _pending[key]
 
 
-def launch(flow_obj: Any, body: Callable[[PatternRun], StageResult], run: PatternRun, name: str) -> StageResult:
-    """Run a pattern: its body inside `flow_obj` for Prefect strategies; for the reference
-    strategies (raw_dask, joblib_auto) the same body bare, with no flow at all."""
+def launch(flow_obj: Flow, body: Callable[[PatternRun], StageResult], run: PatternRun) -> StageResult:
+    """Run a pattern: its body inside `flow_obj` (as "<workload>-<flow>-<variant>") for Prefect
+    strategies; for the reference strategies (raw_dask, joblib_auto) the same body bare."""
     if not is_prefect(run.strategy):
         return body(run)
     with run.runtime.submitting():
-        return call_flow(flow_obj, run, run.runtime, name)
+        return call_flow(flow_obj, body, run, run.runtime, f"{run.spec.name}-{flow_obj.name}-{run.variant}")

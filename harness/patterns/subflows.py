@@ -10,24 +10,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow
-
-from harness.pattern_spec import SubflowsOptions
-from harness.patterns.stages import (
-    Fold,
-    PatternRun,
-    attribute_draws,
-    call_flow,
-    choose,
-    describe_counts,
-    is_prefect,
-    launch,
-    pending,
-    run_concurrently,
-    run_stage,
-    scaled,
-    sub_stage,
-)
+from harness.patterns.options import SubflowsOptions
+from harness.patterns.stages import (Fold, PatternRun, attribute_draws, call_flow, choose, describe_counts,
+                                     is_prefect, launch, pattern_flow, run_concurrently, run_stage, scaled, sub_stage)
 from harness.strategies import StageResult
 from harness.workloads import Item
 
@@ -63,28 +48,19 @@ def _transform(job: TypeRun) -> tuple[StageResult, StageResult]:
     stage = job.run.counted_stage(scaled(job.items, opts.cost(job.kind)), f"transform:{job.kind}")
     transformed = run_stage(job.run.strategy, stage, job.run.t0)
     if is_prefect(job.run.strategy):
-        loaded = call_flow(load_flow, job, job.run.runtime, f"{job.run.spec.name}-load-{job.kind}")
+        loaded = call_flow(load_flow, _load, job, job.run.runtime, f"{job.run.spec.name}-load-{job.kind}")
     else:
         loaded = _load(job)
     return transformed, loaded
 
 
-def _load_flow(key: str) -> StageResult:
-    return _load(pending(key))
-
-
-def _transform_flow(key: str) -> tuple[StageResult, StageResult]:
-    return _transform(pending(key))
-
-
-# Named apart from their functions so that workers unpickle the functions by reference.
-load_flow = flow(_load_flow, name="load", validate_parameters=False, persist_result=False)
-transform_flow = flow(_transform_flow, name="transform", validate_parameters=False, persist_result=False)
+load_flow = pattern_flow("load")
+transform_flow = pattern_flow("transform")
 
 
 def create_processing_flow(name: str, kind: str) -> Any:
-    """The flow factory: a processing subflow for one item type, built at run time. (The
-    function stays module-level, so Dask workers can unpickle it; the flow object is new.)"""
+    """The flow factory: a processing subflow for one item type, built at run time. (Its
+    function stays stages' module-level one, so Dask workers can unpickle it; the flow object is new.)"""
     return transform_flow.with_options(name=name, description=f"transform {kind} items, then load them")
 
 
@@ -102,7 +78,7 @@ def _body(run: PatternRun) -> StageResult:
     if is_prefect(run.strategy):
         registry = {job.kind: create_processing_flow(f"{run.spec.name}-transform-{job.kind}", job.kind)
                     for job in jobs}
-        calls = [lambda j=job: call_flow(registry[j.kind], j, run.runtime) for job in jobs]
+        calls = [lambda j=job: call_flow(registry[j.kind], _transform, j, run.runtime) for job in jobs]
         flow_runs = 1 + 2 * len(jobs)  # this flow, then a transform and a load subflow per type
     else:
         calls = [lambda j=job: _transform(j) for job in jobs]
@@ -113,12 +89,8 @@ def _body(run: PatternRun) -> StageResult:
     return fold.result(flow_runs=flow_runs, routes=describe_counts(counts))
 
 
-def _subflows_flow(key: str) -> StageResult:
-    return _body(pending(key))
-
-
-subflows_flow = flow(_subflows_flow, name="subflows", validate_parameters=False, persist_result=False)
+subflows_flow = pattern_flow("subflows")
 
 
 def run_subflows(run: PatternRun) -> StageResult:
-    return launch(subflows_flow, _body, run, f"{run.spec.name}-subflows-{run.variant}")
+    return launch(subflows_flow, _body, run)

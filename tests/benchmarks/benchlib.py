@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,20 +66,14 @@ def one_flow_run(runtime: Any, flow_name: str) -> Iterator[Callable[[Callable[[]
 
     It reuses the harness's own map flow (harness.patterns.flat_map), whose function the Dask
     workers import by reference (a flow defined in a test module would not unpickle there), and
-    swaps the stage it executes for `fn` for the duration of that one call.
+    hands it `fn` as the body of that one call (harness.patterns.stages.call_flow).
     """
     from harness.patterns import flat_map
+    from harness.patterns.stages import call_flow
 
     def inside(fn: Callable[[], Any]) -> Any:
-        key = uuid.uuid4().hex
-        flat_map._pending[key] = (None, None)  # type: ignore[assignment]
-        try:
-            with pytest.MonkeyPatch.context() as patch, runtime.submitting():
-                patch.setattr(flat_map, "execute", lambda _strategy, _stage: fn())
-                flow = flat_map.mapped_stage.with_options(name=flow_name, task_runner=runtime.task_runner())
-                return flow(key)
-        finally:
-            del flat_map._pending[key]
+        with runtime.submitting():
+            return call_flow(flat_map.mapped_stage, lambda _: fn(), None, runtime, flow_name)
 
     yield inside
 
