@@ -36,26 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import SpecError
+from harness.strategies import REGISTRY, SIZED_STRATEGY_KINDS, STRATEGY_FORMS, STRATEGY_KINDS  # noqa: F401
+from harness.strategies import Strategy as StrategyName
 
-STRATEGY_KINDS = ("per_item", "static", "adaptive", "raw_dask", "joblib_auto")
-# Kinds that take a batch size after a colon ("static:64"); the others take none.
-SIZED_STRATEGY_KINDS = ("static", "raw_dask")
 PATTERN_KINDS = ("map", "nested_map", "branching", "subflows", "pipeline")
 COST_KINDS = ("cpu", "sleep")
 DISTRIBUTIONS = ("constant", "uniform", "lognormal", "pareto", "bimodal")
 # The adaptive strategy's execution paths that `[faults] path` can break (controller.STRATEGIES).
 FAULT_PATHS = ("batched", "inline")
-
-
-@dataclass(frozen=True)
-class StrategyName:
-    """One entry of `[run] strategies`: a kind and, for sized kinds, the batch size."""
-
-    kind: str
-    batch_size: int | None = None
-
-    def __str__(self) -> str:
-        return self.kind if self.batch_size is None else f"{self.kind}:{self.batch_size}"
 
 
 @dataclass(frozen=True)
@@ -169,22 +157,7 @@ def parse_strategy(text: str, where: str) -> StrategyName:
     """Parse one strategy name ("per_item", "static:64", ...); `where` names its origin in messages."""
     if not isinstance(text, str):
         raise _fail(where, text, f"a strategy name, one of {_STRATEGY_FORMS}", typed=True)
-    kind, colon, size = text.strip().partition(":")
-    if kind in _UNSIZED_KINDS and not colon:
-        return StrategyName(kind)
-    if kind in SIZED_STRATEGY_KINDS and size.isascii() and size.isdecimal() and int(size) >= 1:
-        return StrategyName(kind, int(size))
-    if kind in _UNSIZED_KINDS:
-        problem = f"{kind} takes no batch size"
-    elif kind in SIZED_STRATEGY_KINDS and not colon:
-        problem = f"{kind} needs a batch size, e.g. '{kind}:64'"
-    elif kind in SIZED_STRATEGY_KINDS:
-        problem = "the batch size must be an integer >= 1"
-    elif not kind:
-        problem = "an empty name"
-    else:
-        problem = f"unknown strategy {kind!r}{_did_you_mean(kind, STRATEGY_KINDS, '; did you mean {}?')}"
-    raise SpecError(f"{where}: found {text!r} ({problem}), expected one of {_STRATEGY_FORMS}")
+    return REGISTRY.parse(text, where)
 
 
 def with_overrides(
@@ -404,10 +377,7 @@ def _read_table(
 
 # --- the schema ---------------------------------------------------------------------------
 
-_UNSIZED_KINDS = tuple(k for k in STRATEGY_KINDS if k not in SIZED_STRATEGY_KINDS)
-_STRATEGY_FORMS = (
-    ", ".join([*_UNSIZED_KINDS, *(f"{k}:N" for k in SIZED_STRATEGY_KINDS)]) + " (N an integer >= 1)"
-)
+_STRATEGY_FORMS = STRATEGY_FORMS
 
 _MEAN_MS = _number(0, 600_000, note="milliseconds", required=True)
 _PHASE_KEYS = {

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 
 from harness.spec import StrategyName
-from harness.strategies import PREFECT_STRATEGIES, Stage, StageResult, execute
+from harness.strategies import Stage, StageResult, execute
 
 # Stages waiting for their flow run, by key. Prefect ships the flow object and its parameters
 # to the worker with every task, so the flow takes a short key, not the stage itself (which
@@ -27,7 +27,7 @@ mapped_stage = flow(_mapped_stage, name="map", validate_parameters=False, persis
 
 def run_map(strategy: StrategyName, stage: Stage, runtime: Any, flow_name: str) -> StageResult:
     """Run the stage as one flow on the Dask task runner (reference strategies run bare)."""
-    if strategy.kind not in PREFECT_STRATEGIES:
+    if not strategy.needs_flow:
         return execute(strategy, stage)
     key = uuid.uuid4().hex
     _pending[key] = (strategy, stage)
