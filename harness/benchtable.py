@@ -16,6 +16,7 @@ import pandas as pd
 from harness import stats
 from harness.errors import SpecError
 from harness.records import read_runs
+from harness.strategies import Strategy
 
 COLUMNS = ("workload", "work", "best static N", "adaptive / best static", "adaptive vs per_item",
            "adaptive / raw_dask (best N)", "adaptive / joblib_auto")
@@ -55,11 +56,11 @@ def run_line(run_dir: Path) -> dict[str, str]:
     return {
         "workload": str(runs["workload"].iloc[0]),
         "work": _workload_line(env),
-        "best static N": oracle.split(":", 1)[1] if oracle else "—",
+        "best static N": str(Strategy.parse(oracle).batch_size) if oracle else "—",
         "adaptive / best static": _ratio_cell(best),
         "adaptive vs per_item": (_ratio_cell(refs.get("per_item"), speedup=True) + " faster")
         if "per_item" in refs and refs["per_item"].ratio.estimate < 1 else _ratio_cell(refs.get("per_item")),
-        "adaptive / raw_dask (best N)": f"{_ratio_cell(raw)} ({raw.strategy.split(':', 1)[1]})" if raw else "—",
+        "adaptive / raw_dask (best N)": f"{_ratio_cell(raw)} ({Strategy.parse(raw.strategy).batch_size})" if raw else "—",
         "adaptive / joblib_auto": _ratio_cell(refs.get("joblib_auto")),
     }
 

@@ -1,7 +1,7 @@
-"""Circuit breakers: stop submitting to an execution path that keeps failing, and route the
+"""Circuit breakers: stop submitting to an execution strategy that keeps failing, and route the
 rest of the work around it (pure policy: no Prefect, no Dask, no clock).
 
-A `CircuitBreaker` watches one path's task outcomes:
+A `CircuitBreaker` watches one strategy's task outcomes:
 
     closed     every submit allowed; the failure rate over the last `window` outcomes is
                tracked, and once at least `min_attempts` are in and the rate reaches
@@ -11,9 +11,11 @@ A `CircuitBreaker` watches one path's task outcomes:
     half_open  exactly one probe submit is allowed; its success closes the breaker (history
                cleared), its failure opens it again with the cool-down doubled (up to a cap).
 
-A `Router` holds one breaker per path and answers "which path should this batch take?": the
-one the controller wanted if its breaker allows it, else the first allowed path of a fixed
-fallback order. The mechanism (harness.adaptive) submits; the router never does.
+A `Router` holds one breaker per strategy and answers "which strategy should this batch take?": the
+one the controller wanted if its breaker allows it, else the first allowed strategy of a fixed
+fallback order. The mechanism (harness.strategies.adaptive) submits; the router never does.
+The strategies are the adaptive strategy's own (`batched`, `inline`); the report's notes call
+them paths.
 """
 
 from __future__ import annotations
@@ -22,22 +24,22 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# Share of failed tasks that opens a breaker. Half: a path that fails every other task
-# wastes as much work as it does, and a worse one is not worth trying; a path that fails a
+# Share of failed tasks that opens a breaker. Half: a strategy that fails every other task
+# wastes as much work as it does, and a worse one is not worth trying; a strategy that fails a
 # few tasks in ten is better kept (each failed batch is re-run elsewhere at the cost of one
-# task), so a lower threshold would give up a path over ordinary bad luck.
+# task), so a lower threshold would give up a strategy over ordinary bad luck.
 FAILURE_THRESHOLD = 0.5
 # Outcomes seen before the rate is trusted: with 4, one unlucky failure (25 %) never opens
-# the breaker, while a dead path (100 %) is abandoned after 4 wasted tasks, i.e. about one
+# the breaker, while a dead strategy (100 %) is abandoned after 4 wasted tasks, i.e. about one
 # window of in-flight tasks on a 2-worker cluster.
 MIN_ATTEMPTS = 4
-# Outcomes the rate is computed over: recent enough to notice a path that has started to
+# Outcomes the rate is computed over: recent enough to notice a strategy that has started to
 # fail (and to forget old failures once it recovers), long enough that one outcome moves
 # the rate by at most 5 %.
 WINDOW = 20
 # Refused submits before a half-open probe: one probe per 8 batches routed elsewhere wastes
-# at most one task in 9 on a still-broken path. Doubled after each failed probe, up to 64
-# (a broken path then costs at most ~1.5 % of the tasks).
+# at most one task in 9 on a still-broken strategy. Doubled after each failed probe, up to 64
+# (a broken strategy then costs at most ~1.5 % of the tasks).
 COOLDOWN = 8
 MAX_COOLDOWN = 64
 
@@ -48,7 +50,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 class Transition:
     """A breaker changed state: for the report's notes and for tests."""
 
-    path: str
+    strategy: str
     before: str
     after: str
     failure_rate: float
@@ -56,9 +58,9 @@ class Transition:
 
 
 class CircuitBreaker:
-    """Closed / open / half-open over one path's outcomes (see the module docstring)."""
+    """Closed / open / half-open over one strategy's outcomes (see the module docstring)."""
 
-    def __init__(self, path: str, threshold: float = FAILURE_THRESHOLD, min_attempts: int = MIN_ATTEMPTS,
+    def __init__(self, strategy: str, threshold: float = FAILURE_THRESHOLD, min_attempts: int = MIN_ATTEMPTS,
                  window: int = WINDOW, cooldown: int = COOLDOWN, max_cooldown: int = MAX_COOLDOWN) -> None:
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -66,7 +68,7 @@ class CircuitBreaker:
             raise ValueError(f"need 1 <= min_attempts <= window, got {min_attempts}, {window}")
         if not 1 <= cooldown <= max_cooldown:
             raise ValueError(f"need 1 <= cooldown <= max_cooldown, got {cooldown}, {max_cooldown}")
-        self.path = path
+        self.strategy = strategy
         self.threshold = threshold
         self.min_attempts = min_attempts
         self.cooldown = cooldown
@@ -85,7 +87,7 @@ class CircuitBreaker:
         return sum(self._recent) / len(self._recent) if self._recent else 0.0
 
     def allow(self) -> bool:
-        """May one more task be submitted to this path? (Counts a refusal when not.)"""
+        """May one more task be submitted to this strategy? (Counts a refusal when not.)"""
         if self.state == CLOSED:
             return True
         if self.state == HALF_OPEN:
@@ -99,7 +101,7 @@ class CircuitBreaker:
         return False
 
     def record(self, ok: bool) -> None:
-        """One task on this path finished (ok) or failed for a reason of the path's own."""
+        """One task on this strategy finished (ok) or failed for a reason of the strategy's own."""
         self.attempts += 1
         self.failures += not ok
         self._recent.append(not ok)
@@ -118,47 +120,43 @@ class CircuitBreaker:
         # OPEN: a task submitted before the breaker opened; its outcome is history only.
 
     def _move(self, state: str) -> None:
-        self.transitions.append(Transition(self.path, self.state, state, self.failure_rate, self.attempts))
+        self.transitions.append(Transition(self.strategy, self.state, state, self.failure_rate, self.attempts))
         self.state = state
         self._refused = 0
 
 
 class Router:
-    """One breaker per path; picks the path each batch takes."""
+    """One breaker per strategy; picks the strategy each batch takes."""
 
-    def __init__(self, paths: Iterable[str], **breaker_options: float) -> None:
-        self.paths = tuple(paths)  # also the fallback order, most preferred first
-        if not self.paths:
-            raise ValueError("a router needs at least one path")
-        self.breakers = {p: CircuitBreaker(p, **breaker_options) for p in self.paths}  # type: ignore[arg-type]
+    def __init__(self, strategies: Iterable[str], **breaker_options: float) -> None:
+        self.strategies = tuple(strategies)  # also the fallback order, most preferred first
+        if not self.strategies:
+            raise ValueError("a router needs at least one strategy")
+        self.breakers = {s: CircuitBreaker(s, **breaker_options) for s in self.strategies}  # type: ignore[arg-type]
         self.rerouted = 0  # batches sent elsewhere than the controller wanted
 
     def route(self, wanted: str, avoid: Iterable[str] = ()) -> str | None:
-        """The path for the next batch: `wanted` if allowed, else the first allowed fallback.
+        """The strategy for the next batch: `wanted` if allowed, else the first allowed fallback.
 
-        `avoid`: paths this batch already failed on (a re-run goes elsewhere when it can).
-        None when every path is refusing: the caller waits for a task in flight to finish.
+        `avoid`: strategies this batch already failed on (a re-run goes elsewhere when it can).
+        None when every strategy is refusing: the caller waits for a task in flight to finish.
         """
         avoid = set(avoid)
-        order = [wanted] + [p for p in self.paths if p != wanted]
+        order = [wanted] + [s for s in self.strategies if s != wanted]
         for candidates in ([p for p in order if p not in avoid], [p for p in order if p in avoid]):
-            for path in candidates:
-                if self.breakers[path].allow():
-                    self.rerouted += path != wanted
-                    return path
+            for strategy in candidates:
+                if self.breakers[strategy].allow():
+                    self.rerouted += strategy != wanted
+                    return strategy
         return None
 
-    def record(self, path: str, ok: bool) -> None:
-        self.breakers[path].record(ok)
-
-    @property
-    def transitions(self) -> list[Transition]:
-        return [t for b in self.breakers.values() for t in b.transitions]
+    def record(self, strategy: str, ok: bool) -> None:
+        self.breakers[strategy].record(ok)
 
     def summary(self) -> list[str]:
-        """One line per path that failed or changed state, for the report's notes."""
+        """One line per strategy that failed or changed state, for the report's notes."""
         lines = []
-        for path, b in self.breakers.items():
+        for strategy, b in self.breakers.items():
             if b.failures or b.transitions:
                 opened = [t for t in b.transitions if t.after == OPEN]
                 if opened:
@@ -169,7 +167,7 @@ class Router:
                              f"opened {len(opened)} times in all, {probes} probes, closed again {closed} times")
                 else:
                     state = "breaker stayed closed"
-                lines.append(f"path {path!r}: {b.failures} of {b.attempts} tasks failed; {state}; now {b.state}")
+                lines.append(f"path {strategy!r}: {b.failures} of {b.attempts} tasks failed; {state}; now {b.state}")
         if self.rerouted:
             lines.append(f"{self.rerouted} batches routed around a failing path")
         return lines

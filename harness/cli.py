@@ -53,8 +53,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.progress import ProgressDisplay
     from harness.run import run_workload
 
+    report_failed: list[Exception] = []
+
+    def present(folder: Path) -> None:
+        """The report and its artifacts, from the committed folder (the runtime is still up)."""
+        from harness.report import write_report
+
+        try:
+            write_report(folder)
+        except Exception as exc:  # noqa: BLE001 - any failure: the measurements are safe, say how to retry
+            report_failed.append(exc)
+            return
+        from harness.artifacts import publish as publish_artifacts
+
+        try:  # the report in the Prefect UI too; a run is not lost for want of an artifact
+            _say(f"report artifacts on flow run {publish_artifacts(folder)}")
+        except Exception as exc:  # noqa: BLE001 - any failure: say so, keep the run
+            _say(f"could not publish the report artifacts to Prefect: {exc}")
+
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
-        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage)
+        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage,
+                              on_committed=present)
+    if report_failed:
+        exc = report_failed[0]
+        print(f"harness: error: the run's data is complete in {folder}, but its report failed: "
+              f"{type(exc).__name__}: {exc}\nre-render it with: harness report {folder}", file=sys.stderr)
+        print(folder)  # stdout's last line is the run folder, as on success
+        return 1
     print((folder / "report.md").read_text())
     print(folder)
     return 0

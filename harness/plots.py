@@ -6,7 +6,6 @@ None when the run has nothing to draw (no sweep, no adaptive trace).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: render to files, never look for a display
 import matplotlib.pyplot as plt
 import pandas as pd
+
+from harness.strategies import RAW_DASK, STATIC, StrategyKind
 
 # Small enough to sit beside the table in a browser, sharp enough to read the ticks.
 FIGSIZE = (7.5, 4.0)
@@ -43,19 +44,21 @@ def plot_walls(table: pd.DataFrame, samples: dict[str, list[float]], path: Path)
     return _save(fig, path)
 
 
-def _sized(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    rows = table[table.index.str.startswith(prefix)].copy()
-    rows["n"] = [int(re.sub(r"\D", "", s)) for s in rows.index]
+def _sized(table: pd.DataFrame, kind: StrategyKind) -> pd.DataFrame:
+    """The rows of `kind` (static:N, raw_dask:N) with their batch size N as column "n", by N."""
+    sizes = {name: strategy.batch_size for name in table.index if (strategy := kind.read(name)) is not None}
+    rows = table.loc[list(sizes)].copy()
+    rows["n"] = [sizes[name] for name in rows.index]
     return rows.sort_values("n")
 
 
 def plot_sweep(table: pd.DataFrame, path: Path) -> Path | None:
     """Wall against batch size for static:N (and raw_dask:N), adaptive marked at its median batch."""
-    statics = _sized(table, "static:")
+    statics = _sized(table, STATIC)
     if len(statics) < 2 and "adaptive" not in table.index:
         return None
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    for rows, label, style in ((statics, "static:N (Prefect)", "o-"), (_sized(table, "raw_dask:"), "raw_dask:N (no Prefect)", "s--")):
+    for rows, label, style in ((statics, "static:N (Prefect)", "o-"), (_sized(table, RAW_DASK), "raw_dask:N (no Prefect)", "s--")):
         if len(rows):
             ax.errorbar(rows["n"], rows["wall_s"], yerr=[rows["wall_s"] - rows["q1_s"], rows["q3_s"] - rows["wall_s"]],
                         fmt=style, capsize=3, label=label)

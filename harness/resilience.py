@@ -1,11 +1,15 @@
 """What the adaptive strategy does when a task fails for reasons of the infrastructure rather
-than of its items: a worker lost, or an execution path that keeps failing.
+than of its items: a worker lost, or an execution strategy that keeps failing.
+
+The strategies here are the adaptive strategy's own, `batched` and `inline`
+(controller.STRATEGIES): the strategy a batch runs on. The workload file and the report's notes
+call them paths (`[faults] path`), and those names stay.
 
 Item faults never get here: `run_batch` turns them into failed outcomes. A task that fails as
 a whole (`future.result()` raises) ran none of its items as far as the flow knows, so its batch
-is queued again and re-run on another path when the router has one; its items are folded into
+is queued again and re-run on another strategy when the router has one; its items are folded into
 the tally once, from the run that succeeds. The circuit breakers (harness.breaker) decide
-which path each batch takes; this module is the mechanism around them.
+which strategy each batch takes; this module is the mechanism around them.
 
 Injected path faults (`[faults] path_failure_rate`, `path`) make a task on that path fail
 before any item runs, decided from the seed, the batch's first item and the attempt, so the
@@ -29,39 +33,39 @@ from harness.breaker import Router
 from harness.errors import RunError
 from harness.workloads import Item
 
-# Re-runs of one batch before the run is declared failed. Each re-run avoids the paths the
-# batch already failed on, so 3 covers a lost worker, a broken path and one more failure on
+# Re-runs of one batch before the run is declared failed. Each re-run avoids the strategies the
+# batch already failed on, so 3 covers a lost worker, a broken strategy and one more failure on
 # the fallback; a batch failing more often than that points at the items or the cluster, not
 # at bad luck, and the user should see the error.
 MAX_RERUNS_PER_BATCH = 3
-# Random stream of path faults, apart from the workload's cost and item-fault streams (0-2).
+# Random stream of strategy faults, apart from the workload's cost and item-fault streams (0-2).
 _PATH_FAULT_STREAM = 3
 
 
 class PathFault(Exception):
-    """An injected infrastructure failure: the task on `path` died before running its batch."""
+    """An injected infrastructure failure: the task on `strategy` died before running its batch."""
 
-    def __init__(self, path: str, first_index: int, attempt: int) -> None:
-        super().__init__(path, first_index, attempt)
-        self.path, self.first_index, self.attempt = path, first_index, attempt
+    def __init__(self, strategy: str, first_index: int, attempt: int) -> None:
+        super().__init__(strategy, first_index, attempt)
+        self.strategy, self.first_index, self.attempt = strategy, first_index, attempt
 
     def __str__(self) -> str:
-        return f"injected failure of path {self.path!r} (batch from item {self.first_index}, attempt {self.attempt})"
+        return f"injected failure of path {self.strategy!r} (batch from item {self.first_index}, attempt {self.attempt})"
 
 
 def path_fails(seed: int, rate: float, first_index: int, attempt: int) -> bool:
-    """Does the injected path fault hit this batch on this attempt? (Deterministic.)"""
+    """Does the injected fault hit this batch on this attempt? (Deterministic.)"""
     if rate <= 0:
         return False
     rng = np.random.default_rng([seed % 2**63, _PATH_FAULT_STREAM, first_index, attempt])
     return bool(rng.random() < rate)
 
 
-def _fail_on_path(batch: Any, path: str, first_index: int, attempt: int) -> None:
-    raise PathFault(path, first_index, attempt)
+def _fail_on_path(batch: Any, strategy: str, first_index: int, attempt: int) -> None:
+    raise PathFault(strategy, first_index, attempt)
 
 
-# A real task on a real worker that fails as a whole, as a crashed path would.
+# A real task on a real worker that fails as a whole, as a crashed strategy would.
 fail_on_path = task(_fail_on_path, name="process_batch", cache_policy=NONE)
 
 
@@ -75,9 +79,9 @@ class _Batch:
 class PathGuard:
     """Per adaptive stage: routing through breakers, re-runs of failed batches, and the notes."""
 
-    def __init__(self, paths: tuple[str, ...], seed: int, fault_rate: float, fault_path: str,
+    def __init__(self, strategies: tuple[str, ...], seed: int, fault_rate: float, fault_path: str,
                  client: Any = None) -> None:
-        self.router = Router(paths)
+        self.router = Router(strategies)
         self.seed, self.fault_rate, self.fault_path = seed, fault_rate, fault_path
         self.client = client
         self.reruns: deque[_Batch] = deque()
@@ -87,9 +91,9 @@ class PathGuard:
         self._since = time.time()
 
     @classmethod
-    def for_stage(cls, stage: Any, paths: tuple[str, ...]) -> PathGuard:
+    def for_stage(cls, stage: Any, strategies: tuple[str, ...]) -> PathGuard:
         faults = stage.workload.spec.faults
-        return cls(paths, stage.workload.spec.seed, faults.path_failure_rate, faults.path, stage.client)
+        return cls(strategies, stage.workload.spec.seed, faults.path_failure_rate, faults.path, stage.client)
 
     @property
     def queued_items(self) -> int:
@@ -104,22 +108,22 @@ class PathGuard:
     def route(self, wanted: str, batch: _Batch) -> str | None:
         return self.router.route(wanted, avoid=batch.failed_on)
 
-    def injected(self, path: str, batch: _Batch) -> bool:
-        return path == self.fault_path and path_fails(self.seed, self.fault_rate, batch.items[0].index, batch.attempt)
+    def injected(self, strategy: str, batch: _Batch) -> bool:
+        return strategy == self.fault_path and path_fails(self.seed, self.fault_rate, batch.items[0].index, batch.attempt)
 
-    def succeeded(self, path: str) -> None:
-        self.router.record(path, True)
+    def succeeded(self, strategy: str) -> None:
+        self.router.record(strategy, True)
 
-    def failed(self, path: str, batch: _Batch, error: BaseException) -> None:
-        """A task failed as a whole: count it against its path and queue the batch again."""
-        self.router.record(path, False)
+    def failed(self, strategy: str, batch: _Batch, error: BaseException) -> None:
+        """A task failed as a whole: count it against its strategy and queue the batch again."""
+        self.router.record(strategy, False)
         name = type(error).__name__
         self.errors[name] = self.errors.get(name, 0) + 1
         if batch.attempt > MAX_RERUNS_PER_BATCH:
             raise RunError(f"a batch of {len(batch.items)} items (from item {batch.items[0].index}) failed "
-                           f"{batch.attempt} times, last on path {path!r}: {name}: {error}") from error
+                           f"{batch.attempt} times, last on path {strategy!r}: {name}: {error}") from error
         batch.attempt += 1
-        batch.failed_on.add(path)
+        batch.failed_on.add(strategy)
         self.rerun_tasks += 1
         self.rerun_items += len(batch.items)
         self.reruns.append(batch)

@@ -1,5 +1,9 @@
 """One workload run: start the runtime, warm it up, run every strategy x repeat interleaved,
-check that every item is accounted for, and write the run folder."""
+check that every item is accounted for, and write the run folder.
+
+It measures and records (runs.csv, trace.csv, env.json) and nothing else: the report, its plots
+and the Prefect artifacts read the committed folder (harness.cli calls them), so a failure
+there never costs the measurements."""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.artifacts import publish as publish_artifacts
 from harness.errors import RunError
 from harness.patterns import pattern_variants, run_pattern
 from harness.patterns.trace import mode_changes
@@ -24,21 +27,11 @@ from harness.records import (
     run_folder,
     write_json,
 )
-from harness.report import write_report
 from harness.runtime import Runtime, open_runtime
-from harness.spec import StrategyName, WorkloadSpec, strategies_to_run
-from harness.strategies import Stage, StageResult
+from harness.spec import WorkloadSpec, strategies_to_run
+from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
 from harness.workloads import Workload
 
-# A strategy whose structure is fixed up front is measured on an evenly spread sample of the
-# items when it would otherwise create more tasks than this: per_item on 200,000 items would
-# take over an hour at the 40-90 ms of wall per Prefect task measured here (2 worker threads,
-# flow and server on the same 2 cores). 500 tasks take 10-25 s, long enough for a stable
-# median; the sample keeps the cost distribution and drift phases, and the record says it
-# is a sample.
-PREFECT_TASK_BUDGET = 500
-# Raw Dask costs 1.5-3 ms per task: 5,000 tasks is a comparable 8-15 s.
-DASK_TASK_BUDGET = 5_000
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
 # its CPU kernel and opened its API clients before anything is timed.
 WARM_UP_TASKS_PER_THREAD = 2
@@ -46,17 +39,9 @@ WARM_UP_TASKS_PER_THREAD = 2
 EventSink = Callable[[str], None]
 # progress(stage label, items) -> the stage's on_progress callback (see harness.progress)
 ProgressSink = Callable[[str, int], Callable[[int], None]]
-
-
-def sample_size(name: StrategyName, items: int) -> int:
-    """How many items a strategy is measured on (all of them unless over its task budget)."""
-    if name.kind == "per_item":
-        return min(items, PREFECT_TASK_BUDGET)
-    if name.kind == "static":
-        return min(items, PREFECT_TASK_BUDGET * (name.batch_size or 1))
-    if name.kind == "raw_dask":
-        return min(items, DASK_TASK_BUDGET * (name.batch_size or 1))
-    return items  # adaptive and joblib_auto choose their own structure: always everything
+# committed(run folder): called once the folder is in place, while the runtime is still up (the
+# Prefect artifacts need its API server); what it raises propagates, the folder stays.
+CommittedSink = Callable[[Path], None]
 
 
 def weighted_median(sizes: Counter[int]) -> float:
@@ -69,13 +54,13 @@ def weighted_median(sizes: Counter[int]) -> float:
     return math.nan
 
 
-def rotated(strategies: tuple[StrategyName, ...], repeat: int) -> list[StrategyName]:
+def rotated(strategies: tuple[Strategy, ...], repeat: int) -> list[Strategy]:
     """Each repeat starts one strategy later, so slow drift of the machine favours none."""
     k = repeat % len(strategies)
     return list(strategies[k:] + strategies[:k])
 
 
-def _record(spec: WorkloadSpec, name: StrategyName, repeat: int, order: int, result: StageResult,
+def _record(spec: WorkloadSpec, strategy: Strategy, repeat: int, order: int, result: StageResult,
             runtime: Runtime, items_total: int, rss: RssSampler, flow_s: float,
             variant: str = "dynamic") -> RunRecord:
     tally = result.tally
@@ -85,7 +70,7 @@ def _record(spec: WorkloadSpec, name: StrategyName, repeat: int, order: int, res
     wall = result.wall_s
     return RunRecord(
         workload=spec.name,
-        strategy=str(name),
+        strategy=str(strategy),
         repeat=repeat,
         wall_s=round(wall, 6),
         items=items,
@@ -140,19 +125,20 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
     n = min(len(workload), WARM_UP_TASKS_PER_THREAD * runtime.worker_threads)
     stage = Stage(workload, workload.sample_indices(n), spec.cost.kind, spec.faults.retries,
                   runtime.worker_threads, runtime.client)
-    run_pattern(spec, StrategyName("static", 1), stage, runtime)
-    run_pattern(spec, StrategyName("raw_dask", 1), stage, runtime)
+    run_pattern(spec, Strategy("static", 1), stage, runtime)
+    run_pattern(spec, Strategy("raw_dask", 1), stage, runtime)
     # Measured on a second pass: the first pays for imports and the workers' calibration. A
     # pattern's twin is one flow with one stage: its wall is tasks, not subflow set-up.
     simplest = pattern_variants(spec)[-1]
-    prefect = run_pattern(spec, StrategyName("static", 1), stage, runtime, simplest)
+    prefect = run_pattern(spec, Strategy("static", 1), stage, runtime, simplest)
     if not prefect.tasks:
         return None
     return max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
 
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
-                 on_event: EventSink | None = None, progress: ProgressSink | None = None) -> Path:
+                 on_event: EventSink | None = None, progress: ProgressSink | None = None,
+                 on_committed: CommittedSink | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder."""
     say = on_event or (lambda message: None)
     strategies = strategies_to_run(spec)
@@ -175,27 +161,27 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                 variants = pattern_variants(spec)
                 if repeat % 2:
                     variants = variants[::-1]
-                runs = [(name, variant) for name in rotated(strategies, repeat) for variant in variants]
-                for order, (name, variant) in enumerate(runs):
-                    m = sample_size(name, items_total)
+                runs = [(strategy, variant) for strategy in rotated(strategies, repeat) for variant in variants]
+                for order, (strategy, variant) in enumerate(runs):
+                    m = strategy.sample_size(items_total)
                     stage = Stage(workload, None if m == items_total else workload.sample_indices(m),
                                   spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client,
                                   overhead_hint_s=overhead_hint)
-                    shown = name if len(variants) == 1 else f"{name} ({variant})"
+                    shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
                     stage.on_progress = progress(f"{shown} {repeat + 1}/{spec.run.repeats}", m) if progress else None
                     with RssSampler() as rss:
                         t0 = time.perf_counter()
-                        result = run_pattern(spec, name, stage, runtime, variant)
+                        result = run_pattern(spec, strategy, stage, runtime, variant)
                         flow_s = time.perf_counter() - t0
-                    record = _record(spec, name, repeat, order, result, runtime, items_total, rss, flow_s,
+                    record = _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s,
                                      variant)
                     records.append(record)
                     for note in result.notes:
-                        notes.setdefault(str(name), [])
-                        if note not in notes[str(name)]:
-                            notes[str(name)].append(note)
+                        notes.setdefault(str(strategy), [])
+                        if note not in notes[str(strategy)]:
+                            notes[str(strategy)].append(note)
                     if result.trace:
-                        traces.append(pd.DataFrame(result.trace).assign(strategy=str(name), repeat=repeat,
+                        traces.append(pd.DataFrame(result.trace).assign(strategy=str(strategy), repeat=repeat,
                                                                         variant=variant))
                     sample = f" (sample of {record.items:,})" if record.sampled else ""
                     say(f"repeat {repeat + 1}/{spec.run.repeats} {shown}: {record.wall_s:.3f} s{sample}, "
@@ -222,9 +208,6 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
             write_json(tmp / "env.json", env)
-            write_report(tmp)
-            try:  # the report in the Prefect UI too; a run is not lost for want of an artifact
-                say(f"report artifacts on flow run {publish_artifacts(tmp)}")
-            except Exception as exc:  # noqa: BLE001 - any failure: say so, keep the run
-                say(f"could not publish the report artifacts to Prefect: {exc}")
+        if on_committed is not None:
+            on_committed(final)
     return final

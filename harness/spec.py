@@ -40,6 +40,8 @@ from pydantic.json_schema import SkipJsonSchema
 
 from harness.errors import SpecError
 from harness.patterns.options import PATTERN_KINDS, PATTERN_OPTIONS, MapOptions, PatternSpec
+from harness.strategies import REGISTRY, SIZED_STRATEGY_KINDS, STRATEGY_FORMS, STRATEGY_KINDS  # noqa: F401
+from harness.strategies import Strategy as StrategyName
 from harness.spec_rules import (
     TEXT,
     Expected,
@@ -52,53 +54,22 @@ from harness.spec_rules import (
     spec_model,
 )
 
-STRATEGY_KINDS = ("per_item", "static", "adaptive", "raw_dask", "joblib_auto")
-# Kinds that take a batch size after a colon ("static:64"); the others take none.
-SIZED_STRATEGY_KINDS = ("static", "raw_dask")
 COST_KINDS = ("cpu", "sleep")
 DISTRIBUTIONS = ("constant", "uniform", "lognormal", "pareto", "bimodal")
 # The adaptive strategy's execution paths that `[faults] path` can break (controller.STRATEGIES).
 FAULT_PATHS = ("batched", "inline")
-
-@dataclasses.dataclass(frozen=True)
-class StrategyName:
-    """One entry of `[run] strategies`: a kind and, for sized kinds, the batch size."""
-
-    kind: str
-    batch_size: int | None = None
-
-    def __str__(self) -> str:
-        return self.kind if self.batch_size is None else f"{self.kind}:{self.batch_size}"
-
-
-_UNSIZED_KINDS = tuple(k for k in STRATEGY_KINDS if k not in SIZED_STRATEGY_KINDS)
-_STRATEGY_FORMS = (
-    ", ".join([*_UNSIZED_KINDS, *(f"{k}:N" for k in SIZED_STRATEGY_KINDS)]) + " (N an integer >= 1)"
-)
-
+_STRATEGY_FORMS = STRATEGY_FORMS
 
 def _parse_strategy(text: Any) -> StrategyName:
-    """The one parser of a strategy name ("per_item", "static:64", ...); raises Problem."""
+    """A strategy name ("per_item", "static:64", ...) through the strategy registry; raises Problem."""
     if isinstance(text, StrategyName):
         return text
     if not isinstance(text, str):
         raise Problem((), text, f"a strategy name, one of {_STRATEGY_FORMS}", found=_found(text, typed=True))
-    kind, colon, size = text.strip().partition(":")
-    if kind in _UNSIZED_KINDS and not colon:
-        return StrategyName(kind)
-    if kind in SIZED_STRATEGY_KINDS and size.isascii() and size.isdecimal() and int(size) >= 1:
-        return StrategyName(kind, int(size))
-    if kind in _UNSIZED_KINDS:
-        problem = f"{kind} takes no batch size"
-    elif kind in SIZED_STRATEGY_KINDS and not colon:
-        problem = f"{kind} needs a batch size, e.g. '{kind}:64'"
-    elif kind in SIZED_STRATEGY_KINDS:
-        problem = "the batch size must be an integer >= 1"
-    elif not kind:
-        problem = "an empty name"
-    else:
-        problem = f"unknown strategy {kind!r}{_did_you_mean(kind, STRATEGY_KINDS, '; did you mean {}?')}"
-    raise Problem((), text, f"one of {_STRATEGY_FORMS}", found=f"{text!r} ({problem})")
+    strategy, problem = REGISTRY.explain(text)
+    if strategy is None:
+        raise Problem((), text, f"one of {_STRATEGY_FORMS}", found=f"{text!r} ({problem})")
+    return strategy
 
 
 _STRATEGIES_EXPECTED = (f'a non-empty array of strategy names such as ["per_item", "static:64", "adaptive"]; '

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from harness.strategies import RAW_DASK, STATIC, StrategyKind
+
 CONFIDENCE = 0.95
 # Resamples per interval: percentile intervals settle to ~1 % of their width by a few
 # thousand resamples; 4,000 keeps a report with ~10 ratios well under a second.
@@ -147,7 +149,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     else:  # (wall x threads - compute) / tasks needs the thread count, which old runs.csv lacks
         table["overhead_ms_per_task"] = math.nan
     table["efficiency"] = table["ideal_s"] / table["wall_s"]
-    oracle = best_of(table, "static:")
+    oracle = best_of(table, STATIC)
     per_item_wall = table["wall_s"].get("per_item", math.nan)
     table["vs_per_item"] = per_item_wall / table["wall_s"]
     table["vs_oracle"] = table["wall_s"] / (table.loc[oracle, "wall_s"] if oracle else math.nan)
@@ -157,9 +159,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def best_of(table: pd.DataFrame, prefix: str) -> str | None:
-    """The strategy with the smallest median wall among those whose name starts with `prefix`."""
-    chosen = table[table.index.str.startswith(prefix)]
+def best_of(table: pd.DataFrame, kind: StrategyKind) -> str | None:
+    """The strategy of `kind` (e.g. STATIC: static:N for every N run) with the smallest median wall."""
+    chosen = table[[kind.read(name) is not None for name in table.index]]
     return str(chosen["wall_s"].idxmin()) if len(chosen) else None
 
 
@@ -177,8 +179,8 @@ def adaptive_references(runs: pd.DataFrame, table: pd.DataFrame, subject: str = 
     if subject not in table.index:
         return []
     samples = samples_by_strategy(runs)
-    wanted = [("best static", best_of(table, "static:")), ("per_item", "per_item" if "per_item" in table.index else None),
-              ("best raw_dask", best_of(table, "raw_dask:")),
+    wanted = [("best static", best_of(table, STATIC)), ("per_item", "per_item" if "per_item" in table.index else None),
+              ("best raw_dask", best_of(table, RAW_DASK)),
               ("joblib_auto", "joblib_auto" if "joblib_auto" in table.index else None)]
     return [Reference(role, ref, ratio(subject, samples[subject], ref, samples[ref]))
             for role, ref in wanted if ref is not None]

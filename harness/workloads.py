@@ -206,10 +206,6 @@ class Workload:
         return self._count
 
     @property
-    def cost_kind(self) -> str:
-        return self._cost.kind
-
-    @property
     def retries(self) -> int:
         return self._faults.retries
 

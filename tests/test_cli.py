@@ -218,6 +218,39 @@ def test_run_in_process_on_the_session_runtime(runtime, workload_file, tmp_path,
     assert (folder / "report.md").read_text() == rendered
 
 
+@pytest.mark.cluster
+def test_a_failed_report_keeps_the_run_and_names_the_command_that_re_renders_it(
+        runtime, workload_file, tmp_path, capsys, monkeypatch):
+    """The report is drawn after the run folder is committed: when drawing it fails, the
+    measurements stay complete under the folder's real name, the CLI says how to re-render
+    and exits 1; that command then renders the report from the folder alone."""
+    import harness.report
+
+    def broken_report(run_dir: Path) -> Path:
+        raise RuntimeError("planted report failure")
+
+    monkeypatch.setattr(harness.report, "write_report", broken_report)
+    out = tmp_path / "results"
+    code, stdout, err = _run_cli(
+        ["run", str(workload_file), "--out", str(out), "--strategies", "static:10", "--repeats", "1",
+         "--dask-address", runtime.scheduler_address],
+        capsys,
+    )
+    assert code == 1, err
+    folder = Path(stdout.rstrip("\n").splitlines()[-1])
+    assert folder.parent == out / "cli-tiny" and (folder.parent / "latest").resolve() == folder.resolve()
+    for name in ("runs.csv", "trace.csv", "env.json"):
+        assert (folder / name).is_file(), name
+    assert not (folder / "report.md").exists()
+    assert [p.name for p in folder.parent.iterdir() if p.name.endswith(".partial")] == []
+    assert "planted report failure" in err and f"harness report {folder}" in err
+
+    monkeypatch.undo()
+    code, _, err = _run_cli(["report", str(folder)], capsys)
+    assert code == 0, err
+    assert (folder / "report.md").read_text().startswith("# cli-tiny:")
+
+
 # ---------------------------------------------------------------- a real run, as a user runs it
 
 

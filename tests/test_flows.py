@@ -31,14 +31,9 @@ STRATEGIES = ("per_item", f"static:{BATCH}", f"raw_dask:{BATCH}", "joblib_auto")
 API_RECORD_DEADLINE_S = 45.0
 
 
-def _strategy(text: str) -> StrategyName:
-    kind, _, size = text.partition(":")
-    return StrategyName(kind, int(size) if size else None)
-
-
 def _run(spec, name: str, runtime) -> StageResult:
     stage = Stage(Workload(spec), None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
-    return run_pattern(spec, _strategy(name), stage, runtime)
+    return run_pattern(spec, StrategyName.parse(name), stage, runtime)
 
 
 @pytest.fixture(scope="module")

@@ -215,8 +215,7 @@ def _fresh(path: str):
 
 def _run(spec, strategy: str, variant: str, runtime):
     stage = Stage(Workload(spec), None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
-    kind, _, size = strategy.partition(":")
-    return run_pattern(spec, StrategyName(kind, int(size) if size else None), stage, runtime, variant)
+    return run_pattern(spec, StrategyName.parse(strategy), stage, runtime, variant)
 
 
 def _api_runs(prefix: str, expected_tasks: int) -> tuple[list, list]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from harness.patterns.stages import call_flow, pattern_flow
 from harness.spec import StrategyName
-from harness.strategies import PREFECT_STRATEGIES, Stage, StageResult, execute
+from harness.strategies import Stage, StageResult, execute
 
 mapped_stage = pattern_flow("map")
 
@@ -17,7 +17,7 @@ def _execute(job: tuple[StrategyName, Stage]) -> StageResult:
 
 def run_map(strategy: StrategyName, stage: Stage, runtime: Any, flow_name: str) -> StageResult:
     """Run the stage as one flow on the Dask task runner (reference strategies run bare)."""
-    if strategy.kind not in PREFECT_STRATEGIES:
+    if not strategy.needs_flow:
         return execute(strategy, stage)
     with runtime.submitting():
         result = call_flow(mapped_stage, _execute, (strategy, stage), runtime, flow_name)

@@ -27,7 +27,7 @@ import numpy as np
 from prefect import Flow, flow
 
 from harness.spec import StrategyName
-from harness.strategies import PREFECT_STRATEGIES, Stage, StageResult, execute
+from harness.strategies import Stage, StageResult, execute
 from harness.workloads import CHUNK_SIZE, Item, Tally
 
 T = TypeVar("T")
@@ -119,7 +119,7 @@ def choose(draws: np.ndarray, shares: Sequence[float]) -> np.ndarray:
 
 def is_prefect(strategy: StrategyName) -> bool:
     """Prefect strategies run inside flows; the reference ones run the same structure bare."""
-    return strategy.kind in PREFECT_STRATEGIES
+    return strategy.needs_flow
 
 
 def run_stage(strategy: StrategyName, stage: ItemStage, t0: float) -> StageResult:

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from harness.spec import StrategyName, WorkloadSpec
-from harness.strategies import PREFECT_STRATEGIES, Stage, StageResult, execute
+from harness.strategies import Stage, StageResult, execute
 from harness.workloads import Workload
 
 ROUNDS_ENV = "HARNESS_BENCH_ROUNDS"
@@ -146,7 +146,7 @@ def measure_strategy(
     def all_rounds() -> None:
         benchmark.pedantic(one_round, setup=fresh_stage, rounds=rounds, iterations=1, warmup_rounds=0)
 
-    if strategy.kind in PREFECT_STRATEGIES:
+    if strategy.needs_flow:
         with one_flow_run(runtime, f"bench-{strategy.kind}") as inside:
             inside(all_rounds)
     else:

@@ -72,8 +72,7 @@ def spec(make_spec):
 
 
 def _bench(benchmark, warm_runtime, spec, measured, text: str, share: float = 1.0) -> Measured:
-    kind, _, size = text.partition(":")
-    name = StrategyName(kind, int(size) if size else None)
+    name = StrategyName.parse(text)
     record = measure_strategy(benchmark, warm_runtime, spec, name, bench_rounds(share))
     measured[text] = record
     return record

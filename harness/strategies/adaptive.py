@@ -1,5 +1,5 @@
-"""The `adaptive` strategy's mechanism: stream items through a bounded window of in-flight
-Prefect tasks, sized and shaped by the controller as the run goes.
+"""`adaptive`: stream items through a bounded window of in-flight Prefect tasks, sized and
+shaped by the controller as the run goes.
 
 Mechanism only: before each submit it asks `Controller.decide`, and it reports every
 finished task with `Controller.observe`; it never chooses a size itself. Finished futures
@@ -18,7 +18,8 @@ from typing import Any
 
 from harness.controller import STRATEGIES, BatchObservation, Controller, Decision
 from harness.resilience import PathFault, PathGuard, fail_on_path
-from harness.strategies import Opaque, Stage, StageResult, process_batch
+from harness.strategies.base import Stage, StageResult, Strategy
+from harness.strategies.tasks import Opaque, process_batch
 from harness.workloads import BatchResult, Tally, run_batch
 
 
@@ -33,7 +34,7 @@ def _trace_row(t0: float, obs: BatchObservation, decision: Decision, controller:
         "compute_s": round(obs.compute_s, 6),
         "throughput_items_s": round(rate, 3) if rate else None,
         "reason": decision.reason,
-        "mode": obs.strategy,
+        "mode": obs.strategy,  # trace.csv's name for the strategy a batch ran on
         "submitted_s": round(obs.started - t0, 6),
         "in_flight": in_flight,
         "window": decision.window,
@@ -57,7 +58,7 @@ def _observation(decision: Decision, started: float, finished: float, result: Ba
     )
 
 
-def run_adaptive(stage: Stage) -> StageResult:
+def execute(strategy: Strategy, stage: Stage) -> StageResult:
     """Run the stage with batch sizes and strategy chosen from live throughput (inside a flow)."""
     controller = Controller(stage.items, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s)
     items = stage.iter_items()
@@ -71,8 +72,8 @@ def run_adaptive(stage: Stage) -> StageResult:
     window = 1  # until the first decision says otherwise
     t0 = time.perf_counter()
     # Failed tasks, re-runs and circuit breakers (harness.resilience); inline is the last resort.
-    guard = PathGuard.for_stage(stage, tuple(sorted(STRATEGIES, key=lambda p: p == "inline")))
-    blocked = False  # every path refuses: wait for a task in flight before routing again
+    guard = PathGuard.for_stage(stage, tuple(sorted(STRATEGIES, key=lambda s: s == "inline")))
+    blocked = False  # every strategy refuses: wait for a task in flight before routing again
 
     def run_inline(decision: Decision, batch: list[Any]) -> None:
         submitted = time.perf_counter()
@@ -90,26 +91,26 @@ def run_adaptive(stage: Stage) -> StageResult:
             job, new = guard.next_batch(items, decision.batch_size)
             batch = job.items
             remaining -= len(batch) if new else 0
-            path = guard.route(decision.strategy, job)
-            if path is None:
+            batch_strategy = guard.route(decision.strategy, job)
+            if batch_strategy is None:
                 guard.reruns.appendleft(job)
                 blocked = bool(in_flight)
                 continue
-            if path != decision.strategy:
-                decision = dataclasses.replace(
-                    decision, strategy=path, reason=f"{decision.reason}; routed to {path} (breaker)")
+            if batch_strategy != decision.strategy:
+                decision = dataclasses.replace(decision, strategy=batch_strategy,
+                                               reason=f"{decision.reason}; routed to {batch_strategy} (breaker)")
             sizes[len(batch)] += 1
             submitted = time.perf_counter()
-            if path == "inline":
-                if guard.injected(path, job):
-                    guard.failed(path, job, PathFault(path, batch[0].index, job.attempt))
+            if batch_strategy == "inline":
+                if guard.injected(batch_strategy, job):
+                    guard.failed(batch_strategy, job, PathFault(batch_strategy, batch[0].index, job.attempt))
                     continue
                 # Cheaper than any task: the flow process runs the batch itself.
                 run_inline(decision, batch)
-                guard.succeeded(path)
+                guard.succeeded(batch_strategy)
                 continue
-            if guard.injected(path, job):
-                future = fail_on_path.submit(Opaque(batch), path, batch[0].index, job.attempt)
+            if guard.injected(batch_strategy, job):
+                future = fail_on_path.submit(Opaque(batch), batch_strategy, batch[0].index, job.attempt)
             else:
                 future = process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
             tasks += 1

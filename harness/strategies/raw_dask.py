@@ -1,0 +1,52 @@
+"""`raw_dask:N`: the same batches as static:N through Dask alone (`client.submit`), no Prefect:
+the overhead floor."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from distributed import as_completed
+
+from harness.strategies.base import Stage, StageResult, Strategy
+from harness.workloads import Tally, run_batch
+
+# At most this many Dask futures per worker thread are alive at once: enough to keep any
+# reasonable cluster busy (Dask's own scheduler queues the rest), while the flow process's
+# memory stays flat in the item count.
+RAW_DASK_WINDOW_PER_THREAD = 8
+
+
+def execute(strategy: Strategy, stage: Stage) -> StageResult:
+    assert strategy.batch_size is not None  # a sized kind: Strategy checks it
+    client = stage.client
+    tally = Tally()
+    sizes: Counter[int] = Counter()
+    window = max(1, RAW_DASK_WINDOW_PER_THREAD * stage.worker_threads)
+    batches = stage.iter_batches(strategy.batch_size)
+    tasks = 0
+    started = time.perf_counter()
+
+    def submit_next() -> Any:
+        nonlocal tasks
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        tasks += 1
+        sizes[len(batch)] += 1
+        # pure=False: identical batches (same items) must still run, as they would in Prefect.
+        return client.submit(run_batch, batch, stage.cost_kind, stage.retries, pure=False)
+
+    first = [f for f in (submit_next() for _ in range(window)) if f is not None]
+    with client.as_current():  # distributed.as_completed finds its client through this
+        pending = as_completed(first)
+        for future in pending:
+            tally.add_batch(future.result())
+            future.release()
+            stage.progress(tally)
+            nxt = submit_next()
+            if nxt is not None:
+                pending.add(nxt)
+    wall = time.perf_counter() - started
+    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=sizes)
