@@ -441,9 +441,13 @@ class Controller:
         return Decision(size, "batched", reason, self._window())
 
     def _inline_rest(self, remaining: int, c: float, o: float) -> Decision | None:
+        source = ""
+        if not self._tasks_seen:
+            # The warm-up's figure is thread time per task with W tasks overlapping, not one
+            # task's latency: divided by W it is the least a task could take (docs/controller.md).
+            o, source = o / self.worker_threads, f" (measured at warm-up, per thread of {self.worker_threads})"
         if remaining * c >= INLINE_SHARE * o:
             return None
-        source = "" if self._tasks_seen else " (measured at warm-up)"
         return Decision(
             remaining,
             "inline",

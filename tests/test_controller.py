@@ -298,13 +298,13 @@ def test_inline_for_a_tiny_workload():
 
 
 def test_a_prior_overhead_sends_a_tiny_workload_inline():
-    w = fine(items=30, mean_cost=constant_cost(0.001), distribution="constant", overhead_s=0.06)
+    w = fine(items=30, mean_cost=constant_cost(0.0005), distribution="constant", overhead_s=0.06)
     result = simulate(w, Controller(30, w.workers, prior_overhead_s=0.06))
     first, last = result.decisions[0].decision, result.decisions[-1].decision
     assert first.strategy == "inline" and first.reason.startswith("learn:")
     assert last.strategy == "inline" and "warm-up" in last.reason
     assert result.tasks == 0  # no probe to wait for
-    assert result.makespan_s == pytest.approx(30 * 0.001, rel=0.3)  # about its inline cost
+    assert result.makespan_s == pytest.approx(30 * 0.0005, rel=0.3)  # about its inline cost
 
 def test_fill_runs_slices_only_while_a_thread_idles():
     w = fine(workers=8, dispatch_s=0.011, seed=7)
