@@ -41,53 +41,61 @@ from dataclasses import dataclass
 import numpy as np
 
 # --- tuning constants ---------------------------------------------------------------------
+# "sweep" figures: geometric mean of adaptive / best static over the tuned workloads of
+# tests/controller_sweep.py (FIFO queue), as printed by its --vary option; docs/controller.md
+# has the reasoning behind each rule.
 
-# At most this growth per step. joblib's cap, and the issue's ("~2x per step from cold
-# start"): a batch is never more than twice a size already observed. sim: 1.5 -> 1.046,
-# 2 -> 1.036, 4 -> 1.048 (overshoots the 32-thread case).
+# At most this growth per step beyond the jump size: a batch is never far beyond a size
+# already observed (joblib's cap). sweep: 1.5 -> 1.025, 2 -> 1.026, 4 -> 1.025 (flat).
 GROWTH_MAX = 2.0
 
-# ... except up to this many overheads of work per task, where it may jump in one step.
+# ... except up to this many overheads of work per task, where the size may jump in one
+# step: such a task lasts at most ~JUMP_OVERHEADS + 1 overheads whatever the estimates'
+# errors, and every small early task costs a serial dispatch on many threads.
+# sweep: 1 -> 1.070, 3 -> 1.075, 10 -> 1.026, 32 -> 1.024 (32 is the share cap itself).
 JUMP_OVERHEADS = 10.0
 
-# The duration band, scale-free: batches no bigger than needed to bring the task overhead
-# down to this share. At 3 % a 0.5 s item with a 20 ms overhead (3.8 % per item) stays at
-# b=1 as long as single items are estimated above ~0.33 s; at 2 % it flips between 1 and 3
-# (sim 1.033: larger batches on the coarse workload). 5 % gives away ~1.7 % on every fine
-# workload (sim 1.048). The fine 0.2 ms / 20 ms workload settles near 3,200 items (0.7 s
-# tasks, inside joblib's 0.2-2 s band).
+# Batches no bigger than needed to bring the fixed overhead down to this share of a task.
+# sweep: 0.01 -> 1.016, 0.02 -> 1.021, 0.03 -> 1.026, 0.05 -> 1.037; but below 3 % a
+# 0.5 s item with a 20 ms overhead (3.8 %) flips between batches of 1 and 2, so 3 %.
 TARGET_OVERHEAD_SHARE = 0.03
 
-# Hold the current size while the target is within this relative band. Once converged under
-# 10 % noise the simulated target moved by at most 3.2 % from its median; real overheads
-# drift up to 1.7x within an hour (RUNTIME.md), which the sqrt in the model turns into
-# ~1.3x. 25 % keeps sizes steady through that jitter, while a 20x drift (4.5x-20x in the
-# target) passes at once. sim: 0.1 -> 1.038, 0.25 -> 1.036, 0.4 -> 1.037.
+# Hold the current size while the target is within this relative band (real overheads
+# drift by tens of % within a run). sweep flat: 0.1 / 0.25 / 0.4 -> 1.026.
 HOLD_BAND = 0.25
 
 # Shrink only after this many consecutive decisions (each after a new observation) point
-# below the band: AdaptiveCore's wait_count, so one odd estimate cannot cut the batch. A
-# confirmed drift bypasses it. Flat in the sim (1 -> 1.037, 3 -> 1.036, 5 -> 1.036).
+# below the band, so one odd estimate cannot cut the batch; a confirmed drift bypasses it.
+# sweep: 1 -> 1.030, 3 -> 1.026, 5 -> 1.033.
 SHRINK_CONFIRM = 3
 
-# Drift: a task whose per-item cost is beyond DRIFT_RATIO x (or 1/x) the estimate, the ratio
-# widened by (1 + the recent tasks' coefficient of variation), is a signal; DRIFT_CONFIRM
-# signals in a row reset the estimate to the newest task. 10 % noise never triggers it
-# (0 alarms in 10 fine runs); heavy-tailed items trigger a few in the first ~10 tasks, while
-# the estimate is still learning the distribution. With 2 in a row a 20x rise is acted on
-# by the 1st-2nd decision after the first changed task is seen (3 in a row adds one);
-# sim flat: ratio 1.5/2/3 -> 1.036/1.036/1.035, confirm 1/2/3 -> 1.036/1.036/1.036.
+# Drift: a task whose per-item cost is beyond DRIFT_RATIO x (or 1/x) the estimate, widened
+# by (1 + the recent tasks' coefficient of variation), is a signal; DRIFT_CONFIRM signals in
+# a row reset the estimate to the newest task. 10 % noise never triggers it. sweep flat:
+# ratio 1.5 / 2 / 3 -> 1.026; confirm 1 / 2 / 3 -> 1.027 / 1.026 / 1.026.
 DRIFT_RATIO = 2.0
 DRIFT_CONFIRM = 2
 
-# Tasks whose per-item cost forms the estimate: at a converged size thousands of items.
-# sim flat (4 -> 1.036, 8 -> 1.036, 16 -> 1.036); 8 refills soon after a drift reset.
+# Tasks whose per-item cost forms the estimate. sweep: 4 -> 1.027, 8 -> 1.026, 16 -> 1.025;
+# 8 refills soon after a drift reset.
 COST_WINDOW_TASKS = 8
 
-# Per-task overhead samples whose median is the estimate. Largest deviation of the estimate
-# from its own median once converged (10 % noise): 8 -> 9.4 %, 16 -> 7.1 %, 32 -> 6.5 %,
-# 64 -> 5.9 %; sim 8 -> 1.046, 32 -> 1.036, 128 -> 1.041 (slower to follow a changing flow).
+# Samples whose median residual is the fixed cost o. sweep: 8 -> 1.028, 32 / 128 -> 1.026;
+# fewer follow a changing flow sooner.
 OVERHEAD_SAMPLES = 32
+
+# Samples the per-item slope t is fitted on: sizes vary in the ramp and the tail only, so
+# the fit remembers longer than o does. sweep flat (32 / 128 / 512 -> 1.026).
+TRANSFER_SAMPLES = 128
+
+# A pair of samples enters the Theil-Sen slope only when their sizes differ by this factor:
+# closer sizes give slopes that are mostly noise. sweep flat (1.2 / 1.5 / 3 -> 1.026).
+FIT_MIN_SIZE_RATIO = 1.5
+
+# Straggle guard for whole waves: a task's relative scatter is never taken below this
+# (GC, a descheduled worker: jitter no item model shows). sweep: 0.02 -> 1.031,
+# 0.05 -> 1.026, 0.1 -> 1.031.
+MIN_TASK_CV = 0.05
 
 # Completions the queue replay remembers, in windows (plus 16): a completion's submit lies
 # about one window back, so 4 windows leave ample margin.
@@ -99,73 +107,47 @@ QUEUE_HISTORY_WINDOWS = 4
 THROUGHPUT_MIN_TASKS = 16
 THROUGHPUT_TASKS_PER_WORKER = 6
 
-# Tail: keep at least this many batches per worker thread among the remaining items (the
-# issue's "at least ~2·W batches remaining until the end"). sim: 1 -> 1.032, 2 -> 1.036,
-# 3 -> 1.038; 1 leaves no queued task per thread to absorb a slow one, so 2.
+# Tail: no batch takes more than 1/TAIL_BATCHES_PER_WORKER of a thread's share of the
+# outstanding items, so the last wave stays balanced. sweep: 1 -> 1.026, 2 -> 1.073,
+# 3 -> 1.071 (more splits the whole waves into twice the tasks).
 TAIL_BATCHES_PER_WORKER = 1
 
-# ... but no tail batch below this many overheads' worth of items (o/c items per overhead):
-# halving a tail batch of x items saves ~x·c/2 of straggle and costs ~1.4·o (2·W more
-# tasks per halving, o/W each), which stops paying below ~3·o/c. sim: 1 -> 1.056,
-# 2 -> 1.035, 3 -> 1.036, 5 -> 1.035.
+# ... but no tail batch below this many overheads' worth of items: thinner ones cost more
+# in overhead than they save in straggle. sweep flat (1 / 3 / 5 -> 1.026).
 TAIL_FLOOR_OVERHEADS = 3.0
 
 # Inline: the rest runs in the flow process when all of it costs less than this share of
-# one task's overhead. At 1.0 it is exact for many threads and leaves a 2x margin for two
-# (tasks finish the rest in at least o + R·c/W, inline in R·c): a wrong call costs at most
-# about one overhead, tens of ms. Measured on 30 items of 2 ms (README's tiny workload):
-# 0.5 kept a probe and a task (0.17 s, 1.5x the best static); 1.0 ends inline.
+# one task's overhead; a wrong call costs at most about one overhead.
+# sweep: 0.5 -> 1.051, 1 -> 1.026, 2 -> 1.026.
 INLINE_SHARE = 1.0
 
-# Fill: while the window holds the flow back (the probe, slow start) and a worker thread is
-# idle, the flow runs items itself in slices of about FILL_SLICE_S, checking for completions
-# between slices, instead of waiting idle. The slice bounds how late a completion is seen
-# (the delay counts as overhead): 2 ms is under a tenth of the 28-34 ms a Prefect task costs
-# here (lean profile). Items above FILL_MAX_ITEM_S are not filled after the first, which
-# only teaches the cost: it starts after the probe and is shorter than it, so the probe is
-# never seen late. Measured on 30 items of 2 ms (2 workers): the workload ends inline while
-# the probe runs, 0.18 s -> see README's table.
+# With a warm-up prior the flow runs one item itself to learn c before any task, when the
+# run has at least this many items per thread: that item delays the threads by at most
+# ~1/LEARN_MIN_ITEMS_PER_THREAD of the run. sweep flat (4 / 8 / 16 -> 1.026).
+LEARN_MIN_ITEMS_PER_THREAD = 8
+
+# Fill: while the window holds the flow back and a worker thread idles, the flow runs items
+# itself in slices of about FILL_SLICE_S, checking for completions between slices; the slice
+# bounds how late a completion is seen (under a tenth of a Prefect task's ~30 ms overhead).
+# Items above FILL_MAX_ITEM_S are not filled: one such item could delay the probe's result.
 FILL_SLICE_S = 0.002
 FILL_MAX_ITEM_S = 0.010
 
-# Tasks in flight before the first one finishes: one probe, nothing committed blind, and
-# its duration has no queueing in it. sim: 1 -> 1.036, 2 -> 1.034, 4 -> 1.035,
-# 16 -> 1.036 (the fine workloads pay for 16 blind single-item tasks: 1.025 vs 1.017).
+# Tasks in flight before the first one finishes: one probe, nothing committed blind, and its
+# duration has no queueing in it. sweep: 1 -> 1.026, 2 -> 1.086, 4 -> 1.114.
 COLD_START_WINDOW = 1
 
-# After the probe the window opens by this many tasks per finished task (TCP-like slow
-# start: it about doubles per round trip) up to the full window, so the flow does not spend
-# 2·W dispatches on small batches before it can grow them. sim: 1 -> 1.036, 2 -> 1.045,
-# fully open at once -> 1.042 (32 threads, 11 ms dispatch: 1.22 vs 1.31).
+# Once the probe is seen the window opens to W at once, then by this many tasks per finished
+# task up to the full window. sweep: 1 -> 1.026, 2 -> 1.033.
 SLOW_START_PER_TASK = 1
 
-# The full window: W running + W queued, so every thread has its next task waiting while
-# the flow dispatches. sim: 1 -> 1.053, 2 -> 1.036, 3 -> 1.035. Bounded because Prefect
-# keeps ~90 KB of bookkeeping per task call in the flow process (RUNTIME.md: 5,000 tasks
-# -> 460 MB); 256 tasks ~ 25 MB.
+# The full window: W running + W queued, so each thread has its next task waiting while the
+# flow dispatches (the simulator's dispatch has no latency to hide: sweep 1 -> 1.023,
+# 2 / 3 -> 1.026). Bounded because Prefect keeps tens of KB of bookkeeping per task call in
+# the flow process.
 WINDOW_PER_WORKER = 2
 MIN_WINDOW = 2
 MAX_WINDOW = 256
-
-# Size fit (o + t·b): a pair of overhead samples enters the Theil-Sen slope only when its
-# sizes differ by at least this factor; closer sizes give slopes that are mostly noise.
-FIT_MIN_SIZE_RATIO = 1.5
-
-# Samples the slope t is fitted on (the fixed part o uses the last OVERHEAD_SAMPLES): sizes
-# vary in the ramp and the tail only, so the fit keeps a longer memory than o does.
-TRANSFER_SAMPLES = 128
-
-# Straggle guard for whole waves: the last wave ends about z(W)·cv after its mean, with
-# z(W) = sqrt(2 ln W) (the expected maximum of W normal draws) and cv the relative scatter
-# of a task's duration, measured on recent tasks but never below MIN_TASK_CV (jitter no
-# item model shows: GC, a descheduled worker). See docs/controller.md, "Target".
-MIN_TASK_CV = 0.05
-
-# With a warm-up prior, the flow runs this first item itself to learn c before any task,
-# but only when the run has at least this many items per thread: an item run inline delays
-# the threads by up to one item, which is at most ~1/LEARN_MIN_ITEMS_PER_THREAD of the run.
-LEARN_MIN_ITEMS_PER_THREAD = 8
-
 
 # The execution strategies a Decision names.
 STRATEGIES = ("batched", "inline")
@@ -436,7 +418,7 @@ class Controller:
         if size > tail_cap:
             floor = _whole(math.ceil, TAIL_FLOOR_OVERHEADS * o / (c + t)) if c + t > 0 else 1
             size = max(tail_cap, min(size, floor))
-            reason = f"tail: {remaining} left, ~{TAIL_BATCHES_PER_WORKER} batches per worker; {reason}"
+            reason = f"tail: {remaining} left, {self._outstanding} in flight, a thread's share at most; {reason}"
         size = max(1, min(size, remaining))
         return Decision(size, "batched", reason, self._window())
 
@@ -477,7 +459,6 @@ class Controller:
             waves = max(1.0, math.sqrt(guard * per_thread / o), items / (w * share_b))
         k = max(1, math.ceil(waves - 1e-9))
         b = math.ceil(items / (k * w))
-
         return b, f"{k} whole waves of {w} over {items} items (guard {guard:.2f}, share cap {share_b})"
 
     def _item_cv(self) -> float:
