@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import math
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,55 +46,55 @@ import numpy as np
 # has the reasoning behind each rule.
 
 # At most this growth per step beyond the jump size: a batch is never far beyond a size
-# already observed (joblib's cap). sweep: 1.5 -> 1.025, 2 -> 1.026, 4 -> 1.025 (flat).
+# already observed (joblib's cap). sweep: 1.5 -> 1.025, 2 -> 1.027, 4 -> 1.025 (flat).
 GROWTH_MAX = 2.0
 
 # ... except up to this many overheads of work per task, where the size may jump in one
 # step: such a task lasts at most ~JUMP_OVERHEADS + 1 overheads whatever the estimates'
 # errors, and every small early task costs a serial dispatch on many threads.
-# sweep: 1 -> 1.070, 3 -> 1.075, 10 -> 1.026, 32 -> 1.024 (32 is the share cap itself).
+# sweep: 1 -> 1.070, 3 -> 1.075, 10 -> 1.027, 32 -> 1.024 (32 is the share cap itself).
 JUMP_OVERHEADS = 10.0
 
 # Batches no bigger than needed to bring the fixed overhead down to this share of a task.
-# sweep: 0.01 -> 1.016, 0.02 -> 1.021, 0.03 -> 1.026, 0.05 -> 1.037; but below 3 % a
+# sweep: 0.01 -> 1.016, 0.02 -> 1.021, 0.03 -> 1.027, 0.05 -> 1.037; but below 3 % a
 # 0.5 s item with a 20 ms overhead (3.8 %) flips between batches of 1 and 2, so 3 %.
 TARGET_OVERHEAD_SHARE = 0.03
 
 # Hold the current size while the target is within this relative band (real overheads
-# drift by tens of % within a run). sweep flat: 0.1 / 0.25 / 0.4 -> 1.026.
+# drift by tens of % within a run). sweep flat: 0.1 / 0.25 / 0.4 -> 1.027.
 HOLD_BAND = 0.25
 
 # Shrink only after this many consecutive decisions (each after a new observation) point
 # below the band, so one odd estimate cannot cut the batch; a confirmed drift bypasses it.
-# sweep: 1 -> 1.030, 3 -> 1.026, 5 -> 1.033.
+# sweep: 1 -> 1.030, 3 -> 1.027, 5 -> 1.034.
 SHRINK_CONFIRM = 3
 
 # Drift: a task whose per-item cost is beyond DRIFT_RATIO x (or 1/x) the estimate, widened
 # by (1 + the recent tasks' coefficient of variation), is a signal; DRIFT_CONFIRM signals in
 # a row reset the estimate to the newest task. 10 % noise never triggers it. sweep flat:
-# ratio 1.5 / 2 / 3 -> 1.026; confirm 1 / 2 / 3 -> 1.027 / 1.026 / 1.026.
+# ratio 1.5 / 2 / 3 -> 1.027; confirm 1 / 2 / 3 -> 1.028 / 1.027 / 1.027.
 DRIFT_RATIO = 2.0
 DRIFT_CONFIRM = 2
 
-# Tasks whose per-item cost forms the estimate. sweep: 4 -> 1.027, 8 -> 1.026, 16 -> 1.025;
+# Tasks whose per-item cost forms the estimate. sweep: 4 -> 1.028, 8 / 16 -> 1.027;
 # 8 refills soon after a drift reset.
 COST_WINDOW_TASKS = 8
 
-# Samples whose median residual is the fixed cost o. sweep: 8 -> 1.028, 32 / 128 -> 1.026;
+# Samples whose median residual is the fixed cost o. sweep: 8 -> 1.028, 32 / 128 -> 1.027;
 # fewer follow a changing flow sooner.
 OVERHEAD_SAMPLES = 32
 
 # Samples the per-item slope t is fitted on: sizes vary in the ramp and the tail only, so
-# the fit remembers longer than o does. sweep flat (32 / 128 / 512 -> 1.026).
+# the fit remembers longer than o does. sweep flat (32 / 128 / 512 -> 1.027).
 TRANSFER_SAMPLES = 128
 
 # A pair of samples enters the Theil-Sen slope only when their sizes differ by this factor:
-# closer sizes give slopes that are mostly noise. sweep flat (1.2 / 1.5 / 3 -> 1.026).
+# closer sizes give slopes that are mostly noise. sweep flat (1.2 / 1.5 -> 1.027, 3 -> 1.028).
 FIT_MIN_SIZE_RATIO = 1.5
 
 # Straggle guard for whole waves: a task's relative scatter is never taken below this
-# (GC, a descheduled worker: jitter no item model shows). sweep: 0.02 -> 1.031,
-# 0.05 -> 1.026, 0.1 -> 1.031.
+# (GC, a descheduled worker: jitter no item model shows). sweep: 0.02 -> 1.032,
+# 0.05 -> 1.027, 0.1 -> 1.032.
 MIN_TASK_CV = 0.05
 
 # Completions the queue replay remembers, in windows (plus 16): a completion's submit lies
@@ -108,22 +108,22 @@ THROUGHPUT_MIN_TASKS = 16
 THROUGHPUT_TASKS_PER_WORKER = 6
 
 # Tail: no batch takes more than 1/TAIL_BATCHES_PER_WORKER of a thread's share of the
-# outstanding items, so the last wave stays balanced. sweep: 1 -> 1.026, 2 -> 1.073,
-# 3 -> 1.071 (more splits the whole waves into twice the tasks).
+# outstanding items, so the last wave stays balanced. sweep: 1 -> 1.027, 2 -> 1.075,
+# 3 -> 1.070 (more splits the whole waves into twice the tasks).
 TAIL_BATCHES_PER_WORKER = 1
 
 # ... but no tail batch below this many overheads' worth of items: thinner ones cost more
-# in overhead than they save in straggle. sweep flat (1 / 3 / 5 -> 1.026).
+# in overhead than they save in straggle. sweep flat (1 / 3 / 5 -> 1.027).
 TAIL_FLOOR_OVERHEADS = 3.0
 
 # Inline: the rest runs in the flow process when all of it costs less than this share of
 # one task's overhead; a wrong call costs at most about one overhead.
-# sweep: 0.5 -> 1.051, 1 -> 1.026, 2 -> 1.026.
+# sweep: 0.5 -> 1.052, 1 / 2 -> 1.027.
 INLINE_SHARE = 1.0
 
 # With a warm-up prior the flow runs one item itself to learn c before any task, when the
 # run has at least this many items per thread: that item delays the threads by at most
-# ~1/LEARN_MIN_ITEMS_PER_THREAD of the run. sweep flat (4 / 8 / 16 -> 1.026).
+# ~1/LEARN_MIN_ITEMS_PER_THREAD of the run. sweep flat (4 / 8 / 16 -> 1.027).
 LEARN_MIN_ITEMS_PER_THREAD = 8
 
 # Fill: while the window holds the flow back and a worker thread idles, the flow runs items
@@ -134,16 +134,16 @@ FILL_SLICE_S = 0.002
 FILL_MAX_ITEM_S = 0.010
 
 # Tasks in flight before the first one finishes: one probe, nothing committed blind, and its
-# duration has no queueing in it. sweep: 1 -> 1.026, 2 -> 1.086, 4 -> 1.114.
+# duration has no queueing in it. sweep: 1 -> 1.027, 2 -> 1.086, 4 -> 1.114.
 COLD_START_WINDOW = 1
 
 # Once the probe is seen the window opens to W at once, then by this many tasks per finished
-# task up to the full window. sweep: 1 -> 1.026, 2 -> 1.033.
+# task up to the full window. sweep: 1 -> 1.027, 2 -> 1.033.
 SLOW_START_PER_TASK = 1
 
 # The full window: W running + W queued, so each thread has its next task waiting while the
 # flow dispatches (the simulator's dispatch has no latency to hide: sweep 1 -> 1.023,
-# 2 / 3 -> 1.026). Bounded because Prefect keeps tens of KB of bookkeeping per task call in
+# 2 -> 1.027, 3 -> 1.026). Bounded because Prefect keeps tens of KB of bookkeeping per task call in
 # the flow process.
 WINDOW_PER_WORKER = 2
 MIN_WINDOW = 2
@@ -524,7 +524,8 @@ class Controller:
             # items in small batches), so their ordinary scatter is not taken for drift.
             seen = [c / n for n, c in self._costs]
             mean = sum(seen) / len(seen)
-            ratio = DRIFT_RATIO * (1 + (statistics.pstdev(seen) / mean if mean > 0 else 0.0))
+            spread = math.sqrt(sum((x - mean) ** 2 for x in seen) / len(seen))  # pstdev, without Fractions
+            ratio = DRIFT_RATIO * (1 + (spread / mean if mean > 0 else 0.0))
             if per_item > ratio * estimate:
                 direction = 1
             elif per_item * ratio < estimate:
@@ -579,6 +580,7 @@ class _QueueReplay:
         self._fit: tuple[float, float] | None = None
         self._dirty = False
         self._slope = 0.0  # the last identified t: kept while recent sizes are all alike
+        self._since_slope = 0  # samples since the slope was last fitted
 
     def fit(self) -> tuple[float, float] | None:
         """(o, t): Theil-Sen slope over sizes that differ, o the median residual; None without samples."""
@@ -589,15 +591,21 @@ class _QueueReplay:
             return self._fit
         b = np.array([n for n, _ in self.samples], dtype=float)
         x = np.array([v for _, v in self.samples], dtype=float)
-        fb, fx = b, x
-        if self.prior is not None:
-            fb, fx = np.append(b, 1.0), np.append(x, self.prior)
-        i, j = np.triu_indices(len(fb), 1)
-        lo, hi = np.minimum(fb[i], fb[j]), np.maximum(fb[i], fb[j])
-        usable = hi >= FIT_MIN_SIZE_RATIO * np.maximum(lo, 1.0)
-        if usable.any():
-            slopes = (fx[j] - fx[i])[usable] / (fb[j] - fb[i])[usable]
-            self._slope = max(0.0, float(np.median(slopes)))
+        # The slope moves only when sizes vary: refit on a new size, else every SLOPE_REFIT.
+        newest, previous = (b[-1], b[-2]) if len(b) > 1 else (b[-1], 0.0)
+        self._since_slope += 1
+        if max(newest, previous) >= FIT_MIN_SIZE_RATIO * max(1.0, min(newest, previous)) or \
+                self._since_slope >= _SLOPE_REFIT:
+            self._since_slope = 0
+            fb, fx = b, x
+            if self.prior is not None:
+                fb, fx = np.append(b, 1.0), np.append(x, self.prior)
+            i, j = _pairs(len(fb))
+            lo, hi = np.minimum(fb[i], fb[j]), np.maximum(fb[i], fb[j])
+            usable = hi >= FIT_MIN_SIZE_RATIO * np.maximum(lo, 1.0)
+            if usable.any():
+                slopes = (fx[j] - fx[i])[usable] / (fb[j] - fb[i])[usable]
+                self._slope = max(0.0, float(np.median(slopes)))
         recent = slice(max(0, len(b) - OVERHEAD_SAMPLES), None)
         o = max(0.0, float(np.median(x[recent] - self._slope * b[recent])))
         self._fit = (o, self._slope)
@@ -648,6 +656,17 @@ class _QueueReplay:
         if begin + compute <= finished:
             self.samples.append((size, finished - begin - compute))
             self._dirty = True
+
+
+# Samples between two slope fits while the batch size holds still: the fit is the
+# controller's costliest step (~0.5 ms for 128 samples), and same-size samples barely move it.
+_SLOPE_REFIT = 16
+
+
+@functools.lru_cache(maxsize=8)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs i < j of n samples (cached: the sample count is mostly constant)."""
+    return np.triu_indices(n, 1)
 
 
 _HUGE = 1 << 62  # "unbounded" as an int: every size is capped by `remaining` in the end
