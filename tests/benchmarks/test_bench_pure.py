@@ -36,6 +36,7 @@ def drive_controller(controller: Controller, decisions: int) -> float:
     for _ in range(decisions):
         t0 = time.perf_counter()
         decision = controller.decide(remaining, len(in_flight))
+        controller.submitted(decision)  # the contract: every decide is answered
         spent += time.perf_counter() - t0
         in_flight.append((clock, decision.batch_size))
         remaining -= decision.batch_size
