@@ -40,7 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.run import run_workload
 
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
-        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage)
+        folder = run_workload(spec, Path(args.out), profile=args.profile,
+                              allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage)
     print((folder / "report.md").read_text())
     print(folder)
     return 0
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
+    run.add_argument("--allow-setting-loss", action="store_true",
+                     help="under lean, run even if a Prefect setting differs between this process and the workers "
+                          "(env.json lists the settings lost)")
     run.set_defaults(handler=cmd_run)
 
     report = sub.add_parser("report", help="re-render report.md and report.html from a run folder's CSVs")
