@@ -45,10 +45,11 @@ def _say(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.spec import load_spec, with_overrides
+    from harness.spec import load_security, load_spec, with_overrides
 
     spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
-                          address=args.dask_address, quick=args.quick)
+                          address=args.dask_address, quick=args.quick,
+                          security=load_security(args.dask_security) if args.dask_security else None)
     # Imported after the spec is known to be good: Prefect and Dask take seconds to import.
     from harness.progress import ProgressDisplay
     from harness.run import run_workload
@@ -74,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
         folder = run_workload(spec, Path(args.out), profile=args.profile,
                               allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
-                              on_committed=present)
+                              on_committed=present, dask_report=args.dask_report)
     if report_failed:
         exc = report_failed[0]
         print(f"harness: error: the run's data is complete in {folder}, but its report failed: "
@@ -285,7 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="results folder (default: results/)")
     run.add_argument("--strategies", help="comma-separated, overrides [run] strategies (e.g. per_item,static:64,adaptive)")
     run.add_argument("--repeats", type=int, help="overrides [run] repeats")
-    run.add_argument("--dask-address", help="run on this existing Dask scheduler (tcp://host:port)")
+    run.add_argument("--dask-address", help="run on this existing Dask scheduler (tcp://host:port or tls://host:port)")
+    run.add_argument("--dask-security", metavar="FILE",
+                     help="for a tls:// scheduler: a TOML file with ca_file, cert and key (PEM paths), "
+                          "as [cluster] security takes them")
+    run.add_argument("--dask-report", action="store_true",
+                     help="write a Dask performance report per strategy (its first repeat) into the run folder, "
+                          "linked from report.html; the figures then include its cost")
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import secrets
@@ -31,6 +32,7 @@ RUN_COLUMNS = (
     "items_total", "sampled", "projected_wall_s", "compute_s", "throughput_items_s",
     "overhead_per_task_ms", "flow_s", "checksum", "order", "profile", "rss_growth_mb",
     "pattern", "variant", "flow_runs", "routes", "mode_changes",
+    "dask_tasks", "dask_compute_s", "dask_transfer_s", "dask_deserialize_s",
 )
 TRACE_COLUMNS = (
     "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",
@@ -80,6 +82,14 @@ class RunRecord:
     flow_runs: int = 0
     routes: str = ""
     mode_changes: int = 0
+    # What the Dask scheduler's task stream saw of this stage (harness.runtime.diagnostics):
+    # its Dask tasks and their worker-thread seconds computing (for a Prefect task: Prefect's
+    # task engine as well as the items), fetching inputs and deserializing. Items the adaptive
+    # strategy runs inline in the flow process are no Dask task.
+    dask_tasks: float = math.nan
+    dask_compute_s: float = math.nan
+    dask_transfer_s: float = math.nan
+    dask_deserialize_s: float = math.nan
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -42,6 +42,16 @@ LEGEND = (
 )
 
 REFERENCES_INTRO = "Ratio of median wall times with a 95 % bootstrap interval (below 1: adaptive is faster)."
+DASK_SEEN_INTRO = (
+    "Where each task's overhead went, from the Dask scheduler's task stream (medians over repeats, "
+    "ms per task; their sum is the overhead column above): in the task beyond its items = Dask's "
+    "compute minus the items' own compute, for a Prefect task its task engine on the worker; moving "
+    "data = fetching and deserializing its inputs on the worker; threads idle = worker-thread time "
+    "with no task running (scheduling, the flow process submitting and reading results, the "
+    "Prefect API). Items the adaptive strategy runs inline in the flow process are no Dask task: "
+    "their compute counts against its in-task figure.")
+DASK_REPORTS_INTRO = ("Dask's performance report of each strategy's first repeat (the dashboard's plots, "
+                      "saved; open in a browser). Figures of this run include the cost of drawing them.")
 TWINS_INTRO = ("Each dynamic-workflow run against its static twin (the same work with its shape fixed up front): "
                "median wall of dynamic / twin, 95 % bootstrap interval.")
 
@@ -102,6 +112,12 @@ class Plot:
 
 
 @dataclass(frozen=True)
+class Link:
+    label: str
+    file: str  # beside the report
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything report.md and report.html show, computed once from the run folder."""
 
@@ -115,6 +131,8 @@ class Report:
     legend: str
     references: ComparisonSection  # adaptive against the best static, per_item, raw_dask, joblib
     twins: ComparisonSection  # dynamic-workflow runs against their static twins
+    dask_seen: Table  # what Dask saw: each strategy's overhead per task split; no rows for old runs
+    dask_reports: tuple[Link, ...]  # the Dask performance reports in the folder (--dask-report)
     warnings: tuple[str, ...]
     notes: tuple[str, ...]  # "strategy: note", from env.json's strategy_notes
     plots: tuple[Plot, ...]
@@ -152,6 +170,46 @@ def _strategy_table(t: pd.DataFrame) -> Table:
         "failed": [_fmt(v, 0) for v in t["failed"]],
         "peak RSS MB": [_fmt(v, 0) for v in t["peak_rss_mb"]],
     }))
+
+
+def _dask_seen(runs: pd.DataFrame, threads: Any) -> Table:
+    """Per strategy, the overhead per task split by what the task stream saw (DASK_SEEN_INTRO)."""
+    empty = Table(("strategy",), ())
+    if "dask_compute_s" not in runs or not isinstance(threads, int) or runs["dask_compute_s"].isna().all():
+        return empty
+    r = runs[runs["dask_compute_s"].notna() & (runs["tasks"] > 0)]
+    moving = r["dask_transfer_s"] + r["dask_deserialize_s"]
+    per_task = 1000 / r["tasks"]
+    split = pd.DataFrame({
+        "strategy": r["strategy"],
+        "tasks": r["tasks"],
+        "dask_tasks": r["dask_tasks"],
+        "in_task": (r["dask_compute_s"] - r["compute_s"]) * per_task,
+        "moving": moving * per_task,
+        "idle": (r["wall_s"] * threads - r["dask_compute_s"] - moving) * per_task,
+        "overhead": r["overhead_per_task_ms"],
+        "busy": r["dask_compute_s"] / (r["wall_s"] * threads),
+    }).groupby("strategy", sort=False).median()
+    return Table.from_frame(pd.DataFrame({
+        "strategy": split.index,
+        "tasks": [_fmt(v, 0) for v in split["tasks"]],
+        "Dask tasks": [_fmt(v, 0) for v in split["dask_tasks"]],
+        "in the task beyond items ms": [_fmt(v, 1) for v in split["in_task"]],
+        "moving data ms": [_fmt(v, 2) for v in split["moving"]],
+        "threads idle ms": [_fmt(v, 1) for v in split["idle"]],
+        "overhead ms/task": [_fmt(v, 1) for v in split["overhead"]],
+        "worker threads busy": [f"{v:.0%}" if not math.isnan(v) else "—" for v in split["busy"]],
+    }))
+
+
+def _dask_reports(env: dict[str, Any], run_dir: Path | None) -> tuple[Link, ...]:
+    """The performance reports env.json lists (and, when the folder is known, that exist)."""
+    links = []
+    for r in env.get("dask_reports") or ():
+        if run_dir is None or (run_dir / r["file"]).is_file():
+            variant = r.get("variant", "dynamic")
+            links.append(Link(r["strategy"] + ("" if variant == "dynamic" else f" ({variant})"), r["file"]))
+    return tuple(links)
 
 
 def _comparison(against: str, strategy: str, ratio: stats.Ratio, in_words: str) -> Comparison:
@@ -219,17 +277,19 @@ def _draw(table: pd.DataFrame, samples: dict[str, Any], trace: pd.DataFrame, env
 
 def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = None,
           plots_into: Path | None = None) -> Report:
-    """The report of one run; with `plots_into`, its PNGs are drawn there (from `trace` too)."""
+    """The report of one run; with `plots_into` (the run folder), its PNGs are drawn there (from
+    `trace` too) and only the Dask performance reports found there are linked."""
     rows = stats.main_rows(runs)
     table = stats.summarize(rows)
     refs = stats.adaptive_references(rows, table)
     twins = stats.variant_ratios(runs)
     drawn = () if plots_into is None else _draw(
         table, stats.samples_by_strategy(rows), pd.DataFrame() if trace is None else trace, env, plots_into)
+    threads = env.get("runtime", {}).get("worker_threads", "?")
     return Report(
         name=str(runs["workload"].iloc[0]),
         items_total=table.attrs["items_total"],
-        threads=env.get("runtime", {}).get("worker_threads", "?"),
+        threads=threads,
         headline=stats.headline(refs),
         findings=_findings(table),
         strategies=_strategy_table(table),
@@ -242,6 +302,8 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
             "Dynamic vs static twin", TWINS_INTRO, "dynamic / twin (wall)",
             tuple(_comparison("static twin", r.numerator.rsplit(" ", 1)[0], r,
                               f"dynamic took {r.phrase('its static twin')}") for r in twins)),
+        dask_seen=_dask_seen(rows, threads),
+        dask_reports=_dask_reports(env, plots_into),
         warnings=tuple(stats.instability_warnings(rows)),
         notes=tuple(f"{s}: {note}" for s, said in (env.get("strategy_notes") or {}).items() for note in said),
         plots=drawn,
@@ -309,6 +371,8 @@ def _environment(fmt: str) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,  # a misspelt field fails the render instead of printing nothing
     )
     env.globals["fmt"] = f"{fmt}.j2"
+    env.globals["dask_seen_intro"] = DASK_SEEN_INTRO
+    env.globals["dask_reports_intro"] = DASK_REPORTS_INTRO
     env.filters["markdown_table"] = lambda table: markdown_table(table.frame())
     env.filters["markdown_text"] = _markdown_text
     env.filters["thousands"] = "{:,}".format

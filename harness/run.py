@@ -7,6 +7,7 @@ there never costs the measurements."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from harness.records import (
     write_json,
 )
 from harness.runtime import Runtime, open_runtime
+from harness.runtime.diagnostics import DaskSeen, watch_stage
 from harness.spec import WorkloadSpec, strategies_to_run
 from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
 from harness.workloads import Workload
@@ -101,6 +103,21 @@ def _record(spec: WorkloadSpec, strategy: Strategy, repeat: int, order: int, res
     )
 
 
+def with_dask_seen(record: RunRecord, seen: DaskSeen | None) -> RunRecord:
+    """`record` with what the scheduler's task stream saw of its stage (runs.csv's dask_* columns)."""
+    if seen is None:
+        return record
+    return dataclasses.replace(record, dask_tasks=seen.tasks, dask_compute_s=round(seen.compute_s, 6),
+                               dask_transfer_s=round(seen.transfer_s, 6),
+                               dask_deserialize_s=round(seen.deserialize_s, 6))
+
+
+def dask_report_file(strategy: Strategy, variant: str) -> str:
+    """The performance report's file name in the run folder: dask-report-static-64.html (no ':',
+    which some file systems refuse), the variant added when it is not the pattern as written."""
+    return f"dask-report-{str(strategy).replace(':', '-')}{'' if variant == 'dynamic' else '-' + variant}.html"
+
+
 def check_accounting(records: list[RunRecord]) -> None:
     """Every item counted once, and the same items give the same results under every strategy."""
     for r in records:
@@ -138,11 +155,13 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
-                 on_committed: CommittedSink | None = None) -> Path:
+                 on_committed: CommittedSink | None = None, dask_report: bool = False) -> Path:
     """Run the workload under every strategy and return the completed run folder.
 
     `lean` is the default here only: the harness's own synthetic tasks, where it is measured
-    and env.json records the settings it assumed (harness.runtime.PROFILES)."""
+    and env.json records the settings it assumed (harness.runtime.PROFILES). With `dask_report`,
+    each strategy's first repeat is wrapped in a Dask performance report, written into the run
+    folder (dask_report_file) and listed in env.json's `dask_reports`."""
     say = on_event or (lambda message: None)
     strategies = strategies_to_run(spec)
     workload = Workload(spec)
@@ -151,12 +170,15 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {spec.run.repeats} repeats)")
     with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss) as runtime:
         say(f"runtime up: {runtime.startup}")
+        say(f"Dask dashboard: {runtime.dashboard}" if runtime.dashboard
+            else "Dask dashboard: none (the scheduler serves none; Dask needs bokeh for it)")
         t0 = time.perf_counter()
         overhead_hint = warm_up(spec, workload, runtime)
         warm_up_s = time.perf_counter() - t0
         records: list[RunRecord] = []
         traces: list[pd.DataFrame] = []
         notes: dict[str, list[str]] = {}  # what a strategy says about its own numbers
+        reports: list[dict[str, object]] = []  # the performance reports written, for env.json
         with run_folder(out, spec.name) as (tmp, final):
             for repeat in range(spec.run.repeats):
                 # A non-map pattern runs each strategy as written and as its static twin,
@@ -172,13 +194,20 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
                                   overhead_hint_s=overhead_hint)
                     shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
                     stage.on_progress = progress(f"{shown} {repeat + 1}/{spec.run.repeats}", m) if progress else None
-                    with RssSampler() as rss:
-                        t0 = time.perf_counter()
-                        result = run_pattern(spec, strategy, stage, runtime, variant)
-                        flow_s = time.perf_counter() - t0
-                    record = _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s,
-                                     variant)
+                    # The first repeat only: one report per strategy is what a reader opens, and
+                    # the later repeats stay free of its cost (README, "Dask's own diagnostics").
+                    report_to = tmp / dask_report_file(strategy, variant) if dask_report and repeat == 0 else None
+                    with watch_stage(runtime.client, report_to) as watched:
+                        with RssSampler() as rss:
+                            t0 = time.perf_counter()
+                            result = run_pattern(spec, strategy, stage, runtime, variant)
+                            flow_s = time.perf_counter() - t0
+                    record = with_dask_seen(_record(spec, strategy, repeat, order, result, runtime, items_total,
+                                                    rss, flow_s, variant), watched.seen)
                     records.append(record)
+                    if watched.report is not None:
+                        reports.append({"strategy": str(strategy), "variant": variant, "file": watched.report.name,
+                                        "repeat": repeat, "drawn_s": round(watched.closing_s, 3)})
                     for note in result.notes:
                         notes.setdefault(str(strategy), [])
                         if note not in notes[str(strategy)]:
@@ -202,6 +231,9 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
                 "strategies": [str(s) for s in strategies],
                 "repeats": spec.run.repeats,
                 "runtime": runtime.describe(),
+                # Figures of a run with Dask performance reports include their cost: compare says so.
+                "dask_report": dask_report,
+                "dask_reports": reports,
                 "warm_up_s": round(warm_up_s, 3),
                 "warm_up_overhead_ms": round(overhead_hint * 1000, 3) if overhead_hint is not None else None,
                 "strategy_notes": notes,

@@ -33,6 +33,7 @@ import tomllib
 import types
 import typing
 from dataclasses import field
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import PlainValidator, TypeAdapter, ValidationError, WithJsonSchema, model_validator
@@ -152,11 +153,27 @@ _ADDRESS = matching(r"|(tcp|tls|inproc|ucx)://\S+", '"" (start a local cluster) 
                     '"tcp://127.0.0.1:8786" (scheme tcp, tls, inproc or ucx)')
 
 
+_PEM_PATH = matching(r".+", "the path of a PEM file (relative to the file that names it, or absolute)")
+
+
+@spec_model
+class SecuritySpec:
+    """TLS for a `tls://` scheduler address: the CA that signed the scheduler's certificate, and
+    this client's certificate and key (a Dask scheduler started with --tls-ca-file asks for one)."""
+
+    ca_file: _PEM_PATH
+    cert: _PEM_PATH
+    key: _PEM_PATH
+
+
 @spec_model
 class ClusterSpec:
     workers: integer(1, 256) = 2
     threads_per_worker: integer(1, 256) = 1
     address: _ADDRESS = ""
+    # Only for a tls:// address (harness.runtime.cluster refuses it elsewhere); --dask-security
+    # gives the same keys in a file of their own.
+    security: SecuritySpec | None = None
 
 
 _STRATEGY_SCHEMA = {"type": "array", "minItems": 1, "uniqueItems": True, "description": _STRATEGIES_EXPECTED,
@@ -223,9 +240,47 @@ def parse_spec(text: str, source: str = "<string>") -> WorkloadSpec:
     # A missing table reads as an empty one, so the message names its first required key.
     doc = {**{name: {} for name in ("items", "cost")}, **doc}
     try:
-        return WorkloadSpec(**doc, source=source)
+        spec = WorkloadSpec(**doc, source=source)
     except ValidationError as exc:
         raise SpecError(_explain(exc, WorkloadSpec, doc, source)) from None
+    if spec.cluster.security is not None:
+        security = _existing_files(spec.cluster.security, source, f"{source}: [cluster] security.")
+        spec = dataclasses.replace(spec, cluster=dataclasses.replace(spec.cluster, security=security))
+    return spec
+
+
+def load_security(path: str | os.PathLike[str]) -> SecuritySpec:
+    """The --dask-security file: TOML with the keys of `[cluster] security` (ca_file, cert, key),
+    relative paths read from the file's folder; each file must exist."""
+    source = str(path)
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"--dask-security: {source}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"--dask-security: {source}: cannot read it: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"--dask-security: {source}: invalid TOML: {exc}") from None
+    try:
+        security = SecuritySpec(**doc)
+    except ValidationError as exc:
+        raise SpecError(_explain(exc, SecuritySpec, doc, f"--dask-security {source}")) from None
+    return _existing_files(security, source, f"--dask-security {source}: ")
+
+
+def _existing_files(security: SecuritySpec, source: str, where: str) -> SecuritySpec:
+    """`security` with each path made absolute (relative ones from `source`'s folder); a SpecError
+    naming the first key whose file does not exist."""
+    base = Path(source).resolve().parent if Path(source).is_file() else Path.cwd()
+    resolved = {}
+    for key in ("ca_file", "cert", "key"):
+        written = getattr(security, key)
+        path = (base / Path(written).expanduser()).resolve()
+        if not path.is_file():
+            raise SpecError(f"{where}{key}: found {written!r} (no such file: {path}), expected "
+                            f"{_expected(_PEM_PATH)}")
+        resolved[key] = str(path)
+    return SecuritySpec(**resolved)
 
 
 def parse_strategy(text: str, where: str) -> StrategyName:
@@ -243,10 +298,12 @@ def with_overrides(
     repeats: int | None = None,
     address: str | None = None,
     quick: bool = False,
+    security: SecuritySpec | None = None,
 ) -> WorkloadSpec:
     """Apply the command line's overrides; `strategies` is the comma-separated --strategies text.
 
-    `quick` means one repeat and no sweep; it wins over `repeats`.
+    `quick` means one repeat and no sweep; it wins over `repeats`. `security` (from
+    load_security, --dask-security) replaces `[cluster] security`.
     """
     run = _override(spec.run, "--strategies", strategies=strategies.split(",") if isinstance(strategies, str)
                     else strategies)
@@ -254,6 +311,7 @@ def with_overrides(
     if quick:
         run = dataclasses.replace(run, repeats=1, sweep=())
     cluster = _override(spec.cluster, "--dask-address", address=address)
+    cluster = _override(cluster, "--dask-security", security=security)
     return dataclasses.replace(spec, run=run, cluster=cluster)
 
 

@@ -198,3 +198,46 @@ def test_report_command_renders_both_files_from_the_csvs(tmp_path, capsys):
     assert main(["report", str(folder)]) == 0
     assert (folder / "report.html").is_file() and (folder / PLOT_FILES["sweep"]).is_file()
     assert "adaptive was" in capsys.readouterr().out
+
+
+def test_what_dask_saw_splits_each_tasks_overhead_and_the_dask_reports_are_linked(tmp_path):
+    """Every task spends 10 ms in the task beyond its items and 2 ms moving data: the split shows
+    those, and the rest of the overhead as idle threads. Performance reports env.json lists are
+    linked from both formats when their file is in the folder."""
+    runs = make_runs()
+    in_task_s, moving_s = 0.010, 0.002
+    runs["dask_tasks"] = runs["tasks"]
+    runs["dask_compute_s"] = runs["compute_s"] + in_task_s * runs["tasks"]
+    runs["dask_transfer_s"] = runs["dask_deserialize_s"] = moving_s / 2 * runs["tasks"]
+    env = make_env()
+    env["dask_reports"] = [
+        {"strategy": "static:50", "variant": "dynamic", "file": "dask-report-static-50.html", "repeat": 0},
+        {"strategy": "adaptive", "variant": "dynamic", "file": "dask-report-adaptive.html", "repeat": 0},
+    ]
+    folder = write_run(tmp_path / "run", runs=runs, env=env)
+    (folder / "dask-report-static-50.html").write_text("<html></html>")  # adaptive's is missing
+    md = write_report(folder).read_text()
+
+    section = md.split("## What Dask saw")[1].split("\n## ")[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] in TRUE_WALL_S:
+            rows[cells[0]] = cells
+    assert set(rows) == set(TRUE_WALL_S)
+    for strategy, (_, tasks, dask_tasks, in_task, moving, idle, overhead, _busy) in rows.items():
+        assert tasks == dask_tasks
+        assert float(in_task) == pytest.approx(in_task_s * 1000, abs=0.05)
+        assert float(moving) == pytest.approx(moving_s * 1000, abs=0.005)
+        number = lambda cell: float(cell.replace(",", ""))  # noqa: E731
+        assert number(idle) == pytest.approx(number(overhead) - (in_task_s + moving_s) * 1000, abs=0.15), strategy
+
+    assert "- [static:50](dask-report-static-50.html)" in md and "dask-report-adaptive.html" not in md
+    page = (folder / "report.html").read_text()
+    assert '<li><a href="dask-report-static-50.html">static:50</a></li>' in page
+    assert "<h2>What Dask saw</h2>" in page and "dask-report-adaptive.html" not in page
+
+
+def test_a_run_without_dask_columns_has_no_dask_section(rendered):
+    md = (rendered / "report.md").read_text()
+    assert "What Dask saw" not in md and "Dask performance reports" not in md

@@ -13,7 +13,8 @@ them. One module per job:
   template_db    the migrated-database template new servers are seeded from
   certs          the one-certificate PEM for a plain-http loopback API
   client_env     the flow's and workers' settings, and applying them to this process
-  cluster        join a Dask scheduler or start a LocalCluster
+  cluster        join a Dask scheduler (tls:// with a Security) or start a LocalCluster; its dashboard
+  diagnostics    what Dask saw of a stage (its task stream) and its performance report
   preflight      every worker reaches the API before the first task
   prefect_patch  the profiles: `stock`, and `lean` (Prefect's settings left out of each task's
                  context), chosen by what the installed Prefect offers
@@ -35,7 +36,10 @@ from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings
 from harness.runtime.cluster import (
     LOW_LEVEL_LOG_LENGTH,
     SCHEDULER_CONNECT_TIMEOUT_S,
+    TASK_STREAM_LENGTH,
+    dashboard_link,
     open_cluster,
+    security,
     worker_layout,
 )
 from harness.runtime.logs import QUIET_LOGGERS, quiet_loggers
@@ -74,14 +78,17 @@ __all__ = [
     "Profile",
     "Runtime",
     "SettingsCheck",
+    "TASK_STREAM_LENGTH",
     "cache_dir",
     "check_settings",
     "check_workers",
     "client_settings",
+    "dashboard_link",
     "free_port",
     "lean_task_context",
     "lean_unavailable",
     "open_runtime",
+    "security",
     "serialize_context_without_settings",
     "start_prefect_server",
     "worker_layout",
@@ -103,12 +110,16 @@ class Runtime:
     # Under `lean`, the preflight's verdict on every Prefect setting; checked again per submit.
     settings_check: SettingsCheck | None = None
     notes: list[str] = field(default_factory=list)  # e.g. "lean unavailable on Prefect X: stock used"
+    dashboard: str | None = None  # the scheduler's dashboard link; None when it serves none
+    security: Any = None  # distributed.Security for a tls:// scheduler, else None
 
     def task_runner(self) -> Any:
         """A DaskTaskRunner on this runtime's cluster, for a flow about to run."""
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(address=self.scheduler_address)
+        if self.security is None:
+            return DaskTaskRunner(address=self.scheduler_address)
+        return DaskTaskRunner(address=self.scheduler_address, client_kwargs={"security": self.security})
 
     def submitting(self) -> contextlib.AbstractContextManager[None]:
         """Wrap a flow call: task submits follow this runtime's profile (lean or stock)."""
@@ -126,6 +137,8 @@ class Runtime:
             "settings": self.settings,
             "workers": self.layout,
             "startup": self.startup,
+            "dashboard": self.dashboard,
+            "tls": self.security is not None,
         }
 
 
@@ -141,6 +154,7 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
     """
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
+    tls = security(cluster)  # tls:// without its security, or the reverse: exit 2 before starting anything
     notes: list[str] = []
     if profile == LEAN and (why := lean_unavailable()):
         profile = STOCK
@@ -172,4 +186,6 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
             startup=startup,
             settings_check=settings_check,
             notes=notes,
+            dashboard=dashboard_link(client),
+            security=tls,
         )

@@ -1,4 +1,5 @@
-"""The Dask cluster a run uses: a scheduler address to join, or a LocalCluster we start."""
+"""The Dask cluster a run uses: a scheduler address to join (tls:// with a security
+configuration), or a LocalCluster we start; and where its dashboard is."""
 
 from __future__ import annotations
 
@@ -15,6 +16,33 @@ SCHEDULER_CONNECT_TIMEOUT_S = 10.0
 # in this process it held every item of the last 1,000 tasks (docs/runtime-notes.md, "Dask's
 # low-level log length"). 16 lines are enough to debug a stream, too few to hold a run's items.
 LOW_LEVEL_LOG_LENGTH = 16
+# The scheduler's task-stream buffer (Dask's default: the last 100,000 tasks, each record with
+# its start/stop times, ~1 KB; the dashboard keeps it whenever bokeh is installed). run.py reads
+# one stage's records at a time (harness.runtime.diagnostics), at most DASK_TASK_BUDGET (5,000)
+# tasks for a sampled strategy: twice that holds a stage whole, and caps what a LocalCluster's
+# scheduler (in the flow process) keeps at ~10 MB instead of ~100 MB.
+TASK_STREAM_LENGTH = 10_000
+
+
+def security(cluster: ClusterSpec) -> Any:
+    """The distributed.Security for `cluster`'s address: None for a local cluster or tcp://;
+    from `[cluster] security` (or --dask-security) for tls://, encryption required.
+    A SpecError when one is given without the other."""
+    tls = cluster.address.startswith("tls://")
+    if cluster.security is None:
+        if tls:
+            raise SpecError(f"[cluster] address / --dask-address: found {cluster.address!r}, a tls:// scheduler, "
+                            "but no security configuration: give [cluster] security = {ca_file, cert, key} "
+                            "or --dask-security FILE (README, \"Running on your own cluster\")")
+        return None
+    if not tls:
+        raise SpecError(f"[cluster] security / --dask-security: given, but the scheduler address "
+                        f"{cluster.address or '(none: a local cluster)'} is not tls://; expected a tls:// "
+                        "address, or no security configuration")
+    from distributed.security import Security
+
+    return Security(tls_ca_file=cluster.security.ca_file, tls_client_cert=cluster.security.cert,
+                    tls_client_key=cluster.security.key, require_encryption=True)
 
 
 def open_cluster(
@@ -28,12 +56,17 @@ def open_cluster(
     import dask
     import distributed
 
-    stack.enter_context(dask.config.set({"distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}))
+    tls = security(cluster)
+    stack.enter_context(dask.config.set({
+        "distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH,
+        "distributed.scheduler.dashboard.tasks.task-stream-length": TASK_STREAM_LENGTH,
+    }))
     address = cluster.address
     if address:
         try:
             client = stack.enter_context(
-                distributed.Client(address, timeout=SCHEDULER_CONNECT_TIMEOUT_S, set_as_default=False)
+                distributed.Client(address, timeout=SCHEDULER_CONNECT_TIMEOUT_S, set_as_default=False,
+                                   **({"security": tls} if tls is not None else {}))
             )
         except (OSError, TimeoutError) as exc:
             raise SpecError(f"[cluster] address / --dask-address: cannot reach a Dask scheduler at {address} ({exc})") from None
@@ -56,6 +89,15 @@ def open_cluster(
     client = stack.enter_context(distributed.Client(local, set_as_default=False))
     startup["dask_cluster"] = "started"
     return client, local.scheduler_address
+
+
+def dashboard_link(client: Any) -> str | None:
+    """The scheduler's dashboard ("http://127.0.0.1:PORT/status"), or None when it serves none
+    (Dask serves it only with bokeh installed, and a user's scheduler may run without it)."""
+    try:
+        return client.dashboard_link or None
+    except (KeyError, TypeError, AttributeError):  # no "dashboard" among the scheduler's services
+        return None
 
 
 def worker_layout(client: Any) -> list[dict[str, Any]]:
