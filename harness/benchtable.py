@@ -3,7 +3,9 @@
 README's benchmark table is this module's output over one run folder per workload
 (`python -m harness table results/bench-*/latest`). Each line reads its run's CSVs through
 harness.stats, so a ratio here is the report's ratio: median wall over median wall, sampled
-strategies projected to all items, with the same 95 % bootstrap interval.
+strategies projected to all items, with the same exact distribution-free 95 % interval (or
+"too few repeats" when the run had fewer than a verdict needs). `--json` gives each run's
+results.json figures instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 from harness import stats
 from harness.errors import SpecError
 from harness.records import read_runs
+from harness.results import read_results
 from harness.strategies import Strategy
 
 COLUMNS = ("workload", "work", "best static N", "adaptive / best static", "adaptive vs per_item",
@@ -37,7 +40,9 @@ def _ratio_cell(ref: stats.Reference | None, *, speedup: bool = False) -> str:
         return "—"
     r = ref.ratio.inverted() if speedup else ref.ratio
     digits = 0 if r.estimate >= 10 else 2
-    mark = "" if r.significant or not r.has_interval else " (n.s.)"
+    if not r.has_interval:
+        return f"{r.estimate:,.{digits}f}× (too few repeats, need ≥ {r.need or stats.repeats_needed()})"
+    mark = "" if r.significant else " (n.s.)"
     return f"{r.estimate:,.{digits}f}× {r.interval(digits)}{mark}"
 
 
@@ -71,7 +76,20 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame([run_line(Path(d)) for d in run_dirs], columns=list(COLUMNS))
 
 
+def table_json(run_dirs: list[Path]) -> list[dict]:
+    """Each run folder's results.json (rebuilt from its CSVs when the run predates it), with its path."""
+    if not run_dirs:
+        raise SpecError("table: no run folders given")
+    out = []
+    for d in map(Path, run_dirs):
+        for needed in ("runs.csv", "env.json"):
+            if not (d / needed).is_file():
+                raise SpecError(f"{d}: not a run folder (no {needed})")
+        out.append({"run_dir": str(d), **read_results(d)})
+    return out
+
+
 def render(frame: pd.DataFrame) -> str:
-    legend = ("Ratios are median wall / median wall with a 95 % bootstrap interval over the repeats "
+    legend = ("Ratios are median wall / median wall with an exact distribution-free 95 % interval over the repeats "
               "(below 1: adaptive is faster); \"faster\" is the inverse; (n.s.): the interval straddles 1.")
     return frame.to_markdown(index=False, disable_numparse=True) + "\n\n" + legend + "\n"

@@ -115,15 +115,32 @@ def interval_batch(log_a: np.ndarray, log_b: np.ndarray, alpha: float = ALPHA) -
     return np.exp(diffs[:, k - 1]), np.exp(diffs[:, n * m - k])
 
 
-def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided p-value of "a and b come from the same distribution" (ties count half)."""
+def mann_whitney_p(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> float:
+    """p-value of "a and b come from the same distribution" against a and b differing
+    ("two-sided") or a tending larger ("greater"); ties count half, rounded the cautious way."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     n, m = len(a), len(b)
     if not n or not m:
         return math.nan
     u = float((a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum())
-    tail = min(_u_lower_tail(n, m, u), _u_lower_tail(n, m, n * m - u))  # U's null law is symmetric
-    return min(1.0, 2 * tail)
+    upper = _u_lower_tail(n, m, math.ceil(n * m - u))  # P(U >= u): U's null law is symmetric
+    if alternative == "greater":
+        return upper
+    return min(1.0, 2 * min(_u_lower_tail(n, m, math.ceil(u)), upper))
+
+
+def smallest_p(n: int, m: int, alternative: str = "two-sided") -> float:
+    """The smallest p-value n against m repeats can give at all (all of one side beyond the other)."""
+    return (1 if alternative == "greater" else 2) / math.comb(n + m, n)
+
+
+def repeats_for_family(tests: int, alpha: float = ALPHA, alternative: str = "greater") -> int:
+    """The fewest repeats per side with which Holm over `tests` tests can reject at all: the
+    smallest p must reach alpha / tests (Holm's first step)."""
+    n = 1
+    while smallest_p(n, n, alternative) > alpha / max(tests, 1):
+        n += 1
+    return n
 
 
 def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:

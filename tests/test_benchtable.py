@@ -55,7 +55,7 @@ def test_the_table_has_a_line_per_run_and_a_legend(tmp_path):
     assert list(frame.columns) == list(COLUMNS)
     assert list(frame["workload"]) == ["one", "two"]
     text = render(frame)
-    assert text.count("\n| one") == 1 and "bootstrap" in text
+    assert text.count("\n| one") == 1 and "distribution-free" in text
 
 
 def test_missing_references_show_a_dash(tmp_path):
