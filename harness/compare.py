@@ -141,6 +141,18 @@ def _too_few(sa: dict, sb: dict, common: list[str]) -> str:
             f"so neither a regression nor its absence can be shown. Re-run with --repeats auto or --repeats {need}.")
 
 
+def judge(sa: dict[str, Any], sb: dict[str, Any], threshold: float = DEFAULT_THRESHOLD) -> list[Change]:
+    """Each strategy in both sample sets ({strategy: walls}): B against A, Holm over all of them."""
+    common = [s for s in sa if s in sb]
+    p_slower = [stats.mann_whitney_p(sb[s], sa[s], "greater") for s in common]
+    changes = []
+    for strategy, p, is_slower in zip(common, p_slower, stats.holm(p_slower)):
+        r = stats.ratio(f"B {strategy}", sb[strategy], f"A {strategy}", sa[strategy])
+        changes.append(Change(strategy, float(pd.Series(sa[strategy]).median()), float(pd.Series(sb[strategy]).median()),
+                              r, p, is_slower, is_slower and r.estimate > 1 + threshold))
+    return changes
+
+
 def compare_runs(a: Path, b: Path, threshold: float = DEFAULT_THRESHOLD, *, force: bool = False) -> Comparison:
     if not threshold >= 0:
         raise SpecError(f"--threshold: found {threshold}, expected a fraction >= 0 (0.10 = 10 %)")
@@ -154,13 +166,7 @@ def compare_runs(a: Path, b: Path, threshold: float = DEFAULT_THRESHOLD, *, forc
     common = [s for s in sa if s in sb]
     if common and (why := _too_few(sa, sb, common)):
         raise TooFewRepeats(f"{a} against {b}: {why}")
-    p_slower = [stats.mann_whitney_p(sb[s], sa[s], "greater") for s in common]
-    slower = stats.holm(p_slower)
-    changes = []
-    for strategy, p, is_slower in zip(common, p_slower, slower):
-        r = stats.ratio(f"B {strategy}", sb[strategy], f"A {strategy}", sa[strategy])
-        changes.append(Change(strategy, float(pd.Series(sa[strategy]).median()), float(pd.Series(sb[strategy]).median()),
-                              r, p, is_slower, is_slower and r.estimate > 1 + threshold))
+    changes = judge(sa, sb, threshold)
     warnings = [f"{side}: {w}" for side, runs, env in (("A", runs_a, env_a), ("B", runs_b, env_b))
                 for w in conditions.load_warnings(runs, env.get("cpu_count"))]
     return Comparison(Path(a), Path(b), threshold, tuple(changes),

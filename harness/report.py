@@ -218,8 +218,9 @@ def _settling(runs: pd.DataFrame, env: dict[str, Any]) -> Settling | None:
     if not block:
         return None
     summary = (f"repeats = \"auto\": {block['rounds']} rounds in {block['rounds_s']:.0f} s of a {block['budget_s']:.0f} s "
-               f"budget; stopped: {block['stopped_because']}. A ratio settles when its 95 % interval reaches no "
-               f"further than ±{block['target_half_width']:.0%} from its estimate.")
+               f"budget; stopped: {block['stopped_because']}. A run stops no earlier than the "
+               f"{block.get('floor', '?')} rounds its verdicts need; a ratio settles when its 95 % interval "
+               f"reaches no further than ±{block['target_half_width']:.0%} from its estimate.")
     lines = tuple(f"adaptive / {s.strategy} ({s.role}): {s.why}" for s in settle.ratio_statuses(runs))
     return Settling(summary, lines)
 

@@ -37,7 +37,6 @@ from harness.records import (
 from harness.results import write_results
 from harness.runtime import Runtime, open_runtime
 from harness.spec import AUTO, WorkloadSpec, strategies_to_run
-from harness.stats import repeats_needed
 from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
 from harness.workloads import Workload
 
@@ -238,7 +237,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                     "budget_s": spec.run.budget_s, "rounds": repeat,
                     "rounds_s": round(sum(round_s), 3), "round_s": [round(x, 3) for x in round_s],
                     "stopped_because": decision.reason, "target_half_width": settle.TARGET_HALF_WIDTH,
-                    "floor": repeats_needed()},
+                    "floor": settle.floor_rounds(len(strategies))},
                 "runtime": runtime.describe(),
                 "warm_up_s": round(warm_up_s, 3),
                 "warm_up_overhead_ms": round(overhead_hint * 1000, 3) if overhead_hint is not None else None,

@@ -70,6 +70,12 @@ def ratio_statuses(runs: pd.DataFrame) -> tuple[RatioStatus, ...]:
     return tuple(out)
 
 
+def floor_rounds(strategies: int) -> int:
+    """The fewest rounds before a run may stop as settled: enough for the report's verdicts and
+    for `harness compare` to be able to flag a regression over this many strategies (Holm)."""
+    return max(stats.repeats_needed(), stats.repeats_for_family(strategies))
+
+
 def decide(runs: pd.DataFrame, round_s: list[float], elapsed_s: float, budget_s: float) -> Decision:
     """After the rounds in `runs` (durations `round_s`, `elapsed_s` spent in all): another round?"""
     statuses = ratio_statuses(runs) if len(runs) else ()
@@ -77,10 +83,10 @@ def decide(runs: pd.DataFrame, round_s: list[float], elapsed_s: float, budget_s:
     left = budget_s - elapsed_s
     fits = int(left // estimate) if estimate > 0 else 0
     done = len(round_s)
-    floor = stats.repeats_needed()
+    floor = floor_rounds(runs["strategy"].nunique() if len(runs) else 1)
     if done >= floor and all(s.settled for s in statuses):
         reason = ("every ratio settled" if statuses
-                  else f"no adaptive ratio to settle: stopped at the {floor} rounds a verdict needs")
+                  else f"no adaptive ratio to settle: stopped at the {floor} rounds the verdicts need")
         return Decision(False, reason, statuses, estimate, fits)
     if done >= MAX_ROUNDS:
         return Decision(False, f"reached {MAX_ROUNDS} rounds", statuses, estimate, fits)
