@@ -36,14 +36,16 @@ def _workload_line(env: dict) -> str:
 
 
 def _ratio_cell(ref: stats.Reference | None, *, speedup: bool = False) -> str:
+    """'1.11× [1.05, 1.17]', '40× [38, 44] faster' (speedup), or the estimate and 'too few repeats'."""
     if ref is None:
         return "—"
     r = ref.ratio.inverted() if speedup else ref.ratio
     digits = 0 if r.estimate >= 10 else 2
+    word = " faster" if speedup else ""
     if not r.has_interval:
-        return f"{r.estimate:,.{digits}f}× (too few repeats, need ≥ {r.need or stats.repeats_needed()})"
+        return f"{r.estimate:,.{digits}f}×{word} (too few repeats, need ≥ {r.need or stats.repeats_needed()})"
     mark = "" if r.significant else " (n.s.)"
-    return f"{r.estimate:,.{digits}f}× {r.interval(digits)}{mark}"
+    return f"{r.estimate:,.{digits}f}× {r.interval(digits)}{word}{mark}"
 
 
 def run_line(run_dir: Path) -> dict[str, str]:
@@ -63,7 +65,7 @@ def run_line(run_dir: Path) -> dict[str, str]:
         "work": _workload_line(env),
         "best static N": str(Strategy.parse(oracle).batch_size) if oracle else "—",
         "adaptive / best static": _ratio_cell(best),
-        "adaptive vs per_item": (_ratio_cell(refs.get("per_item"), speedup=True) + " faster")
+        "adaptive vs per_item": _ratio_cell(refs.get("per_item"), speedup=True)
         if "per_item" in refs and refs["per_item"].ratio.estimate < 1 else _ratio_cell(refs.get("per_item")),
         "adaptive / raw_dask (best N)": f"{_ratio_cell(raw)} ({Strategy.parse(raw.strategy).batch_size})" if raw else "—",
         "adaptive / joblib_auto": _ratio_cell(refs.get("joblib_auto")),
