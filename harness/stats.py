@@ -221,7 +221,8 @@ class Ratio:
     def phrase(self, reference: str) -> str:
         """'41× [38, 44] faster than per_item' or '1.03× [0.98, 1.08] the wall time of static:50'."""
         if not self.has_interval:
-            return f"{_times(self.estimate)} the wall time of {reference} ({self.too_few})"
+            return (f"{_times(self.estimate)} the wall time of {reference} "
+                    f"(too few repeats for a verdict: need ≥ {self.need or repeats_needed()})")
         if self.estimate < 1 and self.significant:
             fast = self.inverted()
             return f"{_times(fast.estimate)} {fast.interval(_digits(fast.estimate))} faster than {reference}"

@@ -54,7 +54,7 @@ def test_one_repeat_gives_no_interval_and_is_never_significant():
     assert r.estimate == pytest.approx(1.0 / 2.05)
     assert math.isnan(r.low) and not r.significant
     assert r.label == "too few repeats for a verdict (need ≥ 4)"
-    assert r.phrase("b") == "0.49× the wall time of b (too few repeats for a verdict (need ≥ 4))"
+    assert r.phrase("b") == "0.49× the wall time of b (too few repeats for a verdict: need ≥ 4)"
 
 
 def test_the_interval_is_the_k_th_pairwise_ratio_from_each_end():
