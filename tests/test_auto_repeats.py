@@ -103,3 +103,12 @@ def test_settling_stops_before_a_round_that_would_overrun_the_budget():
 def test_the_floor_is_what_a_verdict_needs():
     assert stats.repeats_needed() == 4
     assert not settle.decide(make_runs(spread=(0.0,) * 3), [1.0] * 3, 3.0, 100.0).statuses[0].settled
+
+
+@pytest.mark.parametrize("args, named", [(["--budget", "-5"], "--budget"), (["--repeats", "sometimes"], "--repeats")])
+def test_a_bad_budget_or_repeats_is_bad_input_before_anything_starts(tmp_path, make_toml, capsys, args, named):
+    path = tmp_path / "tiny.toml"
+    path.write_text(make_toml("tiny"))
+    code, _, err = _run_cli(["run", str(path), "--out", str(tmp_path / "results"), *args], capsys)
+    assert code == 2 and named in err and args[1] in err
+    assert not (tmp_path / "results").exists()
