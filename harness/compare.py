@@ -1,8 +1,8 @@
 """Compare two run folders strategy by strategy: did B get slower than A, and are we sure?
 
 Only like with like: runs of different work (workload digest), profile, cluster layout,
-machine (CPU count and model) or package versions are refused (`CompareRefused`, exit 2)
-unless forced, and then the differences are part of the result. A strategy regressed when B's
+machine (CPU count and model), package versions or Dask performance reports (--dask-report)
+are refused (`CompareRefused`, exit 2) unless forced, and then the differences are part of the result. A strategy regressed when B's
 median wall is more than `threshold` above A's and the one-sided exact Mann-Whitney test of
 "B slower" rejects at 5 % after Holm's correction over every strategy compared. When the
 repeats are too few for that test to reject at all, the comparison refuses to give a verdict

@@ -126,6 +126,9 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         ("cluster layout (threads, memory limit per worker)", _layout(a), _layout(b)),
         ("CPU count", a.get("cpu_count"), b.get("cpu_count")),
         ("CPU model", a.get("cpu_model"), b.get("cpu_model")),
+        # Figures taken while drawing Dask performance reports include their cost (README, "Dask's
+        # own diagnostics"); a run from before the option drew none.
+        ("Dask performance reports (--dask-report)", bool(a.get("dask_report")), bool(b.get("dask_report"))),
     ]
     for what, x, y in checks:
         if x != y and x is not None and y is not None:  # None: an older run that did not record it

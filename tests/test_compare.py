@@ -90,6 +90,7 @@ UNLIKE = {
     "CPU count": lambda env: env | {"cpu_count": 8},
     "CPU model": lambda env: env | {"cpu_model": "Other CPU @ 9 GHz"},
     "package prefect": lambda env: env | {"packages": env["packages"] | {"prefect": "3.9.2"}},
+    "Dask performance reports": lambda env: env | {"dask_report": True},
 }
 
 
