@@ -33,6 +33,9 @@ def _say(message: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.spec import load_spec, with_overrides
 
+    if not 0 < args.worker_timeout < float("inf"):
+        raise SpecError(f"--worker-timeout: found {args.worker_timeout}, expected a number of seconds above 0")
+
     spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
                           address=args.dask_address, quick=args.quick)
     # Imported after the spec is known to be good: Prefect and Dask take seconds to import.
@@ -40,7 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.run import run_workload
 
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
-        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage)
+        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage,
+                              worker_timeout_s=args.worker_timeout)
     print((folder / "report.md").read_text())
     print(folder)
     return 0
@@ -91,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategies", help="comma-separated, overrides [run] strategies (e.g. per_item,static:64,adaptive)")
     run.add_argument("--repeats", type=int, help="overrides [run] repeats")
     run.add_argument("--dask-address", help="run on this existing Dask scheduler (tcp://host:port)")
+    # harness.runtime.WORKER_WAIT_TIMEOUT_S, spelled out for the same reason as --threshold's.
+    run.add_argument("--worker-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="with --dask-address: how long to wait for a first worker (default 30)")
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")

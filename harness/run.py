@@ -21,6 +21,7 @@ from harness.records import (
     RunRecord,
     environment,
     records_frame,
+    remove_stale_partials,
     run_folder,
     write_json,
 )
@@ -152,15 +153,18 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
 
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
-                 on_event: EventSink | None = None, progress: ProgressSink | None = None) -> Path:
+                 on_event: EventSink | None = None, progress: ProgressSink | None = None,
+                 worker_timeout_s: float | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder."""
     say = on_event or (lambda message: None)
+    for stale in remove_stale_partials(out, spec.name):
+        say(f"removed {stale}: the unfinished folder of a run that was killed")
     strategies = strategies_to_run(spec)
     workload = Workload(spec)
     items_total = len(workload)
     started_at = time.time()
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {spec.run.repeats} repeats)")
-    with open_runtime(spec.cluster, profile) as runtime:
+    with open_runtime(spec.cluster, profile, on_event=say, worker_timeout_s=worker_timeout_s) as runtime:
         say(f"runtime up: {runtime.startup}")
         t0 = time.perf_counter()
         overhead_hint = warm_up(spec, workload, runtime)

@@ -2,8 +2,9 @@
 join them.
 
 By default the harness starts both itself (a loopback `prefect server start` on SQLite and a
-Dask LocalCluster) and stops them at the end, even on error or Ctrl-C. An existing
-`PREFECT_API_URL` in the environment, or a scheduler address, is used instead.
+Dask LocalCluster) and stops them at the end, even on error or Ctrl-C; a SIGKILLed harness
+takes them with it. An existing `PREFECT_API_URL` in the environment, or a scheduler address,
+is used instead.
 
 Each setting applied cuts Prefect's per-task cost without changing what a task does; why each
 is there, and the command that shows it, is in docs/runtime-notes.md. Every report records
@@ -16,14 +17,16 @@ them. One module per job:
   cluster        join a Dask scheduler or start a LocalCluster
   preflight      every worker reaches the API before the first task
   prefect_patch  the `lean` profile: Prefect's settings left out of each task's context
-  logs           quieter Prefect and Dask loggers
+  logs           quieter Prefect and Dask loggers, injected faults unlogged on the workers
+  orphans        servers a killed harness left behind, stopped by the next run
+  server_entry   the server subprocess's entry point: it dies with its parent
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +36,15 @@ from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings
 from harness.runtime.cluster import (
     LOW_LEVEL_LOG_LENGTH,
     SCHEDULER_CONNECT_TIMEOUT_S,
+    WORKER_WAIT_TIMEOUT_S,
+    check_address,
     open_cluster,
+    probe_scheduler,
+    wait_for_workers,
     worker_layout,
 )
-from harness.runtime.logs import QUIET_LOGGERS, quiet_loggers
+from harness.runtime.logs import INJECTED_FAULT_PLUGIN, QUIET_LOGGERS, QuietInjectedFaults, quiet_loggers
+from harness.runtime.orphans import reap_orphaned_servers
 from harness.runtime.preflight import check_workers
 from harness.runtime.prefect_patch import PROFILES, lean_task_context, serialize_context_without_settings
 from harness.runtime.server import (
@@ -49,6 +57,8 @@ from harness.runtime.server import (
 )
 from harness.spec import ClusterSpec
 
+EventSink = Callable[[str], None]
+
 __all__ = [
     "CLIENT_SETTINGS",
     "LOW_LEVEL_LOG_LENGTH",
@@ -57,14 +67,18 @@ __all__ = [
     "SCHEDULER_CONNECT_TIMEOUT_S",
     "SERVER_SETTINGS",
     "SERVER_START_TIMEOUT_S",
+    "WORKER_WAIT_TIMEOUT_S",
     "PrefectServer",
     "Runtime",
     "cache_dir",
+    "check_address",
     "check_workers",
     "client_settings",
     "free_port",
     "lean_task_context",
     "open_runtime",
+    "probe_scheduler",
+    "reap_orphaned_servers",
     "serialize_context_without_settings",
     "start_prefect_server",
     "worker_layout",
@@ -106,15 +120,33 @@ class Runtime:
         }
 
 
+def _unregister_quietly(client: Any, name: str) -> None:
+    """Take our plugin off a cluster that outlives the run; a closing cluster may not answer."""
+    with contextlib.suppress(Exception):
+        client.unregister_worker_plugin(name)
+
+
 @contextlib.contextmanager
-def open_runtime(cluster: ClusterSpec, profile: str = "lean") -> Iterator[Runtime]:
-    """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started."""
+def open_runtime(cluster: ClusterSpec, profile: str = "lean", *, on_event: EventSink | None = None,
+                 worker_timeout_s: float | None = None) -> Iterator[Runtime]:
+    """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started.
+
+    Every wait is bounded and ends in a SpecError naming the peer. Servers an earlier, killed
+    harness left running are stopped first, and said through `on_event`. `worker_timeout_s`
+    (default WORKER_WAIT_TIMEOUT_S): how long an existing scheduler may have no workers.
+    """
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
+    if cluster.address:  # before anything starts: a bad address costs no server start-up
+        check_address(cluster.address)
+        wait_for_workers(cluster.address, WORKER_WAIT_TIMEOUT_S if worker_timeout_s is None else worker_timeout_s)
+    say = on_event or (lambda message: None)
+    for line in reap_orphaned_servers():
+        say(line)
     with contextlib.ExitStack() as stack:
         stack.enter_context(quiet_loggers())  # first in, last out: quiet through teardown too
         startup: dict[str, Any] = {}
-        api_url = open_api(stack, startup)
+        api_url = open_api(stack, startup, on_event)
         settings = client_settings(api_url)
         stack.enter_context(applied(settings))
 
@@ -125,6 +157,8 @@ def open_runtime(cluster: ClusterSpec, profile: str = "lean") -> Iterator[Runtim
         started = time.perf_counter()
         check_workers(client, api_url)
         startup["worker_check_s"] = round(time.perf_counter() - started, 3)
+        client.register_plugin(QuietInjectedFaults(), name=INJECTED_FAULT_PLUGIN)
+        stack.callback(_unregister_quietly, client, INJECTED_FAULT_PLUGIN)
         layout = worker_layout(client)
         yield Runtime(
             api_url=api_url,
