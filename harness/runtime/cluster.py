@@ -47,10 +47,10 @@ def check_address(address: str) -> None:
 async def _identity(address: str, timeout: float) -> dict[str, Any]:
     from distributed.comm import connect
 
-    comm = await connect(address, timeout=timeout)
+    comm = await connect(address, timeout=timeout)  # OSError if nothing accepts within `timeout`
     try:
         await comm.write({"op": "identity", "reply": True})
-        return await comm.read()
+        return await asyncio.wait_for(comm.read(), timeout)  # the handshake: TimeoutError
     finally:
         comm.abort()
 
@@ -61,16 +61,17 @@ def probe_scheduler(address: str, timeout: float = SCHEDULER_CONNECT_TIMEOUT_S) 
     distributed.Client(timeout=...) bounds the connect only; an address that accepts TCP but
     never speaks Dask (a silent listener, a Prefect server's port) would hang it forever.
     """
-    where = f"[cluster] address / --dask-address: {address}"
+    where = "[cluster] address / --dask-address"
     try:
-        answer = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout))
+        # The outer bound covers a write that never completes, too.
+        answer = asyncio.run(asyncio.wait_for(_identity(address, timeout), 2 * timeout))
     except (TimeoutError, asyncio.TimeoutError):
-        raise SpecError(f"{where}: no Dask scheduler answered within {timeout:.0f} s "
-                        "(nothing listens there, or what does is not a Dask scheduler)") from None
+        raise SpecError(f"{where}: {address} accepts connections, but no Dask scheduler answered there "
+                        f"within {timeout:.0f} s (what listens is not a Dask scheduler)") from None
     except Exception as exc:  # noqa: BLE001 - refused, reset, garbage: all mean "not a scheduler"
-        raise SpecError(f"{where}: cannot reach a Dask scheduler ({type(exc).__name__}: {exc})") from None
+        raise SpecError(f"{where}: cannot reach a Dask scheduler at {address} ({type(exc).__name__}: {exc})") from None
     if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        raise SpecError(f"{where}: what answers there is not a Dask scheduler")
+        raise SpecError(f"{where}: what answers at {address} is not a Dask scheduler")
     return answer
 
 

@@ -148,7 +148,7 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None) -> Prefe
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(SERVER_ENTRY), str(os.getpid()), "server", "start", "--host", "127.0.0.1",
+            [sys.executable, str(SERVER_ENTRY), str(os.getpid()), "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(port), "--no-ui"],
             env=env,
             stdout=log,

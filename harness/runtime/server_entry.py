@@ -1,6 +1,6 @@
 """Entry point of the Prefect server subprocess: `prefect server start`, tied to its parent.
 
-Run as a script (`python server_entry.py PARENT_PID prefect-args...`), standard library only
+Run as a script (`python server_entry.py PARENT_PID prefect server start ...`), standard library only
 until Prefect starts. The server runs in its own session, so the terminal's Ctrl-C never
 reaches it, and a SIGKILLed harness could not stop it: it would run on, orphaned. So a
 daemon thread polls the parent's pid and, once the parent is gone, kills the server's whole
@@ -31,7 +31,7 @@ def main() -> None:
     del sys.path[0]  # this script's folder holds harness modules that must not shadow others
     parent_pid = int(sys.argv[1])
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watchdog", daemon=True).start()
-    sys.argv = ["prefect", *sys.argv[2:]]
+    sys.argv = sys.argv[2:]  # "prefect", "server", "start", ...
     import runpy
 
     runpy.run_module("prefect", run_name="__main__", alter_sys=True)
