@@ -51,6 +51,7 @@ from harness.runtime.server import (
     SERVER_SETTINGS,
     SERVER_START_TIMEOUT_S,
     PrefectServer,
+    existing_api,
     free_port,
     open_api,
     start_prefect_server,
@@ -131,8 +132,11 @@ def open_runtime(cluster: ClusterSpec, profile: str = "lean", *, on_event: Event
     """
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
-    if cluster.address:  # before anything starts: a bad address costs no server start-up
+    # Checked before anything starts: bad input costs no server start-up.
+    if cluster.address:
         check_address(cluster.address)
+    existing = existing_api()
+    if cluster.address:
         wait_for_workers(cluster.address, WORKER_WAIT_TIMEOUT_S if worker_timeout_s is None else worker_timeout_s)
     say = on_event or (lambda message: None)
     for line in reap_orphaned_servers():
@@ -140,7 +144,7 @@ def open_runtime(cluster: ClusterSpec, profile: str = "lean", *, on_event: Event
     with contextlib.ExitStack() as stack:
         stack.enter_context(quiet_loggers())  # first in, last out: quiet through teardown too
         startup: dict[str, Any] = {}
-        api_url = open_api(stack, startup, on_event)
+        api_url = open_api(stack, startup, on_event, existing)
         settings = client_settings(api_url)
         stack.enter_context(applied(settings))
 

@@ -177,24 +177,34 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None) -> Prefe
     return server
 
 
+def existing_api() -> tuple[str, str] | None:
+    """PREFECT_API_URL and the Prefect version it reports, if the variable is set; a SpecError
+    naming it unless a Prefect API answers there within API_CHECK_TIMEOUT_S. None if unset."""
+    api_url = os.environ.get("PREFECT_API_URL", "")
+    if not api_url:
+        return None
+    if not health_ok(api_url, timeout=API_CHECK_TIMEOUT_S):
+        raise SpecError(f"PREFECT_API_URL={api_url}: no Prefect API answers at {api_url}/health "
+                        f"within {API_CHECK_TIMEOUT_S:.0f} s")
+    version = prefect_version(api_url)
+    if version is None:
+        raise SpecError(f"PREFECT_API_URL={api_url}: something answers at /health, but "
+                        f"{api_url.rstrip('/')}/admin/version gave no Prefect version: not a Prefect API "
+                        "(a Prefect server's API URL ends in /api)")
+    return api_url, version
+
+
 def open_api(stack: contextlib.ExitStack, startup: dict[str, Any],
-             on_event: Callable[[str], None] | None = None) -> str:
-    """The API URL to use: PREFECT_API_URL if set (it must answer as a Prefect API), else a
+             on_event: Callable[[str], None] | None = None,
+             existing: tuple[str, str] | None = None) -> str:
+    """The API URL to use: PREFECT_API_URL if set (`existing`, checked by existing_api), else a
     server we start and `stack` stops. Records in `startup` which it was and, if started, how
     long it took."""
-    api_url = os.environ.get("PREFECT_API_URL", "")
-    if api_url:
-        if not health_ok(api_url, timeout=API_CHECK_TIMEOUT_S):
-            raise SpecError(f"PREFECT_API_URL={api_url}: no Prefect API answers at {api_url}/health "
-                            f"within {API_CHECK_TIMEOUT_S:.0f} s")
-        version = prefect_version(api_url)
-        if version is None:
-            raise SpecError(f"PREFECT_API_URL={api_url}: something answers at /health, but "
-                            f"{api_url.rstrip('/')}/admin/version gave no Prefect version: not a Prefect API "
-                            "(a Prefect server's API URL ends in /api)")
+    existing = existing or existing_api()
+    if existing:
         startup["prefect_server"] = "existing"
-        startup["prefect_server_version"] = version
-        return api_url
+        startup["prefect_server_version"] = existing[1]
+        return existing[0]
     server = start_prefect_server(on_event)
     stack.callback(server.stop)
     startup["prefect_server"] = "started"
