@@ -31,6 +31,7 @@ from harness.records import (
     RunRecord,
     environment,
     records_frame,
+    remove_stale_partials,
     run_folder,
     write_json,
 )
@@ -162,7 +163,8 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
-                 on_committed: CommittedSink | None = None, dask_report: bool = False) -> Path:
+                 on_committed: CommittedSink | None = None, worker_timeout_s: float | None = None,
+                 dask_report: bool = False) -> Path:
     """Run the workload under every strategy and return the completed run folder.
 
     `lean` is the default here only: the harness's own synthetic tasks, where it is measured
@@ -170,6 +172,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
     each strategy's first repeat is wrapped in a Dask performance report, written into the run
     folder (dask_report_file) and listed in env.json's `dask_reports`."""
     say = on_event or (lambda message: None)
+    for stale in remove_stale_partials(out, spec.name):
+        say(f"removed {stale}: the unfinished folder of a run that was killed")
     strategies = strategies_to_run(spec)
     workload = Workload(spec)
     items_total = len(workload)
@@ -180,7 +184,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {planned} repeats{budget})")
     digest = workload_digest(spec, workload.expected_compute_s)
     load_at_start = load_now()
-    with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss) as runtime:
+    with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
+                      worker_timeout_s=worker_timeout_s) as runtime:
         say(f"runtime up: {runtime.startup}")
         say(f"Dask dashboard: {runtime.dashboard}" if runtime.dashboard
             else "Dask dashboard: none (the scheduler serves none; Dask needs bokeh for it)")

@@ -109,7 +109,7 @@ def test_tls_address_without_security_and_security_without_tls_are_exit_2(tmp_pa
     path.write_text(make_toml("tls"))
     out = tmp_path / "results"
     code, _, err = _cli(["run", str(path), "--out", str(out), "--dask-address", "tls://127.0.0.1:1"], capsys)
-    assert code == 2 and "a tls:// scheduler, but no security configuration" in err and "--dask-security" in err
+    assert code == 2 and "a tls:// scheduler needs a TLS configuration" in err and "--dask-security" in err
     _pem_files(tmp_path / "tls")
     sec = tmp_path / "tls" / "security.toml"
     sec.write_text('ca_file = "ca.pem"\ncert = "cert.pem"\nkey = "key.pem"\n')
@@ -263,5 +263,5 @@ def test_runs_on_a_tls_scheduler_with_its_security_and_is_refused_without_it(run
         assert set(runs["strategy"]) == {"raw_dask:5", "static:5"} and runs["checksum"].nunique() == 1
 
         code, _, err = _cli(["run", str(path), "--out", str(tmp_path / "refused"), "--dask-address", address], capsys)
-        assert code == 2 and "no security configuration" in err
+        assert code == 2 and "needs a TLS configuration" in err
         assert not (tmp_path / "refused").exists()
