@@ -62,6 +62,8 @@ _STRATEGY_FORMS = STRATEGY_FORMS
 # The patterns that run a user's [task]: the others read or rewrite synthetic items' costs and
 # attributes (groups, quality routes, scaled pipeline steps).
 USER_TASK_PATTERNS = ("map",)
+# A Problem's `found` for a key that a rule across tables requires (said as pydantic's "missing").
+MISSING_KEY = "missing (a required key)"
 # The `source` of a spec harness.benchmark builds: its items are Python objects, not [items] keys.
 BENCHMARK_SOURCE = "harness.benchmark"
 
@@ -209,11 +211,11 @@ class WorkloadSpec:
     seed: integer(0) = field(default=0, kw_only=True)  # only synthetic items use it
     items: ItemsSpec
     cost: CostSpec | None = None
-    task: TaskSpec | None = None
     faults: FaultSpec = field(default_factory=FaultSpec)
     pattern: PatternSpec = field(default_factory=MapOptions)
     cluster: ClusterSpec = field(default_factory=ClusterSpec)
     run: RunSpec = field(default_factory=RunSpec)
+    task: TaskSpec | None = None  # instead of [cost]: the user's function (listed last: [cost] is the usual one)
     source: SkipJsonSchema[str] = field(default="", kw_only=True)  # the file it was read from, for messages
 
     @model_validator(mode="after")
@@ -226,7 +228,7 @@ class WorkloadSpec:
                               found="neither")
             if items.count is None:
                 raise Problem(("items", "count"), None, "an integer from 1 to 10_000_000 ([cost] needs it)",
-                              found="no count")
+                              found=MISSING_KEY)
             for key in ("source", "path"):
                 if getattr(items, key):
                     raise Problem(("items", key), getattr(items, key), "no such key with [cost] (synthetic items "
@@ -496,6 +498,8 @@ def _message(error: dict[str, Any], root: type, raw: Any, source: str, option: s
     where = option or f"{source}: {place}"
     kind = error["type"]
     if problem is not None:
+        if problem.found == MISSING_KEY:
+            return place.order, f"{where}: missing (a required key), expected {problem.expected}"
         if problem.if_missing and place.raw is _ABSENT:
             return place.order, (f"{where}: missing, expected {problem.expected}; {problem.if_missing} "
                                  f"(the default {problem.value!r} is not valid there)")
