@@ -153,10 +153,13 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: st
     return max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
 
 
-def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
+def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
                  on_committed: CommittedSink | None = None, task: UserTask | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder.
+
+    `lean` is the default here only: the harness's own synthetic tasks, where it is measured
+    and env.json records the settings it assumed (harness.runtime.PROFILES).
 
     A spec with `[task]` runs the user's function: `task` when given (harness.benchmark),
     else loaded from the spec (SpecError before anything starts when it cannot be)."""
@@ -169,7 +172,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
     items_total = len(workload)
     started_at = time.time()
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {spec.run.repeats} repeats)")
-    with open_runtime(spec.cluster, profile) as runtime:
+    with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss) as runtime:
         say(f"runtime up: {runtime.startup}")
         if task is not None:
             from harness.task_workers import prepare_workers
