@@ -187,7 +187,8 @@ def test_numpy_example_matches_a_plain_loop(runtime, tmp_path, capsys):
     out = tmp_path / "results"
     code, stdout, err = run_cli(
         ["run", str(EXAMPLES / "numpy_task" / "workload.toml"), "--quick", "--out", str(out),
-         "--strategies", "per_item,static:256,adaptive,raw_dask:256,joblib_auto",
+         # per_item (a sample here) runs in the CSV and raising-function tests: left out to save time
+         "--strategies", "static:256,adaptive,raw_dask:256,joblib_auto",
          "--dask-address", runtime.scheduler_address], capsys)
     assert code == 0, err
     folder = folder_of(stdout)
