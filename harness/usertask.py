@@ -167,6 +167,11 @@ class ItemList:
     def retries(self) -> int:
         return self.spec.faults.retries
 
+    @property
+    def expected_compute_s(self) -> float:
+        """0: a user's items have no cost known before they run (Workload's is their generated cost)."""
+        return 0.0
+
     def __len__(self) -> int:
         return len(self._values)
 
