@@ -199,6 +199,8 @@ def test_numpy_example_matches_a_plain_loop(runtime, tmp_path, capsys):
     assert (pd.read_csv(folder / "runs.csv")["items_failed"] == 0).all()
     env = json.loads((folder / "env.json").read_text())
     assert env["workload"]["task"]["function"] == "spectra:peak"
+    # A user's task sees the settings the user's flow sees: stock unless asked (issue 18)
+    assert env["runtime"]["profile"] == "stock" and (pd.read_csv(folder / "runs.csv")["profile"] == "stock").all()
     assert "spectra:peak over 3,000 items" in (folder / "report.md").read_text()
 
 
