@@ -67,7 +67,7 @@ def test_phrase_says_faster_only_when_significantly_faster():
     fast = stats.Ratio("adaptive", "per_item", 0.025, 0.02, 0.03)
     assert fast.phrase("per_item") == "40× [33, 50] faster than per_item"
     close = stats.Ratio("adaptive", "static:50", 1.03, 0.98, 1.08)
-    assert close.phrase("static:50") == "1.03× [0.98, 1.08] the wall time of static:50 (not significant)"
+    assert close.phrase("static:50") == "1.03× [0.98, 1.08] the wall time of static:50 (difference not significant)"
 
 
 def test_quiet_samples_give_no_warning():
@@ -78,13 +78,13 @@ def test_a_wide_spread_is_flagged_as_unstable():
     runs = make_runs(spread=(-0.2, -0.1, 0.0, 0.1, 0.2))  # IQR = 20 % of the median
     warnings = stats.instability_warnings(runs)
     assert len(warnings) == len(TRUE_WALL_S)
-    assert all("unstable, IQR is 20% of the median" in w for w in warnings)
+    assert all("unstable, IQR is 20.0% of the median, over the 10% limit" in w for w in warnings)
 
 
 def test_a_slow_first_repeat_is_flagged():
     runs = make_runs(spread=(1.0, 0.0, 0.0, 0.0, 0.0))  # the first repeat takes twice as long
     warnings = stats.instability_warnings(runs)
-    assert sum("first repeat took 2.0×" in w for w in warnings) == len(TRUE_WALL_S)
+    assert sum("first repeat (repeat 1) took 2.0×" in w for w in warnings) == len(TRUE_WALL_S)
 
 
 def test_summary_uses_projected_walls_and_known_references():

@@ -22,6 +22,7 @@ from harness.controller import STRATEGIES, BatchObservation, Controller, Decisio
 from harness.resilience import PathFault, PathGuard, fail_on_path
 from harness.strategies.base import Stage, StageResult, Strategy
 from harness.strategies.tasks import Opaque, process_batch
+from harness.strategies.timings import TaskTimings
 from harness.workloads import BatchResult, Tally, run_batch
 
 
@@ -74,6 +75,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     tasks = 0
     window = 1  # until the first decision says otherwise
     t0 = time.perf_counter()
+    timings = TaskTimings(t0)  # Prefect tasks only: inline batches are the trace's
     # Failed tasks, re-runs and circuit breakers (harness.resilience); inline is the last resort.
     guard = PathGuard.for_stage(stage, tuple(sorted(STRATEGIES, key=lambda s: s == "inline")))
     blocked = False  # every strategy refuses: wait for a task in flight before routing again
@@ -121,6 +123,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
             else:
                 future = process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
             tasks += 1
+            timings.submitted(id(future), len(batch), submitted)
             in_flight[future] = (decision, submitted, job)
             future.add_done_callback(done.put)
             continue
@@ -141,11 +144,13 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         try:
             result = future.result().value
         except Exception as exc:  # noqa: BLE001  (a task failed as a whole, items never do: re-run its batch)
+            timings.finished(id(future), None, seen)
             del future
             controller.task_failed(submitted, seen, decision.batch_size)
             guard.failed(decision.strategy, job, exc)
             continue
         guard.succeeded(decision.strategy)
+        timings.finished(id(future), result.compute_s, seen)
         del future  # release it: Dask may otherwise re-run finished tasks (prefect#15442)
         obs = _observation(decision, submitted, seen, result)
         controller.observe(obs)
@@ -157,4 +162,5 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     inline = [row["items"] for row in trace if row["mode"] == "inline"]
     notes = [f"{len(inline)} batches ({sum(inline)} items) ran inline in the flow process"] if inline else []
     notes += guard.notes()
-    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=sizes, trace=trace, notes=notes)
+    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=sizes, trace=trace, notes=notes,
+                       timings=timings)
