@@ -7,11 +7,14 @@ idle at the tail. Here each task is placed on the worker threads by replaying th
 first-come-first-served queue (W threads: the i-th task submitted starts when it was submitted
 or when the (i - W + 1)-th completion was seen, whichever is later), which gives
 
-- busy time = seen finished - replayed start; idle_s = threads x wall - sum(busy);
-  tail_idle_s = the part of idle_s after the last task started (threads with nothing left);
+- busy time = seen finished - replayed start; idle_s = threads x wall - the thread-seconds with
+  a task in progress (sum of busy, at most `threads` tasks at any moment); tail_idle_s = the part
+  of idle_s after the last task started (threads with nothing left to run);
 - per task, busy - compute = o + t·b (b items): o the fixed cost of a task, t the transfer and
   serialisation cost of one item, fitted per runtime (Prefect, or Dask alone for raw_dask)
   across tasks of different sizes with a Theil-Sen line through the median of each size.
+  Tasks the flow saw late (done before a `map` call returned: it could not look) stay out of
+  the fit (tasks.csv `seen_late`).
 
 Pure: pandas and numpy in, numbers out (README, "Where the overhead goes").
 """
@@ -51,15 +54,27 @@ def with_starts(tasks: pd.DataFrame, threads: int) -> pd.DataFrame:
     return tasks.assign(start_s=replayed_starts(tasks["submit_s"], tasks["finish_s"], threads))
 
 
+def _busy_threads(start: np.ndarray, finish: np.ndarray, threads: int, since: float) -> float:
+    """Thread-seconds after `since` with a task on the thread: the time integral of the number of
+    tasks in progress, capped at `threads` (tasks completing out of submit order can make the
+    replay overlap more than `threads` of them; no thread runs two)."""
+    start, finish = np.maximum(start, since), np.maximum(finish, since)
+    times = np.concatenate([start, finish])
+    steps = np.concatenate([np.ones(len(start)), -np.ones(len(finish))])
+    order = np.lexsort((steps, times))  # at a tie, a finish before a start
+    times, running = times[order], np.cumsum(steps[order])
+    return float(np.sum(np.minimum(running[:-1], threads) * np.diff(times)))
+
+
 def idle(tasks: pd.DataFrame, wall_s: float, threads: int) -> tuple[float, float]:
     """(idle_s, tail_idle_s) of one stage from its tasks with `start_s` (see the module docstring)."""
     if tasks.empty or not threads:
         return math.nan, math.nan
     start, finish = tasks["start_s"].to_numpy(float), tasks["finish_s"].to_numpy(float)
-    total = threads * wall_s - float(np.sum(finish - start))
+    total = threads * wall_s - _busy_threads(start, finish, threads, 0.0)
     last = float(start.max())
-    tail = threads * max(0.0, wall_s - last) - float(np.sum(np.clip(finish - np.maximum(start, last), 0, None)))
-    return total, max(0.0, tail)
+    tail = threads * max(0.0, wall_s - last) - _busy_threads(start, finish, threads, last)
+    return max(0.0, total), max(0.0, tail)
 
 
 @dataclass(frozen=True)
@@ -77,13 +92,23 @@ class TaskCost:
         return not math.isnan(self.transfer_s)
 
 
+def _timed(tasks: pd.DataFrame) -> pd.DataFrame:
+    """The tasks whose busy time means something: a compute time (the task did not fail as a
+    whole) and seen finishing when it did (not `seen_late`, see harness.strategies.timings)."""
+    tasks = tasks.dropna(subset=["compute_s"])
+    if "seen_late" in tasks:
+        tasks = tasks[~tasks["seen_late"].astype(bool)]
+    return tasks
+
+
 def _residual(tasks: pd.DataFrame) -> pd.Series:
     return tasks["finish_s"] - tasks["start_s"] - tasks["compute_s"]
 
 
 def fit(tasks: pd.DataFrame, runtime: str) -> TaskCost | None:
-    """o and t over `tasks` (rows with start_s, finish_s, compute_s, items); None without tasks."""
-    tasks = tasks.dropna(subset=["compute_s"])
+    """o and t over `tasks` (rows with start_s, finish_s, compute_s, items); None without tasks.
+    Tasks the flow saw late (finished while it was still submitting a map) are left out."""
+    tasks = _timed(tasks)
     if tasks.empty:
         return None
     y = _residual(tasks)
@@ -101,7 +126,7 @@ def runtime_of(needs_flow: bool) -> str:
 
 def fixed_per_task(tasks: pd.DataFrame, cost: TaskCost) -> float:
     """One run's own fixed cost per task: median of busy - compute - t x items over its tasks."""
-    tasks = tasks.dropna(subset=["compute_s"])
+    tasks = _timed(tasks)
     if tasks.empty:
         return math.nan
     t = cost.transfer_s if cost.identified else 0.0

@@ -149,3 +149,28 @@ def plot_trace(trace: pd.DataFrame, items_total: int, phases: list[dict], path: 
     bottom.set_ylabel("items/s so far\n(dotted: controller's estimate)")
     bottom.set_xlabel("time since the stage started, s")
     return _save(fig, path)
+
+
+def history_figure(walls: pd.DataFrame, marks: dict[tuple[int, str], str], workload: str) -> plt.Figure:
+    """Median wall per strategy (one line each) across runs in order (`walls`: runs as rows,
+    labelled by commit), a step change marked ▲ (REGRESSION) or ▼ (faster) where `marks` says."""
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0], FIGSIZE[1] + 0.5))
+    x = list(range(len(walls)))
+    for strategy in walls.columns:
+        line, = ax.plot(x, walls[strategy], "o-", ms=4, label=strategy)
+        for (i, name), verdict in marks.items():
+            if name == strategy:
+                ax.plot([i], [walls[strategy].iloc[i]], "^" if verdict == "REGRESSION" else "v", ms=11,
+                        color="#d62728" if verdict == "REGRESSION" else "#2ca02c", mec=line.get_color())
+    ax.set_xticks(x, list(walls.index), rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("median wall, s (whole workload)")
+    ax.set_xlabel("run (in start order): commit")
+    ax.set_title(f"{workload}: wall time across runs (▲ regression, ▼ faster)")
+    ax.legend(fontsize=7, ncols=2, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(walls: pd.DataFrame, marks: dict[tuple[int, str], str], workload: str, path: Path) -> Path:
+    return _save(history_figure(walls, marks, workload), path)

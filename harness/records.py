@@ -42,6 +42,7 @@ RUN_COLUMNS = (
 # stage's start as the flow saw them, start_s replayed (harness.overhead).
 TASKS_COLUMNS = (
     "strategy", "repeat", "variant", "runtime", "task", "items", "submit_s", "start_s", "finish_s", "compute_s",
+    "seen_late",
 )
 TRACE_COLUMNS = (
     "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",

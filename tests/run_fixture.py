@@ -91,7 +91,7 @@ def make_tasks(fixed_s: float, transfer_s: float, sizes: tuple[int, ...] = (1, 5
                 extra *= 20  # an outlier: a task that waited on something else
             rows.append({"strategy": "per_item" if size == 1 else f"static:{size}", "repeat": 0, "variant": "dynamic",
                          "runtime": runtime, "task": task, "items": size, "submit_s": t, "start_s": t,
-                         "finish_s": t + compute + extra, "compute_s": compute})
+                         "finish_s": t + compute + extra, "compute_s": compute, "seen_late": False})
             t += compute + extra
     return pd.DataFrame(rows)
 

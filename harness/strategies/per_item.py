@@ -34,8 +34,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     futures = process_item.with_options(retries=stage.retries).map(
         list(stage.iter_items()), unmapped(stage.cost_kind)
     )
-    for future in futures:  # map submits them all in one call: its start is their submit time
-        timings.submitted(id(future), 1, started)
+    timings.mapped(futures, [1] * len(futures))
     for future in as_completed(futures):
         _fold_item_future(future, tally, timings)
         stage.progress(tally)

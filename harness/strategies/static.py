@@ -24,8 +24,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     for batch in batches:
         sizes[len(batch)] += 1
     futures = process_batch.map([Opaque(b) for b in batches], unmapped(stage.cost_kind), unmapped(stage.retries))
-    for future, batch in zip(futures, batches):  # map submits them all in one call: its start
-        timings.submitted(id(future), len(batch), started)
+    timings.mapped(futures, [len(b) for b in batches])
     del batches
     for future in as_completed(futures):
         result = future.result().value

@@ -15,7 +15,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-TASK_COLUMNS = ("task", "items", "submit_s", "finish_s", "compute_s")
+TASK_COLUMNS = ("task", "items", "submit_s", "finish_s", "compute_s", "seen_late")
 
 
 class TaskTimings:
@@ -30,7 +30,18 @@ class TaskTimings:
         """A task carrying `items` items was submitted (at `at`, perf_counter; default now)."""
         at = time.perf_counter() if at is None else at
         self._pending[key] = len(self.rows)
-        self.rows.append([len(self.rows), items, at - self.t0, None, None])
+        self.rows.append([len(self.rows), items, at - self.t0, None, None, False])
+
+    def mapped(self, futures: list[Any], sizes: list[int]) -> None:
+        """Tasks submitted by one `map` call that has just returned. Prefect's map submits them one
+        after another, so their submit times are spread evenly over the call; the flow could not
+        look at any result during it, so a task already finished when it returned is `seen_late`:
+        its finish time is when the flow first looked, not when it finished (kept out of the fit)."""
+        now = time.perf_counter()
+        first = self.t0 if not self.rows else self.rows[-1][2] + self.t0
+        for i, (future, items) in enumerate(zip(futures, sizes)):
+            self.submitted(id(future), items, first + (i + 1) / len(futures) * (now - first))
+            self.rows[-1][5] = bool(getattr(future, "wrapped_future", future).done())
 
     def finished(self, key: Hashable, compute_s: float | None, at: float | None = None) -> None:
         """The flow read the task's result; `compute_s` None when the task failed as a whole."""
