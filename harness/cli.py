@@ -73,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _say(f"could not publish the report artifacts to Prefect: {exc}")
 
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
-        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage,
+        folder = run_workload(spec, Path(args.out), profile=args.profile,
+                              allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
                               on_committed=present)
     if report_failed:
         exc = report_failed[0]
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
+    run.add_argument("--allow-setting-loss", action="store_true",
+                     help="under lean, run even if a Prefect setting differs between this process and the workers "
+                          "(env.json lists the settings lost)")
 
     report = _subcommand(sub, "report", "re-render report.md and report.html from a run folder's CSVs", [
         ("harness report results/small/latest", "after a harness upgrade, or an edited CSV"),
