@@ -240,3 +240,11 @@ def test_history_over_runs_of_two_commits(real_run, tmp_path, capsys, keep_signa
     for workload in ("figures", "fixture"):
         assert f'src="history_{workload}.png"' in page
         assert (results / f"history_{workload}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_note_names_the_repeats_it_was_made_in_counting_from_1():
+    from harness.run import which_repeats
+
+    assert which_repeats("3 batches ran inline", [1], of=3) == "3 batches ran inline (repeat 2)"
+    assert which_repeats("retried", [0, 2, 2], of=3) == "retried (repeats 1, 3)"
+    assert which_repeats("joblib reports batch counts", [0, 1, 2], of=3) == "joblib reports batch counts"
