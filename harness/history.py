@@ -26,8 +26,8 @@ from harness.errors import HarnessError, SpecError
 from harness.records import read_runs
 
 INDEX = "index.html"
-COLUMNS = ("date", "commit", "workload", "run", "adaptive / oracle", "95 % CI", "adaptive / per_item", "95 % CI ",
-           "step changes (compare with the previous run)")
+COLUMNS = ("date", "commit", "workload", "run", "adaptive / oracle", "95 % CI (oracle)", "adaptive / per_item",
+           "95 % CI (per_item)", "step changes (compare with the previous run)")
 # A commit is shown by its first characters, as git's short form.
 SHORT_COMMIT = 10
 
@@ -89,8 +89,15 @@ def find_runs(results_dir: Path) -> list[Path]:
 
 
 def _entry(folder: Path) -> RunEntry:
-    runs = stats.main_rows(read_runs(folder))
-    env = json.loads((folder / "env.json").read_text())
+    try:
+        runs = stats.main_rows(read_runs(folder))
+        env = json.loads((folder / "env.json").read_text())
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpecError(f"{folder}: found a run folder whose runs.csv or env.json cannot be read ({exc}), "
+                        "expected them as `harness run` writes them; move it out of the results folder") from exc
+    if runs.empty or not {"strategy", "workload", "wall_s"} <= set(runs.columns):
+        raise SpecError(f"{folder / 'runs.csv'}: found no rows or no strategy/workload/wall_s columns, "
+                        "expected runs.csv as `harness run` writes it")
     table = stats.summarize(runs)
     refs = {r.role: r for r in stats.adaptive_references(runs, table)}
     return RunEntry(folder, str(runs["workload"].iloc[0]), str(env.get("started_at") or ""),

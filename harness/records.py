@@ -77,7 +77,8 @@ class RunRecord:
     projected_wall_s: float  # wall_s * items_total / items: stated as a projection, never mixed up
     compute_s: float
     throughput_items_s: float
-    overhead_per_task_ms: float  # (wall x threads - compute) / tasks
+    overhead_per_task_ms: float  # (wall x threads - compute) / tasks: fixed cost, transfer and idle threads
+    # mixed (the split is in fixed_ms_per_task, transfer_us_per_item, idle_s, tail_idle_s below)
     flow_s: float  # the whole flow call, including flow-run creation and the Dask client
     checksum: str
     order: int  # position in its repeat (the order rotates each repeat)

@@ -54,7 +54,9 @@ OVERHEAD_INTRO = (
     "idle ms/task: (threads × wall − Σ busy) / tasks, thread time with no task on it, so "
     "fixed + t × batch + idle ≈ the mixed overhead; tail idle s: the part of that idle time after "
     "the last task started, threads with nothing left to run (smaller last batches cut it). "
-    "Prefect's map submits all of a static or per_item stage's tasks in one call, at its start."
+    "Prefect's map submits a static or per_item stage's tasks one after another in one call: their "
+    "submit times are spread over it, and tasks that finished before it returned (the flow could not "
+    "look) stay out of the fit."
 )
 
 

@@ -248,3 +248,19 @@ def test_a_note_names_the_repeats_it_was_made_in_counting_from_1():
     assert which_repeats("3 batches ran inline", [1], of=3) == "3 batches ran inline (repeat 2)"
     assert which_repeats("retried", [0, 2, 2], of=3) == "retried (repeats 1, 3)"
     assert which_repeats("joblib reports batch counts", [0, 1, 2], of=3) == "joblib reports batch counts"
+
+
+def test_history_refuses_an_unreadable_run_folder_naming_it(tmp_path, capsys, keep_signal_handlers):
+    from harness.cli import main
+
+    write_run(tmp_path / "results" / "fixture" / "good")
+    bad = tmp_path / "results" / "fixture" / "bad"
+    bad.mkdir()
+    (bad / "runs.csv").write_text("")
+    (bad / "env.json").write_text("{}")
+    assert main(["history", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "cannot be read" in err
+    assert not (tmp_path / "results" / "index.html").exists()
+    assert main(["history", str(tmp_path / "nowhere")]) == 2
+    assert "no such results folder" in capsys.readouterr().err
