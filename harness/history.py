@@ -13,6 +13,7 @@ Pure apart from reading the folders and writing index.html and its PNGs; cli.py 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,7 @@ def history(results_dir: Path, threshold: float = DEFAULT_THRESHOLD) -> History:
         previous = entries[i - 1] if i and entries[i - 1].workload == entry.workload else None
         if previous is not None:
             found, why = steps(previous.folder, entry.folder, threshold)
-            entry = RunEntry(**{**entry.__dict__, "steps": found, "not_compared": why})
+            entry = dataclasses.replace(entry, steps=found, not_compared=why)
         out.append(entry)
     return History(Path(results_dir), tuple(out))
 

@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # before pyplot: render to files, never look for a displa
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from harness.advice import NEAR_OPTIMAL_FRACTION
 from harness.strategies import RAW_DASK, STATIC, StrategyKind
 
 # Small enough to sit beside the table in a browser, sharp enough to read the ticks.
@@ -74,7 +75,7 @@ def sweep_figure(table: pd.DataFrame, band: tuple[int, ...] = ()) -> plt.Figure 
             shown += list(rows["q3_s"])
     if len(band):
         ax.axvspan(min(band) / 1.15, max(band) * 1.15, color="#2ca02c", alpha=0.12,
-                   label="static sizes within 5 % of the best")
+                   label=f"static sizes within {NEAR_OPTIMAL_FRACTION * 100:g} % of the best")
     if "adaptive" in table.index:
         a = table.loc["adaptive"]
         batch = a["batch_size"]
