@@ -29,6 +29,9 @@ from harness.records import read_runs
 INDEX = "index.html"
 COLUMNS = ("date", "commit", "workload", "run", "adaptive / oracle", "95 % CI (oracle)", "adaptive / per_item",
            "95 % CI (per_item)", "step changes (compare with the previous run)")
+# compare's verdicts that mark a step change on the trend plot (its others: no change, or a
+# slow-down within the threshold).
+STEP_VERDICTS = ("REGRESSION", "faster")
 # A commit is shown by its first characters, as git's short form.
 SHORT_COMMIT = 10
 
@@ -112,12 +115,8 @@ def steps(previous: Path, current: Path, threshold: float = DEFAULT_THRESHOLD) -
         result = compare_runs(previous, current, threshold)
     except HarnessError as exc:  # compare refuses unlike runs or too few repeats: say so, go on
         return (), str(exc)
-    out = []
-    for c in result.changes:
-        faster = c.ratio.significant and c.ratio.estimate < 1 / (1 + threshold)
-        if c.regressed or faster:
-            out.append(Step(c.strategy, c.ratio.estimate - 1, "REGRESSION" if c.regressed else "faster"))
-    return tuple(out), ""
+    return tuple(Step(c.strategy, c.ratio.estimate - 1, c.verdict) for c in result.changes
+                 if c.verdict in STEP_VERDICTS), ""
 
 
 def history(results_dir: Path, threshold: float = DEFAULT_THRESHOLD) -> History:
