@@ -179,7 +179,7 @@ def test_a_real_run_writes_tasks_csv_and_the_split_columns(real_run):
         assert math.isfinite(r.idle_s) and 0 <= r.tail_idle_s <= max(r.idle_s, 0) + 1e-6
         assert r.peak_rss_above_start_mb >= 0 and r.peak_rss_mb >= r.peak_rss_above_start_mb
     # The runtime's t is one number for all its rows; each row's o is its own.
-    for runtime, rows in runs.groupby(runs["strategy"].str.startswith("raw_dask")):
+    for _, rows in runs.groupby(runs["strategy"].str.startswith("raw_dask")):
         assert rows["transfer_us_per_item"].nunique() == 1
     report = write_report(real_run).read_text()
     assert "## Where the overhead goes" in report and "fitted over" in report
