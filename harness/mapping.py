@@ -186,13 +186,13 @@ def adaptive_map(
     from harness.strategies.tasks import Opaque
     from harness.strategies.window import run_window
 
-    if FlowRunContext.get() is None:
-        raise SpecError("adaptive_map: call it inside a Prefect flow (it submits Prefect tasks)")
     if on_failure not in ON_FAILURE:
         raise SpecError(f"adaptive_map on_failure: found {on_failure!r}, expected one of {', '.join(ON_FAILURE)}")
     for name, value, low in (("max_batch_size", max_batch_size, 1), ("workers", workers, 1), ("retries", retries, 0)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise SpecError(f"adaptive_map {name}: found {value!r}, expected an integer >= {low}")
+    if FlowRunContext.get() is None:
+        raise SpecError("adaptive_map: call it inside a Prefect flow (it submits Prefect tasks)")
     try:
         count: int | None = len(items)  # type: ignore[arg-type]
     except TypeError:

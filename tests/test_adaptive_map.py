@@ -5,6 +5,7 @@ DaskTaskRunner on a real LocalCluster (one of whose workers is killed mid-run)."
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import Failed, ItemsFailed, adaptive_map, local_runtime
+from harness.controller import BatchObservation, Controller
 from harness.errors import SpecError
 from harness.mapping import _Indexed, apply_batch
 from harness.strategies.window import LOOKAHEAD_MIN_ITEMS, _Lookahead
@@ -73,6 +75,30 @@ def test_lookahead_gives_a_lower_bound_until_the_source_ends():
     assert known.remaining == 5 and next(known) == 0 and known.remaining == 4
 
 
+def test_controller_caps_tasks_and_never_decides_inline_when_told_not_to():
+    """Fed random observations, every batched decision stays within max_batch_size, and with
+    allow_inline=False no decision or fill is ever inline (even with a warm-up prior)."""
+    rng = random.Random(3)
+    for trial in range(100):
+        cap = rng.choice([1, 7, 100])
+        allow = rng.random() < 0.5
+        c = Controller(rng.randint(1, 10**5), rng.randint(1, 16), prior_overhead_s=rng.choice([None, 0.02]),
+                       max_batch_size=cap, allow_inline=allow)
+        t = 0.0
+        for _ in range(30):
+            d = c.decide(rng.randint(1, 10**5), rng.randint(0, 20))
+            assert d.strategy == "inline" or d.batch_size <= cap
+            assert allow or d.strategy == "batched"
+            c.submitted(d)
+            start, t = t, t + rng.uniform(0.001, 0.2)
+            c.observe(BatchObservation(d.batch_size, d.batch_size, start, t, rng.uniform(0, t - start),
+                                       d.batch_size, 0, d.strategy))
+            fill = c.fill(rng.randint(1, 1000), 0)
+            assert allow or fill is None
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Controller(10, 2, max_batch_size=0)
+
+
 def test_items_failed_names_the_failed_items():
     failures = [Failed(i, ValueError(f"no {i}")) for i in range(7)]
     exc = ItemsFailed(failures, list(range(10)))
@@ -83,6 +109,10 @@ def test_items_failed_names_the_failed_items():
 def test_outside_a_flow_and_bad_options_are_refused():
     with pytest.raises(SpecError, match="inside a Prefect flow"):
         adaptive_map(square, [1, 2])
+    with pytest.raises(SpecError, match="on_failure: found 'ignore', expected one of raise, return"):
+        adaptive_map(square, [1, 2], on_failure="ignore")
+    with pytest.raises(SpecError, match="max_batch_size: found 0, expected an integer >= 1"):
+        adaptive_map(square, [1, 2], max_batch_size=0)
 
 
 # ---------------------------------------------------------------- real flows
