@@ -131,10 +131,11 @@ def _worker_threads(explicit: int | None) -> int:
         return explicit
     from prefect.context import FlowRunContext
 
+    from prefect_dask import DaskTaskRunner
+
     runner = FlowRunContext.get().task_runner
-    client = getattr(runner, "_client", None)  # DaskTaskRunner, once its flow has started it
-    if client is not None:
-        threads = sum(client.nthreads().values())
+    if isinstance(runner, DaskTaskRunner):
+        threads = sum(runner.client.nthreads().values())  # the client its first submit would open
         if threads:
             return threads
     cores = os.cpu_count() or 1
