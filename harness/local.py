@@ -31,6 +31,7 @@ def local_runtime(
     *,
     address: str | None = None,
     profile: str = "stock",
+    allow_setting_loss: bool = False,
 ) -> Iterator[LocalRuntime]:
     """A Prefect API and a Dask cluster for flows run from this process; stopped on exit.
 
@@ -48,17 +49,20 @@ def local_runtime(
     cost per task: tasks then read the settings of the workers' own environment, and any
     setting the flow changes at run time (e.g. PREFECT_TASKS_REFRESH_CACHE,
     PREFECT_LOGGING_TO_API_ENABLED, PREFECT_API_KEY set only here) does not reach them.
-    It applies to every DaskTaskRunner submit in this process while the runtime is open.
+    Under "lean" the workers' settings are compared with this process's before the first task
+    and at every submit: a difference is refused (SpecError naming it) unless
+    `allow_setting_loss`. It applies to every DaskTaskRunner submit in this process while the
+    runtime is open; `profile` on the yielded object says which one is in force (stock when
+    the installed Prefect cannot run lean).
     """
     from harness.runtime import open_runtime
-    from harness.runtime.prefect_patch import lean_task_context
     from harness.spec import ClusterSpec
 
     cluster = ClusterSpec(workers=workers, threads_per_worker=threads_per_worker, address=address or "")
     with contextlib.ExitStack() as stack:
         stack.enter_context(_api_url_from_prefect())
-        runtime = stack.enter_context(open_runtime(cluster, profile=profile))
-        stack.enter_context(lean_task_context(profile))
+        runtime = stack.enter_context(open_runtime(cluster, profile, allow_setting_loss=allow_setting_loss))
+        stack.enter_context(runtime.submitting())
         yield LocalRuntime(
             task_runner=runtime.task_runner(),
             client=runtime.client,
@@ -66,7 +70,7 @@ def local_runtime(
             dashboard_link=getattr(runtime.client, "dashboard_link", None),
             scheduler_address=runtime.scheduler_address,
             worker_threads=runtime.worker_threads,
-            profile=profile,
+            profile=runtime.profile,
             runtime=runtime,
         )
 
