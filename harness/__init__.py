@@ -2,9 +2,12 @@
 
 __version__ = "0.1.0"
 
-# The public API, imported on first use so `import harness` (and `harness --help`) stays free
-# of Prefect and Dask: name -> module.
+__all__ = ["Failed", "ItemsFailed", "adaptive_map", "benchmark", "local_runtime"]
+
+# The public API, imported on first use: `import harness` (which every worker process does, and
+# `harness --help`) stays free of Prefect and Dask. name -> module.
 _LAZY = {
+    "benchmark": "harness.api",
     "adaptive_map": "harness.mapping", "Failed": "harness.mapping", "ItemsFailed": "harness.mapping",
     "local_runtime": "harness.local",
 }
