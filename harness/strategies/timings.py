@@ -49,6 +49,19 @@ class TaskTimings:
         row = self.rows[self._pending.pop(key)]
         row[3], row[4] = at - self.t0, compute_s
 
+    @classmethod
+    def from_trace(cls, trace: list[dict[str, Any]]) -> TaskTimings:
+        """The tasks of an adaptive window (harness.strategies.window) from its trace rows, whose
+        times count from the window's start as its wall does: each batched row is a task seen
+        finished at `t_s`, submitted at `submitted_s`. Inline batches are not tasks; a task that
+        failed as a whole has no trace row, so it is not here either."""
+        timings = cls(0.0)
+        tasks = sorted((row for row in trace if row.get("mode") != "inline"), key=lambda row: row["submitted_s"])
+        for i, row in enumerate(tasks):
+            timings.submitted(i, row["items"], row["submitted_s"])
+            timings.finished(i, row["compute_s"], row["t_s"])
+        return timings
+
     def records(self) -> list[dict[str, Any]]:
         """One dict per task whose result was seen, in submit order."""
         return [dict(zip(TASK_COLUMNS, row)) for row in self.rows if row[3] is not None]
