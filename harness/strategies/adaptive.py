@@ -12,7 +12,6 @@ most one window of tasks, whatever the item count.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import queue
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from harness.controller import STRATEGIES, BatchObservation, Controller, Decisio
 from harness.resilience import PathFault, PathGuard, fail_on_path
 from harness.strategies.base import Stage, StageResult, Strategy
 from harness.strategies.tasks import Opaque, process_batch
-from harness.workloads import BatchResult, Tally, run_batch
+from harness.workloads import FoldedBatch, Tally, run_batch_folded
 
 
 def _trace_row(t0: float, obs: BatchObservation, decision: Decision, controller: Controller,
@@ -47,16 +46,15 @@ def _trace_row(t0: float, obs: BatchObservation, decision: Decision, controller:
     }
 
 
-def _observation(decision: Decision, started: float, finished: float, result: BatchResult) -> BatchObservation:
-    failed = sum(1 for o in result.outcomes if not o.ok)
+def _observation(decision: Decision, started: float, finished: float, result: FoldedBatch) -> BatchObservation:
     return BatchObservation(
         batch_size=decision.batch_size,
-        items=len(result.outcomes),
+        items=result.tally.items,
         started=started,
         finished=finished,
         compute_s=result.compute_s,
-        ok=len(result.outcomes) - failed,
-        failed=failed,
+        ok=result.tally.items_ok,
+        failed=result.tally.items_failed,
         strategy=decision.strategy,
     )
 
@@ -64,7 +62,7 @@ def _observation(decision: Decision, started: float, finished: float, result: Ba
 def execute(strategy: Strategy, stage: Stage) -> StageResult:
     """Run the stage with batch sizes and strategy chosen from live throughput (inside a flow)."""
     controller = Controller(stage.items, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s)
-    items = stage.iter_items()
+    items = stage.cursor()  # batches built where they run (harness.workloads.ItemSlice)
     remaining = stage.items
     done: queue.SimpleQueue[Any] = queue.SimpleQueue()
     in_flight: dict[Any, tuple[Decision, float, Any]] = {}  # future -> decision, submit time, batch
@@ -80,7 +78,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
 
     def run_inline(decision: Decision, batch: list[Any]) -> None:
         submitted = time.perf_counter()
-        result = run_batch(batch, stage.cost_kind, stage.retries)
+        result = run_batch_folded(batch, stage.cost_kind, stage.retries)
         obs = _observation(decision, submitted, time.perf_counter(), result)
         controller.observe(obs)
         tally.add_batch(result)
@@ -129,7 +127,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         except queue.Empty:
             fill = controller.fill(remaining, len(in_flight)) if remaining else None
             if fill is not None:  # a worker thread idles and the window is full: work meanwhile
-                batch = list(itertools.islice(items, fill.batch_size))
+                batch = items.take(fill.batch_size)
                 remaining -= len(batch)  # not a task: left out of the batch-size tally
                 window = fill.window
                 run_inline(fill, batch)

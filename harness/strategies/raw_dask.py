@@ -10,7 +10,7 @@ from typing import Any
 from distributed import as_completed
 
 from harness.strategies.base import Stage, StageResult, Strategy
-from harness.workloads import Tally, run_batch
+from harness.workloads import Tally, run_batch_folded
 
 # At most this many Dask futures per worker thread are alive at once: enough to keep any
 # reasonable cluster busy (Dask's own scheduler queues the rest), while the flow process's
@@ -36,7 +36,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         tasks += 1
         sizes[len(batch)] += 1
         # pure=False: identical batches (same items) must still run, as they would in Prefect.
-        return client.submit(run_batch, batch, stage.cost_kind, stage.retries, pure=False)
+        return client.submit(run_batch_folded, batch, stage.cost_kind, stage.retries, pure=False)
 
     first = [f for f in (submit_next() for _ in range(window)) if f is not None]
     with client.as_current():  # distributed.as_completed finds its client through this
