@@ -98,8 +98,9 @@ class PathGuard:
     def queued_items(self) -> int:
         return sum(len(b.items) for b in self.reruns)
 
-    def next_batch(self, items: ItemCursor, size: int) -> tuple[_Batch, bool]:
-        """A failed batch waiting for its re-run, else (True) the next `size` of `items`."""
+    def next_batch(self, items: ItemCursor | Any, size: int) -> tuple[_Batch, bool]:
+        """A failed batch waiting for its re-run, else (True) the next `size` of `items`, which
+        hands out batches with `take(n)` (an ItemCursor, or the adaptive window's lookahead)."""
         if self.reruns:
             return self.reruns.popleft(), False
         return _Batch(items.take(size)), True
