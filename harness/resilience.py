@@ -18,9 +18,10 @@ same run fails the same batches.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,12 +99,14 @@ class PathGuard:
     def queued_items(self) -> int:
         return sum(len(b.items) for b in self.reruns)
 
-    def next_batch(self, items: ItemCursor | Any, size: int) -> tuple[_Batch, bool]:
-        """A failed batch waiting for its re-run, else (True) the next `size` of `items`, which
-        hands out batches with `take(n)` (an ItemCursor, or the adaptive window's lookahead)."""
+    def next_batch(self, items: ItemCursor | Iterator[Item], size: int) -> tuple[_Batch, bool]:
+        """A failed batch waiting for its re-run, else (True) the next `size` of `items`: an
+        iterator, or anything that hands out whole batches with `take(n)` (an ItemCursor, the
+        adaptive window's lookahead), whose batches may be built where they run."""
         if self.reruns:
             return self.reruns.popleft(), False
-        return _Batch(items.take(size)), True
+        take = getattr(items, "take", None)
+        return _Batch(take(size) if take is not None else list(itertools.islice(items, size))), True
 
     def route(self, wanted: str, batch: _Batch) -> str | None:
         return self.router.route(wanted, avoid=batch.failed_on)
