@@ -14,6 +14,7 @@ from harness.controller import STRATEGIES, Controller
 from harness.resilience import PathGuard
 from harness.strategies.base import Stage, StageResult, Strategy
 from harness.strategies.tasks import Opaque, process_batch
+from harness.strategies.timings import TaskTimings
 from harness.strategies.window import run_window
 from harness.workloads import FoldedBatch, Tally, run_batch_folded
 
@@ -41,4 +42,4 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         fold=fold,
     )
     return StageResult(tally, tasks=run.tasks, wall_s=run.wall_s, batch_sizes=run.batch_sizes,
-                       trace=run.trace, notes=run.notes)
+                       trace=run.trace, notes=run.notes, timings=TaskTimings.from_trace(run.trace))
