@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from prefect.cache_policies import NONE
 
 from harness.breaker import Router
 from harness.errors import RunError
-from harness.workloads import Item
+from harness.workloads import Item, ItemCursor
 
 # Re-runs of one batch before the run is declared failed. Each re-run avoids the strategies the
 # batch already failed on, so 3 covers a lost worker, a broken strategy and one more failure on
@@ -71,7 +71,7 @@ fail_on_path = task(_fail_on_path, name="process_batch", cache_policy=NONE)
 
 @dataclass
 class _Batch:
-    items: list[Item]
+    items: Sequence[Item]
     attempt: int = 1
     failed_on: set[str] = field(default_factory=set)
 
@@ -99,11 +99,14 @@ class PathGuard:
     def queued_items(self) -> int:
         return sum(len(b.items) for b in self.reruns)
 
-    def next_batch(self, items: Iterator[Item], size: int) -> tuple[_Batch, bool]:
-        """A failed batch waiting for its re-run, else (True) the next `size` of `items`."""
+    def next_batch(self, items: ItemCursor | Iterator[Item], size: int) -> tuple[_Batch, bool]:
+        """A failed batch waiting for its re-run, else (True) the next `size` of `items`: an
+        iterator, or anything that hands out whole batches with `take(n)` (an ItemCursor, the
+        adaptive window's lookahead), whose batches may be built where they run."""
         if self.reruns:
             return self.reruns.popleft(), False
-        return _Batch(list(itertools.islice(items, size))), True
+        take = getattr(items, "take", None)
+        return _Batch(take(size) if take is not None else list(itertools.islice(items, size))), True
 
     def route(self, wanted: str, batch: _Batch) -> str | None:
         return self.router.route(wanted, avoid=batch.failed_on)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness.errors import SpecError
-from harness.workloads import BatchResult, ItemOutcome
+from harness.workloads import BatchResult, ItemCursor, ItemOutcome
 
 if TYPE_CHECKING:
     from harness.spec import WorkloadSpec
@@ -203,6 +203,11 @@ class ItemList:
             raise ValueError(f"batch size must be at least 1, got {size}")
         items: Iterator[UserItem] = self.items() if indices is None else iter(self.take(indices))
         return iter(lambda: list(itertools.islice(items, size)), [])
+
+    def cursor(self, indices: Sequence[int] | None = None) -> ItemCursor:
+        """Consecutive batches of any size, as Workload.cursor (the items travel as they are)."""
+        order: Sequence[int] = range(len(self._values)) if indices is None else list(indices)
+        return ItemCursor(len(order), lambda lo, hi: self.take(order[lo:hi]))
 
 
 @dataclass(frozen=True)

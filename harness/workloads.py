@@ -48,7 +48,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -171,6 +171,20 @@ class BatchResult(NamedTuple):
     finished: float  # time.time() when it ended
 
 
+class FoldedBatch(NamedTuple):
+    """A BatchResult folded into a Tally where it ran: what a batched task sends back.
+
+    The per-item outcomes (each with its output payload) are what the flow would fold anyway;
+    folding them on the worker sends a few hundred bytes instead of ~1.2 MB per 4,096 items
+    of 256 B, and takes the unpickling and the per-item fold off the flow process
+    (docs/runtime-notes.md, "Where static:N loses to raw_dask:N")."""
+
+    tally: Tally
+    compute_s: float
+    started: float
+    finished: float
+
+
 # ---------------------------------------------------------------------------------------------
 # The workload
 
@@ -222,7 +236,7 @@ class Workload:
             raise ValueError(f"item range must not be negative, got start={start}, stop={stop}")
         return self._iter_items(start, stop)
 
-    def _iter_items(self, start: int, stop: int) -> Iterator[Item]:
+    def _iter_items(self, start: int, stop: int, payloads: Iterator[bytes] | None = None) -> Iterator[Item]:
         for chunk_no in range(start // CHUNK_SIZE, -(-stop // CHUNK_SIZE)):
             base = chunk_no * CHUNK_SIZE
             lo = max(start, base) - base
@@ -231,17 +245,20 @@ class Workload:
                 continue
             chunk = self._chunk(chunk_no)
             indices = range(base + lo, base + hi)
-            if self._payload_bytes:
-                payloads: Iterator[bytes] = map(self._payload, indices)
+            if payloads is not None:
+                chunk_payloads: Iterator[bytes] = payloads
+            elif self._payload_bytes:
+                chunk_payloads = map(self._payload, indices)
             else:
-                payloads = itertools.repeat(b"")
+                chunk_payloads = itertools.repeat(b"")
             # tuple.__new__ over zip builds each Item in C (what Item._make does), about twice as
             # fast as calling Item(...) per item.
-            fields = zip(indices, chunk.costs[lo:hi], chunk.transient[lo:hi], chunk.permanent[lo:hi], payloads)
+            fields = zip(indices, chunk.costs[lo:hi], chunk.transient[lo:hi], chunk.permanent[lo:hi], chunk_payloads)
             yield from map(tuple.__new__, itertools.repeat(Item), fields)
 
-    def take(self, indices: Sequence[int]) -> list[Item]:
-        """The items at these indices (any order, repeats allowed)."""
+    def take(self, indices: Sequence[int], payloads: Iterator[bytes] | None = None) -> list[Item]:
+        """The items at these indices (any order, repeats allowed); `payloads`, if given, are
+        theirs in the same order (an ItemSlice's, already made in the flow)."""
         out = []
         chunk_no, chunk = -1, None
         for raw in indices:
@@ -252,8 +269,22 @@ class Workload:
                 chunk_no = index // CHUNK_SIZE
                 chunk = self._chunk(chunk_no)
             j = index - chunk_no * CHUNK_SIZE
-            out.append(Item(index, chunk.costs[j], chunk.transient[j], chunk.permanent[j], self._payload(index)))
+            payload = self._payload(index) if payloads is None else next(payloads)
+            out.append(Item(index, chunk.costs[j], chunk.transient[j], chunk.permanent[j], payload))
         return out
+
+    def slice(self, indices: Sequence[int]) -> ItemSlice:
+        """The items at these indices as an ItemSlice: their payload bytes now, the rest where
+        they are iterated."""
+        for index in (indices[0], indices[-1]) if isinstance(indices, range) and indices else indices:
+            if not 0 <= index < self._count:
+                raise IndexError(f"item index {index} out of range 0..{self._count - 1}")
+        return ItemSlice(self, indices, self._payload_blob(indices))
+
+    def cursor(self, indices: Sequence[int] | None = None) -> ItemCursor:
+        """Consecutive batches of any size over every item (or over `indices`), as ItemSlices."""
+        order: Sequence[int] = range(self._count) if indices is None else [operator.index(i) for i in indices]
+        return ItemCursor(len(order), lambda lo, hi: self.slice(order[lo:hi]))
 
     def sample_indices(self, m: int) -> list[int]:
         """m indices spread evenly over the whole range (one from the middle of each of m equal
@@ -265,20 +296,16 @@ class Workload:
             return []
         return [(2 * k + 1) * n // (2 * m) for k in range(m)]
 
-    def batches(self, size: int, indices: Sequence[int] | None = None) -> Iterator[list[Item]]:
-        """Consecutive batches of `size` items (the last may be shorter), generated lazily."""
+    def batches(self, size: int, indices: Sequence[int] | None = None) -> Iterator[ItemSlice]:
+        """Consecutive batches of `size` items (the last may be shorter), as ItemSlices."""
         if size < 1:
             raise ValueError(f"batch size must be at least 1, got {size}")
         return self._iter_batches(size, indices)
 
-    def _iter_batches(self, size: int, indices: Sequence[int] | None) -> Iterator[list[Item]]:
-        if indices is None:
-            items = self.items()
-            while batch := list(itertools.islice(items, size)):
-                yield batch
-        else:
-            for start in range(0, len(indices), size):
-                yield self.take(indices[start : start + size])
+    def _iter_batches(self, size: int, indices: Sequence[int] | None) -> Iterator[ItemSlice]:
+        cursor = self.cursor(indices)
+        while batch := cursor.take(size):
+            yield batch
 
     @property
     def expected_compute_s(self) -> float:
@@ -299,6 +326,18 @@ class Workload:
             return b""
         pattern = index.to_bytes(8, "little") + self._seed_bytes
         return (pattern * -(-n // len(pattern)))[:n]
+
+    def _payload_blob(self, indices: Sequence[int]) -> bytes:
+        """The payloads of these items back to back, as `_payload` makes them one by one, in a
+        few numpy calls (~0.1 µs per item of 256 B, against ~1 µs for `_payload`)."""
+        n = self._payload_bytes
+        if not n or not len(indices):
+            return b""
+        pattern = np.empty((len(indices), 2), dtype="<u8")
+        pattern[:, 0] = np.asarray(indices, dtype=np.int64)
+        pattern[:, 1] = self._seed % 2**64
+        repeats = -(-n // pattern.itemsize // 2)
+        return np.tile(pattern.view(np.uint8), (1, repeats))[:, :n].tobytes()
 
     def _chunk(self, chunk_no: int) -> _Chunk:
         with self._lock:
@@ -355,6 +394,76 @@ class Workload:
             return means * ((alpha - 1.0) / alpha) * (1.0 + rng.pareto(alpha, CHUNK_SIZE))
         # bimodal
         return np.where(rng.random(CHUNK_SIZE) < cost.heavy_fraction, cost.heavy_ms, means)
+
+
+class ItemSlice(Sequence[Item]):
+    """A batch of a workload's items that is built where it is used.
+
+    It travels as the workload (its spec, ~1 KB), the item indices (a range for consecutive
+    items) and the items' payload bytes, made in the flow and sent whole: the transfer of
+    `payload_bytes` per item is paid as before. Costs and faults are drawn from the seed on the
+    worker, so the flow process no longer builds and pickles an Item per item (~30 µs per item
+    with everything that follows from it, which bounded fine work: docs/runtime-notes.md).
+    Iterating gives exactly the Items `Workload.items()`/`take()` give.
+    """
+
+    __slots__ = ("workload", "indices", "payloads")
+
+    def __init__(self, workload: Workload, indices: Sequence[int], payloads: bytes) -> None:
+        self.workload = workload
+        self.indices = indices
+        self.payloads = payloads
+
+    def __reduce__(self):
+        return (ItemSlice, (self.workload, self.indices, self.payloads))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"ItemSlice({self.workload!r}, {len(self)} items)"
+
+    def _payloads(self, lo: int = 0) -> Iterator[bytes]:
+        """The payloads of items lo, lo+1, ... cut from the bytes that travelled."""
+        size = self.workload._payload_bytes
+        if not size:
+            return itertools.repeat(b"")
+        starts = range(lo * size, len(self.payloads), size)
+        return map(self.payloads.__getitem__, itertools.starmap(slice, zip(starts, range(starts.start + size, len(self.payloads) + 1, size))))
+
+    def __iter__(self) -> Iterator[Item]:
+        if isinstance(self.indices, range) and self.indices.step == 1:
+            return self.workload._iter_items(self.indices.start, self.indices.stop, self._payloads())
+        return iter(self.workload.take(self.indices, self._payloads()))
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return list(self)[i]
+        i = operator.index(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} of a batch of {len(self)}")
+        return self.workload.take([self.indices[i]], self._payloads(i))[0]
+
+
+class ItemCursor:
+    """Hands out the next `n` items of a stage, in order, as one batch (`batch(lo, hi)` makes
+    the batch of positions lo..hi-1)."""
+
+    def __init__(self, count: int, batch: Callable[[int, int], Sequence[Item]]) -> None:
+        self._count = count
+        self._batch = batch
+        self._next = 0
+
+    @property
+    def remaining(self) -> int:
+        return self._count - self._next
+
+    def take(self, n: int) -> Sequence[Item]:
+        lo = self._next
+        self._next = hi = min(lo + max(n, 0), self._count)
+        return self._batch(lo, hi)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,6 +583,14 @@ def run_batch(items: Sequence[Item], cost_kind: str | Kernel, retries: int) -> B
     return BatchResult(tuple(outcomes), compute_s, started, time.time())
 
 
+def run_batch_folded(items: Sequence[Item], cost_kind: str | Kernel, retries: int) -> FoldedBatch:
+    """`run_batch`, folded into a Tally where it ran (what batched tasks return)."""
+    result = run_batch(items, cost_kind, retries)
+    tally = Tally()
+    tally.add_batch(result)
+    return FoldedBatch(tally, result.compute_s, result.started, result.finished)
+
+
 # ---------------------------------------------------------------------------------------------
 # Folding results in the flow process
 
@@ -511,7 +628,10 @@ class Tally:
             self.add_failure(outcome.index, outcome.attempts, outcome.error, outcome.message)
             self.compute_s += outcome.compute_s
 
-    def add_batch(self, result: BatchResult) -> None:
+    def add_batch(self, result: BatchResult | FoldedBatch) -> None:
+        if isinstance(result, FoldedBatch):
+            self.merge(result.tally)
+            return
         for outcome in result.outcomes:
             self.add(outcome)
 

@@ -557,3 +557,46 @@ def test_the_module_imports_neither_prefect_nor_dask():
     )
     result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- batches built where they run
+
+
+def test_item_slices_travel_small_and_build_the_same_items_on_the_other_side():
+    """An ItemSlice pickles as spec + indices + payload bytes, and unpickled (as on a worker)
+    gives exactly the Items the flow would have built, for ranges and for samples."""
+    workload = Workload(make_spec(9_000, distribution="lognormal", payload_bytes=40,
+                                  transient_rate=0.2, permanent_rate=0.05))
+    everything = list(workload.items())
+    sample = workload.sample_indices(700)
+    for indices, expected in ((None, everything), (sample, [everything[i] for i in sample])):
+        batches = [pickle.loads(pickle.dumps(b)) for b in workload.batches(4_100, indices)]
+        assert [item for batch in batches for item in batch] == expected
+        first = batches[0]
+        assert (first[0], first[-1], first[3:5]) == (expected[0], expected[len(first) - 1], expected[3:5])
+        # the payload bytes travel (transfer is paid), the Items themselves do not
+        assert len(first.payloads) == 40 * len(first)
+        assert len(pickle.dumps(first)) < len(pickle.dumps(list(first))) * 0.9
+
+
+def test_a_cursor_hands_out_consecutive_batches_of_any_size():
+    workload = Workload(make_spec(1_000, payload_bytes=8))
+    cursor = workload.cursor()
+    sizes = [1, 7, 500, 1_000]
+    batches = [cursor.take(n) for n in sizes]
+    assert [len(b) for b in batches] == [1, 7, 500, 492] and cursor.remaining == 0
+    assert [item for b in batches for item in b] == list(workload.items())
+    assert len(cursor.take(5)) == 0
+
+
+def test_a_folded_batch_tallies_as_its_outcomes_would():
+    workload = Workload(make_spec(600, mean_ms=0.001, payload_bytes=16, transient_rate=0.3, permanent_rate=0.1))
+    items = list(workload.items())
+    by_outcomes, folded = Tally(), Tally()
+    by_outcomes.add_batch(run_batch(items, "cpu", 2))
+    result = pickle.loads(pickle.dumps(workloads.run_batch_folded(items, "cpu", 2)))
+    folded.add_batch(result)
+    assert len(pickle.dumps(result)) < 2_000  # no per-item outcome travels back
+    for name in ("items_ok", "items_failed", "retries", "checksum", "failed_indices", "errors"):
+        assert getattr(folded, name) == getattr(by_outcomes, name), name
+    assert folded.items_failed > 0 and folded.retries > 0

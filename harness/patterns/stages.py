@@ -28,7 +28,7 @@ from prefect import Flow, flow
 
 from harness.spec import StrategyName
 from harness.strategies import Stage, StageResult, execute
-from harness.workloads import CHUNK_SIZE, Item, Tally
+from harness.workloads import CHUNK_SIZE, Item, ItemCursor, Tally
 
 T = TypeVar("T")
 
@@ -59,6 +59,9 @@ class ItemStage(Stage):
         if size < 1:
             raise ValueError(f"batch size must be at least 1, got {size}")
         return (self.item_list[i:i + size] for i in range(0, len(self.item_list), size))
+
+    def cursor(self) -> ItemCursor:
+        return ItemCursor(len(self.item_list), lambda lo, hi: self.item_list[lo:hi])
 
 
 def sub_stage(stage: Stage, items: list[Item], label: str,

@@ -16,14 +16,14 @@ from harness.strategies.base import Stage, StageResult, Strategy
 from harness.strategies.tasks import Opaque, process_batch
 from harness.strategies.timings import TaskTimings
 from harness.strategies.window import run_window
-from harness.workloads import BatchResult, Tally, run_batch
+from harness.workloads import FoldedBatch, Tally, run_batch_folded
 
 
 def execute(strategy: Strategy, stage: Stage) -> StageResult:
     """Run the stage with batch sizes and strategy chosen from live throughput (inside a flow)."""
     tally = Tally()
 
-    def fold(result: BatchResult) -> None:
+    def fold(result: FoldedBatch) -> None:
         tally.add_batch(result)
         stage.progress(tally)
 
@@ -33,12 +33,12 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     # Failed tasks, re-runs and circuit breakers (harness.resilience); inline is the last resort.
     guard = PathGuard.for_stage(stage, tuple(sorted(STRATEGIES, key=lambda s: s == "inline")))
     run = run_window(
-        stage.iter_items(),
+        stage.cursor(),  # batches built where they run (harness.workloads.ItemSlice)
         stage.items,
         controller=lambda total: Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s),
         guard=guard,
         submit=submit,
-        run_inline=lambda batch: run_batch(batch, stage.cost_kind, stage.retries),
+        run_inline=lambda batch: run_batch_folded(batch, stage.cost_kind, stage.retries),
         fold=fold,
     )
     return StageResult(tally, tasks=run.tasks, wall_s=run.wall_s, batch_sizes=run.batch_sizes,

@@ -24,7 +24,7 @@ from harness.errors import SpecError
 
 if TYPE_CHECKING:
     from harness.strategies.timings import TaskTimings
-    from harness.workloads import Item, Kernel, Tally, Workload
+    from harness.workloads import Item, ItemCursor, Kernel, Tally, Workload
 
 # A strategy whose structure is fixed up front is measured on an evenly spread sample of the
 # items when it would otherwise create more tasks than this: per_item on 200,000 items would
@@ -61,8 +61,12 @@ class Stage:
             return self.workload.items()
         return iter(self.workload.take(self.indices))
 
-    def iter_batches(self, size: int) -> Iterator[list[Item]]:
+    def iter_batches(self, size: int) -> Iterator[Sequence[Item]]:
         return self.workload.batches(size, self.indices)
+
+    def cursor(self) -> ItemCursor:
+        """The stage's items in order, handed out as batches of any size (the adaptive strategy's)."""
+        return self.workload.cursor(self.indices)
 
     def progress(self, tally: Tally) -> None:
         if self.on_progress is not None:

@@ -11,7 +11,7 @@ from distributed import as_completed
 
 from harness.strategies.base import Stage, StageResult, Strategy
 from harness.strategies.timings import TaskTimings
-from harness.workloads import Tally, run_batch
+from harness.workloads import Tally, run_batch_folded
 
 # At most this many Dask futures per worker thread are alive at once: enough to keep any
 # reasonable cluster busy (Dask's own scheduler queues the rest), while the flow process's
@@ -38,7 +38,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         tasks += 1
         sizes[len(batch)] += 1
         # pure=False: identical batches (same items) must still run, as they would in Prefect.
-        future = client.submit(run_batch, batch, stage.cost_kind, stage.retries, pure=False)
+        future = client.submit(run_batch_folded, batch, stage.cost_kind, stage.retries, pure=False)
         timings.submitted(id(future), len(batch))
         return future
 

@@ -11,8 +11,10 @@ window of tasks, whatever the item count.
 
 What a batch runs is the caller's: `submit(batch)` returns a Prefect future whose result is an
 `Opaque` holding the batch's result, `run_inline(batch)` returns that result directly. A
-batch result has `outcomes` (each with `ok`) and `compute_s` (work measured inside the batch,
-so the controller can tell work from overhead); `fold(result)` takes each one in.
+batch result has `outcomes` (each with `ok`), or a `tally` (a FoldedBatch, folded where it
+ran), and `compute_s` (work measured inside the batch, so the controller can tell work from
+overhead); `fold(result)` takes each one in. The items may be an ItemCursor
+(harness.workloads), which hands out whole batches built where they run.
 
 The item count may be unknown (a generator): items are then read ahead into a buffer, and the
 controller is given the buffer's length as `remaining`, a lower bound that becomes the exact
@@ -27,12 +29,13 @@ import itertools
 import queue
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from harness.controller import BatchObservation, Controller, Decision
 from harness.resilience import PathFault, PathGuard, fail_on_path
 from harness.strategies.tasks import Opaque
+from harness.workloads import FoldedBatch, ItemCursor
 
 # Items read ahead of an unknown-length source before the first decision: enough for the
 # controller's "learn one item inline" rule (8 per thread) on up to 32 threads, small enough
@@ -48,8 +51,9 @@ class _Lookahead:
     """The items not yet submitted: an iterator over the source, with a known count or a
     read-ahead buffer whose length is a lower bound on what is left."""
 
-    def __init__(self, items: Iterable[Any], count: int | None) -> None:
-        self._source = iter(items)
+    def __init__(self, items: Iterable[Any] | ItemCursor, count: int | None) -> None:
+        self._cursor = items if isinstance(items, ItemCursor) else None
+        self._source = iter(()) if isinstance(items, ItemCursor) else iter(items)
         self._buffer: deque[Any] = deque()
         self.count = count  # total, when known up front
         self.taken = 0
@@ -69,6 +73,15 @@ class _Lookahead:
                 raise
         self.taken += 1
         return item
+
+    def take(self, n: int) -> Sequence[Any]:
+        """The next `n` items (fewer at the end) as one batch: the cursor's own when there is one."""
+        if self._cursor is None or self._buffer:
+            return list(itertools.islice(self, n))
+        batch = self._cursor.take(n)
+        self.taken += len(batch)
+        self.exhausted = self._cursor.remaining == 0
+        return batch
 
     def read_ahead(self, target: int) -> None:
         """Unknown count: buffer until `target` items wait or the source ends (no-op when known)."""
@@ -125,14 +138,17 @@ def trace_row(t0: float, obs: BatchObservation, decision: Decision, controller: 
 
 
 def _observation(decision: Decision, started: float, finished: float, result: Any) -> BatchObservation:
-    failed = sum(1 for o in result.outcomes if not o.ok)
+    if isinstance(result, FoldedBatch):
+        items, failed = result.tally.items, result.tally.items_failed
+    else:
+        items, failed = len(result.outcomes), sum(1 for o in result.outcomes if not o.ok)
     return BatchObservation(
         batch_size=decision.batch_size,
-        items=len(result.outcomes),
+        items=items,
         started=started,
         finished=finished,
         compute_s=result.compute_s,
-        ok=len(result.outcomes) - failed,
+        ok=items - failed,
         failed=failed,
         strategy=decision.strategy,
     )
@@ -230,7 +246,7 @@ def run_window(
         except queue.Empty:
             fill = ctl.fill(remaining, len(in_flight)) if remaining and allow_inline else None
             if fill is not None:  # a worker thread idles and the window is full: work meanwhile
-                batch = list(itertools.islice(source, fill.batch_size))
+                batch = source.take(fill.batch_size)
                 window = fill.window
                 if batch:  # not a task: left out of the batch-size tally
                     inline(fill, batch)
