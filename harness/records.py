@@ -24,6 +24,8 @@ from typing import Any
 import pandas as pd
 import psutil
 
+from harness.errors import RunError
+
 # runs.csv columns in order: DESIGN.md's minimum first (scripts rely on them), then ours.
 RUN_COLUMNS = (
     "workload", "strategy", "repeat", "wall_s", "items", "items_ok", "items_failed", "tasks",
@@ -160,24 +162,42 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def fresh_run_id(out: Path, workload: str) -> str:
+    """A run id no folder under out/<workload> has yet (nothing is created: run_folder does)."""
+    parent = Path(out) / workload
+    while True:
+        run_id = new_run_id()
+        if not (parent / run_id).exists() and not (parent / f".{run_id}.partial").exists():
+            return run_id
+
+
 @contextlib.contextmanager
-def run_folder(out: Path, workload: str) -> Iterator[tuple[Path, Path]]:
+def run_folder(out: Path, workload: str, run_id: str | None = None) -> Iterator[tuple[Path, Path]]:
     """Yield (a temporary folder to write into, the final path). On success the temporary
     folder is renamed into place and `latest` points at it; on any error or interrupt it is
-    removed, so a half-written run folder never exists under its real name."""
+    removed, so a half-written run folder never exists under its real name.
+
+    `run_id` is the id the run's flow runs were tagged with (run.py draws it before they
+    start); without one a fresh id is drawn. A given id already taken is a RunError: two runs
+    of one workload into one folder would have to start in the same second and draw the same
+    four hex digits.
+    """
     parent = Path(out) / workload
     parent.mkdir(parents=True, exist_ok=True)
     while True:  # two runs started in the same second may draw the same id: the second redraws
-        run_id = new_run_id()
-        final = parent / run_id
-        partial = parent / f".{run_id}.partial"
-        if final.exists():
-            continue
+        chosen = run_id or new_run_id()
+        final = parent / chosen
+        partial = parent / f".{chosen}.partial"
         try:
+            if final.exists():
+                raise FileExistsError(final)
             partial.mkdir()
             break
         except FileExistsError:
+            if run_id:
+                raise RunError(f"{final}: run id {run_id} is already taken by another run") from None
             continue
+    run_id = chosen
     try:
         yield partial, final
     except BaseException:

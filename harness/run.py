@@ -17,12 +17,14 @@ import pandas as pd
 
 from harness.errors import RunError
 from harness.patterns import pattern_variants, run_pattern
+from harness.patterns.labels import RunLabel
 from harness.patterns.trace import mode_changes
 from harness.records import (
     TRACE_COLUMNS,
     RssSampler,
     RunRecord,
     environment,
+    fresh_run_id,
     records_frame,
     run_folder,
     write_json,
@@ -125,12 +127,17 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
     n = min(len(workload), WARM_UP_TASKS_PER_THREAD * runtime.worker_threads)
     stage = Stage(workload, workload.sample_indices(n), spec.cost.kind, spec.faults.retries,
                   runtime.worker_threads, runtime.client)
-    run_pattern(spec, Strategy("static", 1), stage, runtime)
+    warm = Strategy("static", 1)
+
+    def label(variant: str) -> RunLabel:
+        return RunLabel(spec.name, str(warm), run_id=runtime.run_id, variant=variant, warm_up=True)
+
+    run_pattern(spec, warm, stage, runtime, label=label("dynamic"))
     run_pattern(spec, Strategy("raw_dask", 1), stage, runtime)
     # Measured on a second pass: the first pays for imports and the workers' calibration. A
     # pattern's twin is one flow with one stage: its wall is tasks, not subflow set-up.
     simplest = pattern_variants(spec)[-1]
-    prefect = run_pattern(spec, Strategy("static", 1), stage, runtime, simplest)
+    prefect = run_pattern(spec, warm, stage, runtime, simplest, label=label(simplest))
     if not prefect.tasks:
         return None
     return max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
@@ -138,15 +145,21 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
-                 on_committed: CommittedSink | None = None) -> Path:
-    """Run the workload under every strategy and return the completed run folder."""
+                 on_committed: CommittedSink | None = None, quiet_prefect: bool = False) -> Path:
+    """Run the workload under every strategy and return the completed run folder.
+
+    The run id (the folder's name) is drawn first: every flow run carries it as a tag. A
+    server the harness starts keeps its database under `out` (`harness ui OUT` shows it).
+    """
     say = on_event or (lambda message: None)
     strategies = strategies_to_run(spec)
     workload = Workload(spec)
     items_total = len(workload)
     started_at = time.time()
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {spec.run.repeats} repeats)")
-    with open_runtime(spec.cluster, profile) as runtime:
+    run_id = fresh_run_id(out, spec.name)
+    with open_runtime(spec.cluster, profile, results_dir=Path(out), run_id=run_id,
+                      quiet_prefect=quiet_prefect) as runtime:
         say(f"runtime up: {runtime.startup}")
         t0 = time.perf_counter()
         overhead_hint = warm_up(spec, workload, runtime)
@@ -154,7 +167,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
         records: list[RunRecord] = []
         traces: list[pd.DataFrame] = []
         notes: dict[str, list[str]] = {}  # what a strategy says about its own numbers
-        with run_folder(out, spec.name) as (tmp, final):
+        with run_folder(out, spec.name, run_id) as (tmp, final):
             for repeat in range(spec.run.repeats):
                 # A non-map pattern runs each strategy as written and as its static twin,
                 # back to back, which of the two goes first alternating with the repeat.
@@ -171,7 +184,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                     stage.on_progress = progress(f"{shown} {repeat + 1}/{spec.run.repeats}", m) if progress else None
                     with RssSampler() as rss:
                         t0 = time.perf_counter()
-                        result = run_pattern(spec, strategy, stage, runtime, variant)
+                        label = RunLabel(spec.name, str(strategy), repeat, run_id, variant)
+                        result = run_pattern(spec, strategy, stage, runtime, variant, label)
                         flow_s = time.perf_counter() - t0
                     record = _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s,
                                      variant)
