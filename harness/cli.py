@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError, SpecError
+from harness.errors import HarnessError, RunError, SpecError
 
 _interrupted: list[int] = []  # signals received; see _interrupt
 
@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
         folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage,
-                              on_committed=present)
+                              on_committed=present, quiet_prefect=args.quiet_prefect)
     if report_failed:
         exc = report_failed[0]
         print(f"harness: error: the run's data is complete in {folder}, but its report failed: "
@@ -111,6 +111,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     regressed = [c.strategy for c in result.changes if c.regressed]
     print(f"\nregressed: {', '.join(regressed)}" if regressed else "\nno significant regression")
     return 1 if regressed else 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.runtime.ui import own_databases, serve_ui, ui_url
+
+    _say(f"starting the Prefect UI over {Path(args.results_dir) / '.prefect'}")
+    try:
+        with serve_ui(Path(args.results_dir), args.port, args.run) as server:
+            print(f"Prefect UI: {ui_url(server)}  (API {server.api_url}; Ctrl-C stops it)", flush=True)
+            others = [r for r in own_databases(Path(args.results_dir)) if r != args.run]
+            if others:
+                print(f"runs with a database of their own (harness ui {args.results_dir} --run RUN_ID): "
+                      f"{', '.join(others)}", flush=True)
+            while server.process.poll() is None:
+                time.sleep(UI_POLL_S)
+            tail = server.log_path.read_text(errors="replace")[-2000:]
+    except KeyboardInterrupt:  # the way to stop it: the server is stopped on the way out
+        return 0
+    raise RunError(f"the Prefect server exited; its log ends with:\n{tail}")
+
+
+# How often `ui` checks that its server is still up while it waits for Ctrl-C.
+UI_POLL_S = 0.5
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -288,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
+    run.add_argument("--quiet-prefect", action="store_true",
+                     help="Prefect logs at WARNING and none sent to the API, also on your own Prefect API "
+                          "(without it the harness changes no logging setting there)")
 
     report = _subcommand(sub, "report", "re-render report.md and report.html from a run folder's CSVs", [
         ("harness report results/small/latest", "after a harness upgrade, or an edited CSV"),
@@ -311,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("harness table results/small/latest results/medium/latest", "any run folders"),
     ], cmd_table)
     across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. results/<workload>/latest")
+
+    ui = _subcommand(sub, "ui", "serve the Prefect UI over the runs kept in a results folder, until Ctrl-C", [
+        ("harness ui results", "flow runs, task runs, artifacts and logs of every run into results/"),
+        ("harness ui /tmp/out --port 4300", "on a port of your choice"),
+    ], cmd_ui)
+    ui.add_argument("results_dir", metavar="RESULTS_DIR", help="a results folder (run's --out, default results/)")
+    ui.add_argument("--port", type=int, help="the UI's loopback port (default: any free one)")
+    ui.add_argument("--run", metavar="RUN_ID",
+                    help="a run that kept a database of its own (it ran while another run used the folder's)")
 
     _subcommand(sub, "schema", "print the workload file's JSON Schema, for an editor's TOML support", [
         ("harness schema > harness-workload.schema.json", "then point the editor at it (README, \"Workload files\")"),

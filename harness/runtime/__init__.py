@@ -1,9 +1,11 @@
 """The machinery a run stands on: a Prefect API server, a Dask cluster, and the settings that
 join them.
 
-By default the harness starts both itself (a loopback `prefect server start` on SQLite and a
-Dask LocalCluster) and stops them at the end, even on error or Ctrl-C. An existing
-`PREFECT_API_URL` in the environment, or a scheduler address, is used instead.
+By default the harness starts both itself (a loopback `prefect server start` on SQLite, its
+database kept under the results folder, and a Dask LocalCluster) and stops them at the end,
+even on error or Ctrl-C. An API named by Prefect's own settings (PREFECT_API_URL in the
+environment, a .env file or the active profile), or a scheduler address, is used instead, and
+then the harness changes no Prefect logging setting unless asked (`quiet_prefect`).
 
 Each setting applied cuts Prefect's per-task cost without changing what a task does; why each
 is there, and the command that shows it, is in docs/runtime-notes.md. Every report records
@@ -17,6 +19,7 @@ them. One module per job:
   preflight      every worker reaches the API before the first task
   prefect_patch  the `lean` profile: Prefect's settings left out of each task's context
   logs           quieter Prefect and Dask loggers
+  ui             `harness ui`: the Prefect UI over a results folder's database
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.errors import SpecError
 from harness.runtime.cache import cache_dir
-from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings
+from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings, logging_settings
 from harness.runtime.cluster import (
     LOW_LEVEL_LOG_LENGTH,
     SCHEDULER_CONNECT_TIMEOUT_S,
@@ -43,6 +47,7 @@ from harness.runtime.server import (
     SERVER_SETTINGS,
     SERVER_START_TIMEOUT_S,
     PrefectServer,
+    configured_api_url,
     free_port,
     open_api,
     start_prefect_server,
@@ -62,6 +67,7 @@ __all__ = [
     "cache_dir",
     "check_workers",
     "client_settings",
+    "configured_api_url",
     "free_port",
     "lean_task_context",
     "open_runtime",
@@ -80,9 +86,10 @@ class Runtime:
     client: Any  # distributed.Client, for the reference strategies and the checks
     worker_threads: int
     profile: str
-    settings: dict[str, str]
+    settings: dict[str, str]  # every Prefect setting the harness applied (client, and its server's)
     layout: list[dict[str, Any]]
     startup: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""  # the run folder's name, tagged on every flow run ("" outside `harness run`)
 
     def task_runner(self) -> Any:
         """A DaskTaskRunner on this runtime's cluster, for a flow about to run."""
@@ -103,19 +110,28 @@ class Runtime:
             "settings": self.settings,
             "workers": self.layout,
             "startup": self.startup,
+            "run_id": self.run_id,
         }
 
 
 @contextlib.contextmanager
-def open_runtime(cluster: ClusterSpec, profile: str = "lean") -> Iterator[Runtime]:
-    """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started."""
+def open_runtime(cluster: ClusterSpec, profile: str = "lean", *, results_dir: Path | None = None,
+                 run_id: str = "", quiet_prefect: bool = False) -> Iterator[Runtime]:
+    """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started.
+
+    A server we start keeps its database under `results_dir` (a scratch one without it);
+    `quiet_prefect` applies QUIET_LOGGING on any API (else logging is left to the user on theirs).
+    """
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
     with contextlib.ExitStack() as stack:
-        stack.enter_context(quiet_loggers())  # first in, last out: quiet through teardown too
+        stack.enter_context(quiet_loggers(("distributed",)))  # first in, last out: through teardown too
         startup: dict[str, Any] = {}
-        api_url = open_api(stack, startup)
-        settings = client_settings(api_url)
+        api_url = open_api(stack, startup, results_dir, run_id)
+        own_server = startup["prefect_server"] == "started"
+        if own_server or quiet_prefect:
+            stack.enter_context(quiet_loggers(("prefect",)))
+        settings = client_settings(api_url, logging_settings(own_server, quiet_prefect))
         stack.enter_context(applied(settings))
 
         started = time.perf_counter()
@@ -132,7 +148,8 @@ def open_runtime(cluster: ClusterSpec, profile: str = "lean") -> Iterator[Runtim
             client=client,
             worker_threads=sum(w["nthreads"] for w in layout),
             profile=profile,
-            settings={**settings, **({} if startup["prefect_server"] == "existing" else SERVER_SETTINGS)},
+            settings={**settings, **(SERVER_SETTINGS if own_server else {})},
             layout=layout,
             startup=startup,
+            run_id=run_id,
         )
