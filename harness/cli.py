@@ -24,13 +24,14 @@ exit codes:
   0    done
   1    the run failed; for compare: some strategy of RUN_B is significantly slower than in RUN_A
   2    bad input: the message names the file, table, key, what was found and what was expected;
-       nothing is written
+       nothing is written. For compare also: runs that are not like for like (without --force),
+       or too few repeats for a verdict
   130  interrupted (Ctrl-C or SIGTERM); no run folder is written"""
 
 RESULTS = """\
 where results go:
   run writes results/<workload name>/<run id>/ (or under --out DIR): report.md, report.html,
-  the plots (PNG), runs.csv, trace.csv and env.json; results/<workload name>/latest points at
+  the plots (PNG), runs.csv, trace.csv, env.json and results.json; results/<workload name>/latest points at
   the newest complete run. run prints the report, then the folder's path as its last line.
   report, compare and table print to stdout and write nothing else (report rewrites the
   folder's report.md, report.html and plots)."""
@@ -44,11 +45,24 @@ def _say(message: str) -> None:
     print(f"[harness] {message}", file=sys.stderr, flush=True)
 
 
+def _repeats_arg(text: str) -> int | str:
+    """--repeats: "auto" or an integer (its range is the spec's to check, with the spec's message)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"found {text!r}, expected an integer from 1 to 100 or \"auto\"") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.spec import load_spec, with_overrides
 
+    if not 0 < args.worker_timeout < float("inf"):
+        raise SpecError(f"--worker-timeout: found {args.worker_timeout}, expected a number of seconds above 0")
+
     spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
-                          address=args.dask_address, quick=args.quick)
+                          budget_s=args.budget, address=args.dask_address, quick=args.quick)
     # Imported after the spec is known to be good: Prefect and Dask take seconds to import.
     from harness.progress import ProgressDisplay
     from harness.run import run_workload
@@ -72,8 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             _say(f"could not publish the report artifacts to Prefect: {exc}")
 
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
-        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage,
-                              on_committed=present, quiet_prefect=args.quiet_prefect)
+        folder = run_workload(spec, Path(args.out), profile=args.profile,
+                              allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
+                              on_committed=present, worker_timeout_s=args.worker_timeout,
+                              quiet_prefect=args.quiet_prefect)
     if report_failed:
         exc = report_failed[0]
         print(f"harness: error: the run's data is complete in {folder}, but its report failed: "
@@ -102,12 +118,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare import compare_runs
     from harness.report import markdown_table
 
-    result = compare_runs(Path(args.run_a), Path(args.run_b), args.threshold)
-    print(f"A: {result.a}\nB: {result.b}\nregression: B / A > {1 + result.threshold:.2f} with its 95 % interval above 1\n")
+    result = compare_runs(Path(args.run_a), Path(args.run_b), args.threshold, force=args.force)
+    if args.json:
+        import json
+
+        print(json.dumps(result.as_dict(), indent=2))
+        return 1 if result.regressed else 0
+    if result.differences:
+        print("compared anyway (--force), but A and B are not like for like:\n"
+              + "\n".join(f"  {d}" for d in result.differences) + "\n")
+    print(f"A: {result.a}\nB: {result.b}\nregression: B / A > {1 + result.threshold:.2f} and B slower by the one-sided "
+          "exact Mann-Whitney test at 5 %, Holm-corrected over the strategies; 95 % CI: the ratio's interval\n")
     print(markdown_table(result.frame()))
     for side, names in (("A", result.only_in_a), ("B", result.only_in_b)):
         if names:
             print(f"\nonly in {side} (not compared): {', '.join(names)}")
+    for warning in result.load_warnings:
+        print(f"\nwarning: {warning}")
     regressed = [c.strategy for c in result.changes if c.regressed]
     print(f"\nregressed: {', '.join(regressed)}" if regressed else "\nno significant regression")
     return 1 if regressed else 0
@@ -146,8 +173,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from harness.benchtable import render, table
+    from harness.benchtable import render, table, table_json
 
+    if args.json:
+        import json
+
+        print(json.dumps(table_json([Path(d) for d in args.run_dirs]), indent=2))
+        return 0
     print(render(table([Path(d) for d in args.run_dirs])))
     return 0
 
@@ -308,11 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list", action=_ListWorkloads, help="list the bundled workloads and exit")
     run.add_argument("--out", default="results", help="results folder (default: results/)")
     run.add_argument("--strategies", help="comma-separated, overrides [run] strategies (e.g. per_item,static:64,adaptive)")
-    run.add_argument("--repeats", type=int, help="overrides [run] repeats")
+    run.add_argument("--repeats", type=_repeats_arg, metavar="N|auto",
+                     help='overrides [run] repeats: a count, or "auto" (the default): rounds until adaptive\'s '
+                          "ratios settle within ±5 %%, within the budget")
+    run.add_argument("--budget", type=float, metavar="SECONDS",
+                     help="overrides [run] budget_s: at most this long in measured rounds for --repeats auto "
+                          "(default 600)")
     run.add_argument("--dask-address", help="run on this existing Dask scheduler (tcp://host:port)")
+    # harness.runtime.WORKER_WAIT_TIMEOUT_S, spelled out for the same reason as --threshold's.
+    run.add_argument("--worker-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="with --dask-address: how long to wait for a first worker (default 30)")
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
+    run.add_argument("--allow-setting-loss", action="store_true",
+                     help="under lean, run even if a Prefect setting differs between this process and the workers "
+                          "(env.json lists the settings lost)")
     run.add_argument("--quiet-prefect", action="store_true",
                      help="Prefect logs at WARNING and none sent to the API, also on your own Prefect API "
                           "(without it the harness changes no logging setting there)")
@@ -331,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b", metavar="RUN_B", help="the run folder to judge")
     # compare.DEFAULT_THRESHOLD, spelled out: importing harness.compare here would load pandas and
     # scipy (~1.3 s) before a bad argument could even be reported.
+    compare.add_argument("--force", action="store_true",
+                         help="compare runs that are not like for like (workload, profile, layout, machine, "
+                              "packages), listing the differences above the table")
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON (schema harness.compare/1)")
     compare.add_argument("--threshold", type=float, default=0.10,
                          help="slow-down that counts as a regression, as a fraction (default 0.10 = 10 %%)")
 
@@ -339,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("harness table results/small/latest results/medium/latest", "any run folders"),
     ], cmd_table)
     across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. results/<workload>/latest")
+    across.add_argument("--json", action="store_true", help="print each run's results.json figures as a JSON array")
 
     ui = _subcommand(sub, "ui", "serve the Prefect UI over the runs kept in a results folder, until Ctrl-C", [
         ("harness ui results", "flow runs, task runs, artifacts and logs of every run into results/"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import secrets
@@ -24,6 +25,7 @@ from typing import Any
 import pandas as pd
 import psutil
 
+from harness.conditions import cpu_model
 from harness.errors import RunError
 
 # runs.csv columns in order: DESIGN.md's minimum first (scripts rely on them), then ours.
@@ -33,6 +35,7 @@ RUN_COLUMNS = (
     "items_total", "sampled", "projected_wall_s", "compute_s", "throughput_items_s",
     "overhead_per_task_ms", "flow_s", "checksum", "order", "profile", "rss_growth_mb",
     "pattern", "variant", "flow_runs", "routes", "mode_changes",
+    "load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct",
 )
 TRACE_COLUMNS = (
     "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",
@@ -82,6 +85,12 @@ class RunRecord:
     flow_runs: int = 0
     routes: str = ""
     mode_changes: int = 0
+    # The machine around this run (harness.conditions.LoadProbe): 1-minute load average before
+    # and after it, and the share of CPU time idle and stolen by a hypervisor during it.
+    load_before: float = math.nan
+    load_after: float = math.nan
+    cpu_idle_pct: float = math.nan
+    cpu_steal_pct: float = math.nan
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,6 +126,7 @@ def environment(extra: dict[str, Any]) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "packages": versions,
         "git_commit": _git_commit(),
@@ -167,41 +177,80 @@ def fresh_run_id(out: Path, workload: str) -> str:
     parent = Path(out) / workload
     while True:
         run_id = new_run_id()
-        if not (parent / run_id).exists() and not (parent / f".{run_id}.partial").exists():
+        if not (parent / run_id).exists() and not any(parent.glob(f".{run_id}.*partial")):
             return run_id
+
+
+def _partial_name(run_id: str) -> str:
+    """A run's temporary folder: hidden, and named after the process that writes it, so a later
+    run can tell a live run's folder (leave it) from a killed one's (remove it)."""
+    return f".{run_id}.{os.getpid()}.partial"
+
+
+def _owner_gone(partial: Path) -> bool:
+    """True if the process named in `partial`'s name is gone: not running, or its pid now
+    belongs to a process started after the folder was made."""
+    try:
+        pid = int(partial.name.removesuffix(".partial").rsplit(".", 1)[1])
+        made = partial.stat().st_mtime
+    except (IndexError, ValueError, OSError):
+        return False  # another naming (an older harness's): not ours to judge
+    try:
+        return psutil.Process(pid).create_time() > made
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def remove_stale_partials(out: Path, workload: str) -> list[Path]:
+    """Remove the temporary run folders of `out/workload` whose run was killed; return them."""
+    parent = Path(out) / workload
+    if not parent.is_dir():
+        return []
+    stale = [p for p in sorted(parent.glob(".*.partial")) if p.is_dir() and _owner_gone(p)]
+    for partial in stale:
+        shutil.rmtree(partial, ignore_errors=True)
+    return stale
 
 
 @contextlib.contextmanager
 def run_folder(out: Path, workload: str, run_id: str | None = None) -> Iterator[tuple[Path, Path]]:
     """Yield (a temporary folder to write into, the final path). On success the temporary
     folder is renamed into place and `latest` points at it; on any error or interrupt it is
-    removed, so a half-written run folder never exists under its real name.
+    removed, and so are the folders made for it if they are left empty, so a half-written
+    run folder never exists under its real name and a failed run leaves nothing.
 
-    `run_id` is the id the run's flow runs were tagged with (run.py draws it before they
-    start); without one a fresh id is drawn. A given id already taken is a RunError: two runs
-    of one workload into one folder would have to start in the same second and draw the same
-    four hex digits.
+    `run_id` is the id the run's flow runs were tagged with (run.py draws it with
+    `fresh_run_id` before they start); without one a fresh id is drawn. A given id taken
+    meanwhile is a RunError: two runs of one workload into one folder would have to start in
+    the same second and draw the same four hex digits.
     """
-    parent = Path(out) / workload
-    parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    parent = out / workload
+    made_out = not out.exists()
+    given = run_id
     while True:  # two runs started in the same second may draw the same id: the second redraws
-        chosen = run_id or new_run_id()
-        final = parent / chosen
-        partial = parent / f".{chosen}.partial"
+        run_id = given or new_run_id()
+        final = parent / run_id
+        partial = parent / _partial_name(run_id)
+        if given and (final.exists() or any(parent.glob(f".{run_id}.*partial"))):
+            raise RunError(f"{final}: run id {run_id} is already taken by another run")
+        if final.exists():
+            continue
+        parent.mkdir(parents=True, exist_ok=True)
         try:
-            if final.exists():
-                raise FileExistsError(final)
             partial.mkdir()
             break
-        except FileExistsError:
-            if run_id:
-                raise RunError(f"{final}: run id {run_id} is already taken by another run") from None
+        except (FileExistsError, FileNotFoundError):  # not found: a failed run just removed parent
             continue
-    run_id = chosen
     try:
         yield partial, final
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        for folder in (parent, out) if made_out else (parent,):
+            with contextlib.suppress(OSError):  # not empty: another run's, keep it
+                folder.rmdir()
         raise
     partial.rename(final)
     latest = parent / "latest"

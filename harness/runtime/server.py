@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -14,16 +15,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import RunError, SpecError
 from harness.runtime.cache import cache_dir
+from harness.runtime.orphans import forget_server, record_server
 from harness.runtime.template_db import DB_NAME, save_template, seed_home
+
+SERVER_ENTRY = Path(__file__).with_name("server_entry.py")
 
 # `prefect server start` took up to 14 s on a fresh database (docs/runtime-notes.md, "Server
 # start-up and the database template"); a slow CI machine gets four times that before we call
@@ -69,6 +75,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server subprocess between fork and exec (Linux): SIGKILL when the harness dies.
+
+    The kernel sends it when the thread that started the child ends, so it is set only when the
+    main thread starts the server; server_entry.py's watchdog covers every other case."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# How long an existing PREFECT_API_URL gets to answer each check: a loopback or LAN API answers
+# in milliseconds; one that takes seconds is not one a benchmark should run against.
+API_CHECK_TIMEOUT_S = 5.0
+
+
+def prefect_version(api_url: str, timeout: float = API_CHECK_TIMEOUT_S) -> str | None:
+    """The Prefect version the API at `api_url` reports (GET /admin/version), or None if what
+    answers there is not a Prefect API."""
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/admin/version", timeout=timeout) as resp:
+            answer = json.loads(resp.read(1024))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return answer if isinstance(answer, str) and answer[:1].isdigit() else None
+
+
 def health_ok(api_url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:
@@ -87,7 +120,8 @@ class PrefectServer:
     log_path: Path
     startup_s: float
     seeded_from_template: bool
-    database: Path
+    answered: bool = False  # it came up: its database is fully migrated, fit to be the template
+    database: Path | None = None  # its SQLite file (None: home/prefect.db)
     # Save the database as the template at stop: only a scratch one in the server's own home.
     # A results folder's database holds runs; a template must hold none.
     saves_template: bool = True
@@ -102,28 +136,31 @@ class PrefectServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        if self.saves_template:
+        forget_server(self.process.pid)
+        if self.answered and self.saves_template:  # one stopped mid-migration would seed every later server badly
             save_template(self.home)
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def start_prefect_server(db_dir: Path | None = None, *, ui: bool = False, port: int | None = None) -> PrefectServer:
+def start_prefect_server(on_event: Callable[[str], None] | None = None, db_dir: Path | None = None, *,
+                         ui: bool = False, port: int | None = None) -> PrefectServer:
     """Start a loopback Prefect API server and wait until it answers.
 
     Its database is `db_dir`/prefect.db (seeded from the template when absent), else a scratch
     one in the server's own home, removed at stop; `ui` turns the Prefect UI on; `port`
-    defaults to a free one.
-    """
+    defaults to a free one. The server dies with this process however it ends
+    (server_entry.py, _die_with_parent), and is stopped here if the wait is cut short (an
+    error, Ctrl-C)."""
     homes = cache_dir() / "homes"
     homes.mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="server-", dir=homes))
     if db_dir is None:
-        seeded = seed_home(home)
+        seeded = seed_home(home, on_event)
         database = home / DB_NAME
     else:
         db_dir.mkdir(parents=True, exist_ok=True)
         database = db_dir / DB_NAME
-        seeded = database.exists() or seed_home(db_dir)
+        seeded = database.exists() or seed_home(db_dir, on_event)
     port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -137,24 +174,33 @@ def start_prefect_server(db_dir: Path | None = None, *, ui: bool = False, port: 
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+            [sys.executable, str(SERVER_ENTRY), str(os.getpid()), "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(port), *(() if ui else ("--no-ui",))],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stop() takes uvicorn's children too
+            # Own session: the terminal's Ctrl-C reaches only the harness, which then stops the
+            # server cleanly; stop() signals the whole group.
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" and threading.current_thread() is threading.main_thread() else None,
         )
-    server = PrefectServer(api_url, process, home, log_path, 0.0, seeded, database, saves_template=db_dir is None)
-    deadline = started + SERVER_START_TIMEOUT_S
-    while not health_ok(api_url, timeout=1.0):
-        if process.poll() is not None or time.perf_counter() > deadline:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            server.stop()
-            reason = "exited" if process.poll() is not None else f"did not answer in {SERVER_START_TIMEOUT_S:.0f} s"
-            raise RunError(f"the Prefect server {reason}; its log ends with:\n{tail}")
-        time.sleep(HEALTH_POLL_INTERVAL_S)
+    server = PrefectServer(api_url, process, home, log_path, 0.0, seeded, database=database,
+                           saves_template=db_dir is None)
+    try:
+        record_server(process.pid, home)
+        deadline = started + SERVER_START_TIMEOUT_S
+        while not health_ok(api_url, timeout=1.0):
+            if process.poll() is not None or time.perf_counter() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                reason = "exited" if process.poll() is not None else f"did not answer in {SERVER_START_TIMEOUT_S:.0f} s"
+                raise RunError(f"the Prefect server {reason}; its log ends with:\n{tail}")
+            time.sleep(HEALTH_POLL_INTERVAL_S)
+    except BaseException:
+        server.stop()
+        raise
     server.startup_s = time.perf_counter() - started
+    server.answered = True
     return server
 
 
@@ -165,6 +211,24 @@ def configured_api_url() -> str:
     from prefect.settings import Settings
 
     return Settings().api.url or ""
+
+
+def existing_api() -> tuple[str, str] | None:
+    """The API URL Prefect's settings name (configured_api_url) and the Prefect version it
+    reports; a SpecError naming it unless a Prefect API answers there within
+    API_CHECK_TIMEOUT_S. None if there is none."""
+    api_url = configured_api_url()
+    if not api_url:
+        return None
+    if not health_ok(api_url, timeout=API_CHECK_TIMEOUT_S):
+        raise SpecError(f"PREFECT_API_URL={api_url}: no Prefect API answers at {api_url}/health "
+                        f"within {API_CHECK_TIMEOUT_S:.0f} s")
+    version = prefect_version(api_url)
+    if version is None:
+        raise SpecError(f"PREFECT_API_URL={api_url}: something answers at /health, but "
+                        f"{api_url.rstrip('/')}/admin/version gave no Prefect version: not a Prefect API "
+                        "(a Prefect server's API URL ends in /api)")
+    return api_url, version
 
 
 def _lock(path: Path) -> int | None:
@@ -191,20 +255,21 @@ def results_db_dir(results_dir: Path, run_id: str, stack: contextlib.ExitStack) 
     return shared / RUNS_DB_DIR / (run_id or f"pid-{os.getpid()}")
 
 
-def open_api(stack: contextlib.ExitStack, startup: dict[str, Any], results_dir: Path | None = None,
+def open_api(stack: contextlib.ExitStack, startup: dict[str, Any],
+             on_event: Callable[[str], None] | None = None,
+             existing: tuple[str, str] | None = None, results_dir: Path | None = None,
              run_id: str = "") -> str:
-    """The API URL to use: the one Prefect's settings name if any (it must answer), else a
-    server we start and `stack` stops, its database under `results_dir` (a scratch one without
-    it). Records in `startup` which it was and, if started, how long it took and where its
-    database is."""
-    api_url = configured_api_url()
-    if api_url:
-        if not health_ok(api_url):
-            raise SpecError(f"PREFECT_API_URL={api_url}: no Prefect API answers at {api_url}/health")
+    """The API URL to use: the one Prefect's settings name if any (`existing`, checked by
+    existing_api), else a server we start and `stack` stops, its database under `results_dir`
+    (a scratch one without it). Records in `startup` which it was and, if started, how long
+    it took and where its database is."""
+    existing = existing or existing_api()
+    if existing:
         startup["prefect_server"] = "existing"
-        return api_url
+        startup["prefect_server_version"] = existing[1]
+        return existing[0]
     db_dir = results_db_dir(results_dir, run_id, stack) if results_dir is not None else None
-    server = start_prefect_server(db_dir)
+    server = start_prefect_server(on_event, db_dir)
     stack.callback(server.stop)
     startup["prefect_server"] = "started"
     startup["prefect_server_s"] = round(server.startup_s, 3)
