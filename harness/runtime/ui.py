@@ -58,7 +58,7 @@ def serve_ui(results_dir: Path, port: int | None = None, run_id: str | None = No
     if port is not None and not _port_free(port):
         raise SpecError(f"--port: found {port}, which another program is listening on; expected a free "
                         "port (or omit --port for any free one)")
-    server = start_prefect_server(folder, ui=True, port=port)
+    server = start_prefect_server(db_dir=folder, ui=True, port=port)
     try:
         yield server
     finally:
