@@ -260,3 +260,21 @@ def test_a_second_run_into_the_folder_keeps_a_database_of_its_own(tmp_path):
         assert results_db_dir(tmp_path, "b", second) == tmp_path / ".prefect" / "runs" / "b"
     with contextlib.ExitStack() as third:  # released with its run: the next run shares it again
         assert results_db_dir(tmp_path, "c", third) == tmp_path / ".prefect"
+
+
+def test_a_failed_run_leaves_no_database_it_created(tmp_path):
+    """A run that fails or is interrupted writes nothing (README, exit codes): the database it
+    created under --out goes with it; one that held earlier runs stays."""
+    from harness.runtime.server import results_db_dir
+
+    out = tmp_path / "results"
+    with pytest.raises(KeyboardInterrupt), contextlib.ExitStack() as stack:
+        (results_db_dir(out, "a", stack) / "prefect.db").write_bytes(b"runs")
+        raise KeyboardInterrupt
+    assert not out.exists()
+    with contextlib.ExitStack() as stack:
+        (results_db_dir(out, "b", stack) / "prefect.db").write_bytes(b"runs")
+    with pytest.raises(RuntimeError), contextlib.ExitStack() as stack:
+        results_db_dir(out, "c", stack)
+        raise RuntimeError("the run failed")
+    assert (out / ".prefect" / "prefect.db").read_bytes() == b"runs"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -243,16 +244,49 @@ def _lock(path: Path) -> int | None:
     return fd
 
 
+def _missing(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.insert(0, folder)
+        folder = folder.parent
+    return missing
+
+
+def _discard_unless_done(database: Path | None, made: list[Path], exc_type: type[BaseException] | None,
+                         *_: object) -> bool:
+    """On a run that fails or is interrupted: remove the database it created and the folders
+    it made, if they are left empty, so such a run leaves nothing (a database that held runs
+    before is kept whole). Runs after the server has stopped."""
+    if exc_type is None:
+        return False
+    if database is not None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            database.with_name(database.name + suffix).unlink(missing_ok=True)
+    for folder in reversed(made):
+        if folder.name == DB_DIR:
+            (folder / DB_LOCK).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: another run's, keep it
+            folder.rmdir()
+    return False
+
+
 def results_db_dir(results_dir: Path, run_id: str, stack: contextlib.ExitStack) -> Path:
     """Where a run's own server keeps its database under `results_dir`: the folder's shared one
-    while no other run is using it (locked until `stack` closes), else one of the run's own."""
+    while no other run is using it (locked until `stack` closes), else one of the run's own.
+    If the run fails, what it created here is removed (`_discard_unless_done`)."""
     shared = Path(results_dir) / DB_DIR
+    made = _missing(shared)
     shared.mkdir(parents=True, exist_ok=True)
     fd = _lock(shared / DB_LOCK)
+    db_dir = shared if fd is not None else shared / RUNS_DB_DIR / (run_id or f"pid-{os.getpid()}")
+    made += _missing(db_dir)
+    database = db_dir / DB_NAME
+    # pushed first: it runs last, after the server has stopped and the lock is released
+    stack.push(functools.partial(_discard_unless_done, None if database.exists() else database, made))
     if fd is not None:
         stack.callback(os.close, fd)
-        return shared
-    return shared / RUNS_DB_DIR / (run_id or f"pid-{os.getpid()}")
+    return db_dir
 
 
 def open_api(stack: contextlib.ExitStack, startup: dict[str, Any],
