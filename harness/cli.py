@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError, SpecError
+from harness.errors import HarnessError, RunError, SpecError
 
 _interrupted: list[int] = []  # signals received; see _interrupt
 
@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder = run_workload(spec, Path(args.out), profile=args.profile,
                               allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
                               on_committed=present, worker_timeout_s=args.worker_timeout,
-                              dask_report=args.dask_report)
+                              dask_report=args.dask_report, quiet_prefect=args.quiet_prefect)
     if report_failed:
         exc = report_failed[0]
         print(f"harness: error: the run's data is complete in {folder}, but its report failed: "
@@ -140,6 +140,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     regressed = [c.strategy for c in result.changes if c.regressed]
     print(f"\nregressed: {', '.join(regressed)}" if regressed else "\nno significant regression")
     return 1 if regressed else 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.runtime.ui import own_databases, serve_ui, ui_url
+
+    _say(f"starting the Prefect UI over {Path(args.results_dir) / '.prefect'}")
+    try:
+        with serve_ui(Path(args.results_dir), args.port, args.run) as server:
+            print(f"Prefect UI: {ui_url(server)}  (API {server.api_url}; Ctrl-C stops it)", flush=True)
+            others = [r for r in own_databases(Path(args.results_dir)) if r != args.run]
+            if others:
+                print(f"runs with a database of their own (harness ui {args.results_dir} --run RUN_ID): "
+                      f"{', '.join(others)}", flush=True)
+            while server.process.poll() is None:
+                time.sleep(UI_POLL_S)
+            tail = server.log_path.read_text(errors="replace")[-2000:]
+    except KeyboardInterrupt:  # the way to stop it: the server is stopped on the way out
+        return 0
+    raise RunError(f"the Prefect server exited; its log ends with:\n{tail}")
+
+
+# How often `ui` checks that its server is still up while it waits for Ctrl-C.
+UI_POLL_S = 0.5
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -351,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-setting-loss", action="store_true",
                      help="under lean, run even if a Prefect setting differs between this process and the workers "
                           "(env.json lists the settings lost)")
+    run.add_argument("--quiet-prefect", action="store_true",
+                     help="Prefect logs at WARNING and none sent to the API, also on your own Prefect API "
+                          "(without it the harness changes no logging setting there)")
 
     report = _subcommand(sub, "report", "re-render report.md and report.html from a run folder's CSVs", [
         ("harness report results/small/latest", "after a harness upgrade, or an edited CSV"),
@@ -379,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     ], cmd_table)
     across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. results/<workload>/latest")
     across.add_argument("--json", action="store_true", help="print each run's results.json figures as a JSON array")
+
+    ui = _subcommand(sub, "ui", "serve the Prefect UI over the runs kept in a results folder, until Ctrl-C", [
+        ("harness ui results", "flow runs, task runs, artifacts and logs of every run into results/"),
+        ("harness ui /tmp/out --port 4300", "on a port of your choice"),
+    ], cmd_ui)
+    ui.add_argument("results_dir", metavar="RESULTS_DIR", help="a results folder (run's --out, default results/)")
+    ui.add_argument("--port", type=int, help="the UI's loopback port (default: any free one)")
+    ui.add_argument("--run", metavar="RUN_ID",
+                    help="a run that kept a database of its own (it ran while another run used the folder's)")
 
     past = _subcommand(sub, "history", "every run under RESULTS_DIR across commits: a table, trend plots, index.html", [
         ("harness history results", "every workload's runs, oldest first, step changes marked"),

@@ -29,6 +29,7 @@ import pandas as pd
 import psutil
 
 from harness.conditions import cpu_model
+from harness.errors import RunError
 
 # runs.csv columns in order: DESIGN.md's minimum first (scripts rely on them), then ours.
 RUN_COLUMNS = (
@@ -235,6 +236,15 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def fresh_run_id(out: Path, workload: str) -> str:
+    """A run id no folder under out/<workload> has yet (nothing is created: run_folder does)."""
+    parent = Path(out) / workload
+    while True:
+        run_id = new_run_id()
+        if not (parent / run_id).exists() and not any(parent.glob(f".{run_id}.*partial")):
+            return run_id
+
+
 def _partial_name(run_id: str) -> str:
     """A run's temporary folder: hidden, and named after the process that writes it, so a later
     run can tell a live run's folder (leave it) from a killed one's (remove it)."""
@@ -269,18 +279,27 @@ def remove_stale_partials(out: Path, workload: str) -> list[Path]:
 
 
 @contextlib.contextmanager
-def run_folder(out: Path, workload: str) -> Iterator[tuple[Path, Path]]:
+def run_folder(out: Path, workload: str, run_id: str | None = None) -> Iterator[tuple[Path, Path]]:
     """Yield (a temporary folder to write into, the final path). On success the temporary
     folder is renamed into place and `latest` points at it; on any error or interrupt it is
     removed, and so are the folders made for it if they are left empty, so a half-written
-    run folder never exists under its real name and a failed run leaves nothing."""
+    run folder never exists under its real name and a failed run leaves nothing.
+
+    `run_id` is the id the run's flow runs were tagged with (run.py draws it with
+    `fresh_run_id` before they start); without one a fresh id is drawn. A given id taken
+    meanwhile is a RunError: two runs of one workload into one folder would have to start in
+    the same second and draw the same four hex digits.
+    """
     out = Path(out)
     parent = out / workload
     made_out = not out.exists()
+    given = run_id
     while True:  # two runs started in the same second may draw the same id: the second redraws
-        run_id = new_run_id()
+        run_id = given or new_run_id()
         final = parent / run_id
         partial = parent / _partial_name(run_id)
+        if given and (final.exists() or any(parent.glob(f".{run_id}.*partial"))):
+            raise RunError(f"{final}: run id {run_id} is already taken by another run")
         if final.exists():
             continue
         parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from prefect.cache_policies import NONE
 
 from harness.breaker import Router
 from harness.errors import RunError
+from harness.strategies.tasks import batch_run_name
 from harness.workloads import Item, ItemCursor
 
 # Re-runs of one batch before the run is declared failed. Each re-run avoids the strategies the
@@ -65,8 +66,14 @@ def _fail_on_path(batch: Any, strategy: str, first_index: int, attempt: int) -> 
     raise PathFault(strategy, first_index, attempt)
 
 
-# A real task on a real worker that fails as a whole, as a crashed strategy would.
-fail_on_path = task(_fail_on_path, name="process_batch", cache_policy=NONE)
+def _fault_run_name(parameters: dict[str, Any]) -> str:
+    """The injected fault says so in the Prefect UI: "batch 0-63: injected fault (attempt 1)"."""
+    return f"{batch_run_name({'items': parameters['batch']})}: injected fault (attempt {parameters['attempt']})"
+
+
+# A real task on a real worker that fails as a whole, as a crashed strategy would; it costs what
+# a process_batch task costs, and its name in the Prefect UI says it was injected.
+fail_on_path = task(_fail_on_path, name="inject_path_fault", cache_policy=NONE, task_run_name=_fault_run_name)
 
 
 @dataclass

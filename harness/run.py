@@ -24,6 +24,7 @@ from harness import overhead, settle
 from harness.conditions import LoadProbe, load_now, workload_digest
 from harness.errors import RunError
 from harness.patterns import pattern_variants, run_pattern
+from harness.patterns.labels import RunLabel
 from harness.patterns.trace import mode_changes
 from harness.records import (
     TASKS_COLUMNS,
@@ -31,6 +32,7 @@ from harness.records import (
     RssSampler,
     RunRecord,
     environment,
+    fresh_run_id,
     records_frame,
     remove_stale_partials,
     run_folder,
@@ -209,12 +211,17 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: st
     kernel = spec.cost.kind if kernel is None else kernel
     stage = Stage(workload, workload.sample_indices(n), kernel, spec.faults.retries,
                   runtime.worker_threads, runtime.client)
-    run_pattern(spec, Strategy("static", 1), stage, runtime)
+    warm = Strategy("static", 1)
+
+    def label(variant: str) -> RunLabel:
+        return RunLabel(spec.name, str(warm), run_id=runtime.run_id, variant=variant, warm_up=True)
+
+    run_pattern(spec, warm, stage, runtime, label=label("dynamic"))
     run_pattern(spec, Strategy("raw_dask", 1), stage, runtime)
     # Measured on a second pass: the first pays for imports and the workers' calibration. A
     # pattern's twin is one flow with one stage: its wall is tasks, not subflow set-up.
     simplest = pattern_variants(spec)[-1]
-    prefect = run_pattern(spec, Strategy("static", 1), stage, runtime, simplest)
+    prefect = run_pattern(spec, warm, stage, runtime, simplest, label=label(simplest))
     if not prefect.tasks:
         return None
     return max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
@@ -223,7 +230,7 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: st
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
                  on_committed: CommittedSink | None = None, worker_timeout_s: float | None = None,
-                 task: UserTask | None = None, dask_report: bool = False) -> Path:
+                 task: UserTask | None = None, dask_report: bool = False, quiet_prefect: bool = False) -> Path:
     """Run the workload under every strategy and return the completed run folder.
 
     `profile` None is the default for what runs: `lean` for the harness's own synthetic tasks,
@@ -234,7 +241,11 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
     else loaded from the spec (SpecError before anything starts when it cannot be).
 
     With `dask_report`, each strategy's first repeat is wrapped in a Dask performance report,
-    written into the run folder (dask_report_file) and listed in env.json's `dask_reports`."""
+    written into the run folder (dask_report_file) and listed in env.json's `dask_reports`.
+
+    The run id (the folder's name) is drawn first: every flow run carries it as a tag. A
+    server the harness starts keeps its database under `out` (`harness ui OUT` shows it);
+    `quiet_prefect`: README, "Your Prefect configuration"."""
     say = on_event or (lambda message: None)
     if profile is None:
         profile = STOCK if spec.task is not None else LEAN
@@ -253,8 +264,10 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {planned} repeats{budget})")
     digest = workload_digest(spec, workload.expected_compute_s)
     load_at_start = load_now()
+    run_id = fresh_run_id(out, spec.name)
     with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
-                      worker_timeout_s=worker_timeout_s) as runtime:
+                      worker_timeout_s=worker_timeout_s, results_dir=Path(out), run_id=run_id,
+                      quiet_prefect=quiet_prefect) as runtime:
         say(f"runtime up: {runtime.startup}")
         say(f"Dask dashboard: {runtime.dashboard}" if runtime.dashboard
             else "Dask dashboard: none (the scheduler serves none; Dask needs bokeh for it)")
@@ -275,7 +288,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
         round_s: list[float] = []  # each round's duration, for the budget
         decision: settle.Decision | None = None
         rounds_t0 = time.perf_counter()
-        with run_folder(out, spec.name) as (tmp, final):
+        with run_folder(out, spec.name, run_id) as (tmp, final):
             repeat = 0
             while True:
                 if not auto and repeat >= spec.run.repeats:
@@ -306,10 +319,11 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                     # The first repeat only: one report per strategy is what a reader opens, and
                     # the later repeats stay free of its cost (README, "Dask's own diagnostics").
                     report_to = tmp / dask_report_file(strategy, variant) if dask_report and repeat == 0 else None
+                    label = RunLabel(spec.name, str(strategy), repeat, run_id, variant)
                     with watch_stage(runtime.client, report_to) as watched:
                         with LoadProbe() as load, RssSampler() as rss:
                             t0 = time.perf_counter()
-                            result = run_pattern(spec, strategy, stage, runtime, variant)
+                            result = run_pattern(spec, strategy, stage, runtime, variant, label)
                             flow_s = time.perf_counter() - t0
                     tasks = task_frame(result, strategy, repeat, variant, runtime.worker_threads)
                     record = with_dask_seen(dataclasses.replace(

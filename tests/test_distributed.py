@@ -272,15 +272,26 @@ async def _flow_runs(api_url: str, flow_name: str) -> list:
             return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
 
 
-def test_uses_an_existing_prefect_api_and_starts_none(tmp_path, make_toml):
+@pytest.mark.parametrize("given_by", ["environment", "profile"])
+def test_uses_an_existing_prefect_api_and_starts_none(tmp_path, make_toml, given_by):
+    """The API Prefect's own settings name, from PREFECT_API_URL or from the active profile of a
+    profiles file (PREFECT_PROFILES_PATH): the harness starts no server, its flow runs land on
+    that API, and it changes no logging setting there (no --quiet-prefect)."""
     import psutil
 
     server = start_prefect_server()
     try:
         path = tmp_path / "api.toml"
-        path.write_text(make_toml("existing-api", count=20, strategies=("static:10",)))
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
-               "PREFECT_API_URL": server.api_url}
+        name = f"existing-api-{given_by}"
+        path.write_text(make_toml(name, count=20, strategies=("static:10",)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        if given_by == "environment":
+            env["PREFECT_API_URL"] = server.api_url
+        else:
+            profiles = tmp_path / "profiles.toml"
+            profiles.write_text(f'active = "theirs"\n\n[profiles.theirs]\nPREFECT_API_URL = "{server.api_url}"\n'
+                                '\n[profiles.other]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n')
+            env["PREFECT_PROFILES_PATH"] = str(profiles)
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness", "run", str(path), "--out", str(tmp_path / "results"),
              "--repeats", "1"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -299,10 +310,13 @@ def test_uses_an_existing_prefect_api_and_starts_none(tmp_path, make_toml):
         runtime_env = json.loads((folder / "env.json").read_text())["runtime"]
         assert runtime_env["startup"]["prefect_server"] == "existing"
         assert runtime_env["api_url"] == server.api_url
+        assert not [k for k in runtime_env["settings"] if k.startswith("PREFECT_LOGGING_")]
+        assert not (tmp_path / "results" / ".prefect").exists()  # no database of its own either
 
-        runs = asyncio.run(_flow_runs(server.api_url, "existing-api-map"))
+        runs = asyncio.run(_flow_runs(server.api_url, f"{name}-map"))
         # the measured static:10 and the warm-up's flow runs, all finished
-        assert len(runs) >= 2
+        assert {run.name for run in runs} == {f"{name}/static:10/r0", f"{name}/static:1/warm-up"}
         assert all(run.state_type.value == "COMPLETED" for run in runs)
+        assert all(f"run:{folder.name}" in run.tags for run in runs)
     finally:
         server.stop()

@@ -134,7 +134,7 @@ def test_sampled_stage_runs_only_its_indices(runtime, faulty_spec):
 
 
 def _read_item_task_runs(flow_name: str) -> list:
-    """Task runs named process_item under the flow runs of the flow called `flow_name`."""
+    """Task runs named "item N" (process_item) under the flow runs of the flow called `flow_name`."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, TaskRunFilter, TaskRunFilterName
 
@@ -143,7 +143,7 @@ def _read_item_task_runs(flow_name: str) -> list:
         while True:
             page = client.read_task_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="process_item")),
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="item ")),
                 limit=200,
                 offset=len(runs),
             )

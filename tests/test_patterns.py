@@ -219,7 +219,7 @@ def _run(spec, strategy: str, variant: str, runtime):
 
 
 def _api_runs(prefix: str, expected_tasks: int) -> tuple[list, list]:
-    """Flow runs of flows whose name starts with `prefix`, and their process_batch task runs
+    """Flow runs of flows whose name starts with `prefix`, and their batch task runs ("batch 0-5")
     (waiting for the task-run recorder up to the deadline)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -241,7 +241,7 @@ def _api_runs(prefix: str, expected_tasks: int) -> tuple[list, list]:
             while True:
                 page = client.read_task_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in flow_runs])),
-                    task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="process_batch")),
+                    task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="batch ")),
                     limit=200, offset=len(task_runs))
                 task_runs.extend(page)
                 if len(page) < 200:
@@ -318,6 +318,12 @@ def test_subflows_are_built_per_type_at_run_time(runtime):
     assert len(flow_runs) == flows["dynamic"] + flows["twin"]
     subflow_runs = [r for r in flow_runs if r.parent_task_run_id is not None]
     assert len(subflow_runs) == 2 * len(by_type)  # a transform and a load subflow per type
+    # named in the Prefect UI by the run's label and their part (harness.patterns.labels)
+    assert {r.name for r in subflow_runs} == {f"{spec.name}/static:6/{step}:{t}"
+                                              for t in by_type for step in ("transform", "load")}
+    assert {r.name for r in flow_runs if r.parent_task_run_id is None} == {f"{spec.name}/static:6",
+                                                                           f"{spec.name}/static:6/twin"}
+    assert all("harness" in r.tags and "strategy:static:6" in r.tags for r in flow_runs)
     assert len(task_runs) == results["dynamic"].tasks + results["twin"].tasks
     from prefect.client.orchestration import get_client
 

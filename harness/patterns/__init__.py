@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from harness.patterns.labels import RunLabel  # pure, no Prefect
+
 if TYPE_CHECKING:  # at run time this package must stay light: harness.spec imports its options
     from harness.spec import StrategyName, WorkloadSpec
     from harness.strategies import Stage, StageResult
@@ -35,17 +37,21 @@ def pattern_variants(spec: WorkloadSpec) -> tuple[str, ...]:
 
 
 def run_pattern(spec: WorkloadSpec, strategy: StrategyName, stage: Stage, runtime: Any,
-                variant: str = "dynamic") -> StageResult:
+                variant: str = "dynamic", label: RunLabel | None = None) -> StageResult:
+    """Run `stage` with `strategy` in the workload's pattern; `label` names and tags its flow
+    runs (default: "<workload>/<strategy>", tagged with both)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     kind = spec.pattern.kind
+    if label is None:
+        label = RunLabel(spec.name, str(strategy), variant=variant)
     if kind == "map":
         from harness.patterns.flat_map import run_map
 
-        return run_map(strategy, stage, runtime, flow_name=f"{spec.name}-map")
+        return run_map(strategy, stage, runtime, flow_name=f"{spec.name}-map", label=label)
 
     from harness.patterns.stages import PatternRun
 
     module, function = RUNNERS[kind].split(":")
     runner = getattr(importlib.import_module(f"harness.patterns.{module}"), function)
-    return runner(PatternRun(spec, spec.pattern, strategy, stage, runtime, variant))
+    return runner(PatternRun(spec, spec.pattern, strategy, stage, runtime, variant, label))

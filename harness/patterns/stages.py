@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from prefect import Flow, flow
+from prefect import Flow, flow, tags
 
+from harness.patterns.labels import RunLabel, shown_parameters
 from harness.spec import StrategyName
 from harness.strategies import Stage, StageResult, execute
 from harness.workloads import CHUNK_SIZE, Item, ItemCursor, Tally
@@ -207,11 +208,14 @@ class PatternRun:
     stage: Stage  # the items to run (all, or run.py's sample) and how
     runtime: Any
     variant: str  # "dynamic" or "twin"
+    label: RunLabel | None = None  # the flow run's name and tags in the Prefect UI
     t0: float = field(default_factory=time.perf_counter)
     progress: SharedProgress = field(init=False)
 
     def __post_init__(self) -> None:
         self.progress = SharedProgress(self.stage.on_progress)
+        if self.label is None:
+            self.label = RunLabel(self.spec.name, str(self.strategy), variant=self.variant)
 
     def counted_stage(self, items: list[Item], label: str) -> ItemStage:
         """A stage whose outcomes are the run's (see the module docstring): it drives progress."""
@@ -222,9 +226,17 @@ class PatternRun:
 _pending: dict[str, tuple[Callable[[Any], Any], Any]] = {}
 
 
-def _run_pending(key: str) -> Any:
-    body, value = _pending[key]
-    return body(value)
+def _run_pending(call_key: str, strategy: str = "", items: int = 0, batch_size: int | None = None,
+                 stage: str = "") -> Any:
+    """The flow function of every pattern: run the body registered under `call_key`. The other
+    parameters are only there to be read in the Prefect UI (labels.shown_parameters)."""
+    from prefect.context import TagsContext
+
+    body, value = _pending[call_key]
+    # The flow run is tagged (call_flow); its task runs are not: Prefect makes an API call per
+    # tagged task run for tag concurrency limits, an overhead the measurement must not carry.
+    with TagsContext(current_tags=set()):
+        return body(value)
 
 
 def pattern_flow(name: str) -> Flow:
@@ -239,16 +251,27 @@ def pattern_flow(name: str) -> Flow:
     return flow(_run_pending, name=name, validate_parameters=False, persist_result=False)
 
 
-def call_flow(flow_obj: Flow, body: Callable[[T], Any], value: T, runtime: Any, name: str | None = None) -> Any:
+def strategy_parameters(strategy: StrategyName, items: int, stage: str = "") -> dict[str, Any]:
+    """The readable parameters of a flow running `strategy` over `items` items."""
+    batch_size = 1 if strategy.kind == "per_item" else strategy.batch_size  # None: chosen at run time
+    return shown_parameters(str(strategy), items, batch_size, stage)
+
+
+def call_flow(flow_obj: Flow, body: Callable[[T], Any], value: T, runtime: Any, name: str | None = None, *,
+              label: RunLabel | None = None, parameters: dict[str, Any] | None = None) -> Any:
     """Run `body(value)` in `flow_obj` (renamed `name` if given, on the runtime's Dask task
-    runner); inside a running flow this makes it a subflow."""
+    runner), its flow run named and tagged by `label` and showing `parameters`; inside a running
+    flow this makes it a subflow."""
     key = uuid.uuid4().hex
     _pending[key] = (body, value)
     options: dict[str, Any] = {"task_runner": runtime.task_runner()}
     if name is not None:
         options["name"] = name
+    if label is not None:  # a template Prefect formats with the parameters: braces doubled
+        options["flow_run_name"] = label.flow_run_name.replace("{", "{{").replace("}", "}}")
     try:
-        return flow_obj.with_options(**options)(key)
+        with tags(*(label.tags if label is not None else ())):
+            return flow_obj.with_options(**options)(key, **(parameters or {}))
     finally:
         del _pending[key]
 
@@ -259,4 +282,5 @@ def launch(flow_obj: Flow, body: Callable[[PatternRun], StageResult], run: Patte
     if not is_prefect(run.strategy):
         return body(run)
     with run.runtime.submitting():
-        return call_flow(flow_obj, body, run, run.runtime, f"{run.spec.name}-{flow_obj.name}-{run.variant}")
+        return call_flow(flow_obj, body, run, run.runtime, f"{run.spec.name}-{flow_obj.name}-{run.variant}",
+                         label=run.label, parameters=strategy_parameters(run.strategy, run.stage.items))

@@ -12,7 +12,8 @@ from typing import Any
 
 from harness.patterns.options import SubflowsOptions
 from harness.patterns.stages import (Fold, PatternRun, attribute_draws, call_flow, choose, describe_counts,
-                                     is_prefect, launch, pattern_flow, run_concurrently, run_stage, scaled, sub_stage)
+                                     is_prefect, launch, pattern_flow, run_concurrently, run_stage, scaled,
+                                     strategy_parameters, sub_stage)
 from harness.strategies import StageResult
 from harness.workloads import Item
 
@@ -48,7 +49,9 @@ def _transform(job: TypeRun) -> tuple[StageResult, StageResult]:
     stage = job.run.counted_stage(scaled(job.items, opts.cost(job.kind)), f"transform:{job.kind}")
     transformed = run_stage(job.run.strategy, stage, job.run.t0)
     if is_prefect(job.run.strategy):
-        loaded = call_flow(load_flow, _load, job, job.run.runtime, f"{job.run.spec.name}-load-{job.kind}")
+        loaded = call_flow(load_flow, _load, job, job.run.runtime, f"{job.run.spec.name}-load-{job.kind}",
+                           label=job.run.label.child(f"load:{job.kind}"),
+                           parameters=strategy_parameters(job.run.strategy, len(job.items), f"load:{job.kind}"))
     else:
         loaded = _load(job)
     return transformed, loaded
@@ -78,7 +81,11 @@ def _body(run: PatternRun) -> StageResult:
     if is_prefect(run.strategy):
         registry = {job.kind: create_processing_flow(f"{run.spec.name}-transform-{job.kind}", job.kind)
                     for job in jobs}
-        calls = [lambda j=job: call_flow(registry[j.kind], _transform, j, run.runtime) for job in jobs]
+        calls = [lambda j=job: call_flow(registry[j.kind], _transform, j, run.runtime,
+                                         label=run.label.child(f"transform:{j.kind}"),
+                                         parameters=strategy_parameters(run.strategy, len(j.items),
+                                                                        f"transform:{j.kind}"))
+                 for job in jobs]
         flow_runs = 1 + 2 * len(jobs)  # this flow, then a transform and a load subflow per type
     else:
         calls = [lambda j=job: _transform(j) for job in jobs]

@@ -3,8 +3,10 @@ join them.
 
 By default the harness starts both itself (a loopback `prefect server start` on SQLite and a
 Dask LocalCluster) and stops them at the end, even on error or Ctrl-C; a SIGKILLed harness
-takes them with it. An existing `PREFECT_API_URL` in the environment, or a scheduler address,
-is used instead.
+takes them with it. The server keeps its database under the results folder (`harness ui`). An
+API named by Prefect's own settings (PREFECT_API_URL in the environment, a .env file or the
+active profile), or a scheduler address, is used instead, and then the harness changes no
+Prefect logging setting unless asked (`quiet_prefect`).
 
 Each setting applied cuts Prefect's per-task cost without changing what a task does; why each
 is there, and the command that shows it, is in docs/runtime-notes.md. Every report records
@@ -23,6 +25,7 @@ them. One module per job:
   logs           quieter Prefect and Dask loggers, injected faults unlogged on the workers
   orphans        servers a killed harness left behind, stopped by the next run
   server_entry   the server subprocess's entry point: it dies with its parent
+  ui             `harness ui`: the Prefect UI over a results folder's database
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.errors import SpecError
 from harness.runtime.cache import cache_dir
-from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings
+from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings, logging_settings
 from harness.runtime.cluster import (
     LOW_LEVEL_LOG_LENGTH,
     SCHEDULER_CONNECT_TIMEOUT_S,
@@ -65,6 +69,7 @@ from harness.runtime.server import (
     SERVER_SETTINGS,
     SERVER_START_TIMEOUT_S,
     PrefectServer,
+    configured_api_url,
     existing_api,
     free_port,
     open_api,
@@ -97,6 +102,7 @@ __all__ = [
     "check_workers",
     "client_settings",
     "dashboard_link",
+    "configured_api_url",
     "free_port",
     "lean_task_context",
     "lean_unavailable",
@@ -127,6 +133,7 @@ class Runtime:
     notes: list[str] = field(default_factory=list)  # e.g. "lean unavailable on Prefect X: stock used"
     dashboard: str | None = None  # the scheduler's dashboard link; None when it serves none
     security: Any = None  # distributed.Security for a tls:// scheduler, else None
+    run_id: str = ""  # the run folder's name, tagged on every flow run ("" outside `harness run`)
 
     def task_runner(self) -> Any:
         """A DaskTaskRunner on this runtime's cluster, for a flow about to run."""
@@ -154,12 +161,14 @@ class Runtime:
             "startup": self.startup,
             "dashboard": self.dashboard,
             "tls": self.security is not None,
+            "run_id": self.run_id,
         }
 
 
 @contextlib.contextmanager
 def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: bool = False,
-                 on_event: EventSink | None = None, worker_timeout_s: float | None = None) -> Iterator[Runtime]:
+                 on_event: EventSink | None = None, worker_timeout_s: float | None = None,
+                 results_dir: Path | None = None, run_id: str = "", quiet_prefect: bool = False) -> Iterator[Runtime]:
     """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started.
 
     `profile` is how Prefect context reaches the workers (PROFILES says what each keeps and
@@ -171,6 +180,10 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
     Every wait is bounded and ends in a SpecError naming the peer. Servers an earlier, killed
     harness left running are stopped first, and said through `on_event`. `worker_timeout_s`
     (default WORKER_WAIT_TIMEOUT_S): how long an existing scheduler may have no workers.
+
+    A server we start keeps its database under `results_dir` (a scratch one without it) and
+    `run_id` tags the flow runs. Logging: `quiet_prefect` applies QUIET_LOGGING on any API; else
+    the harness's own server gets OWN_SERVER_LOGGING and a user's API none (client_env.py).
     """
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
@@ -190,10 +203,13 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
         profile = STOCK
         notes.append(why)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(quiet_loggers())  # first in, last out: quiet through teardown too
+        stack.enter_context(quiet_loggers(("distributed",)))  # first in, last out: through teardown too
         startup: dict[str, Any] = {}
-        api_url = open_api(stack, startup, on_event, existing)
-        settings = client_settings(api_url)
+        api_url = open_api(stack, startup, on_event, existing, results_dir, run_id)
+        own_server = startup["prefect_server"] == "started"
+        if own_server or quiet_prefect:  # on a user's API, Prefect's loggers are theirs
+            stack.enter_context(quiet_loggers(("prefect",)))
+        settings = client_settings(api_url, logging_settings(own_server, quiet_prefect))
         stack.enter_context(applied(settings))
 
         started = time.perf_counter()
@@ -214,11 +230,12 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
             client=client,
             worker_threads=sum(w["nthreads"] for w in layout),
             profile=profile,
-            settings={**settings, **({} if startup["prefect_server"] == "existing" else SERVER_SETTINGS)},
+            settings={**settings, **(SERVER_SETTINGS if own_server else {})},
             layout=layout,
             startup=startup,
             settings_check=settings_check,
             notes=notes,
             dashboard=dashboard_link(client),
             security=tls,
+            run_id=run_id,
         )

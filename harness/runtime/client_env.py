@@ -9,9 +9,6 @@ from collections.abc import Iterator
 from harness.runtime.certs import is_loopback_http, one_certificate_file
 
 CLIENT_SETTINGS = {
-    # Benchmark runs: no log shipping to the API, only warnings on the console.
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_LOGGING_TO_API_ENABLED": "false",
     # Without an API URL Prefect silently starts a temporary server per process, and its task
     # runs never reach the real API: make that an error instead (docs/runtime-notes.md,
     # "Workers need PREFECT_API_URL; no ephemeral server").
@@ -20,9 +17,33 @@ CLIENT_SETTINGS = {
 }
 
 
-def client_settings(api_url: str) -> dict[str, str]:
-    """Environment for the flow process and the Dask workers, given the API they talk to."""
-    settings = {"PREFECT_API_URL": api_url, **CLIENT_SETTINGS}
+# Logging, the user's to choose: on an API of their own the harness sets none of it unless asked
+# (`--quiet-prefect`: these, the leanest). Each log record shipped to the API is work in the
+# worker that measures it.
+QUIET_LOGGING = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_TO_API_ENABLED": "false",
+}
+# On the harness's own server: warnings and errors (failed task runs) reach the API, so that
+# `harness ui` shows them; the INFO line per task run stays off, it would cost a log record per task.
+OWN_SERVER_LOGGING = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_TO_API_ENABLED": "true",
+}
+
+
+def logging_settings(own_server: bool, quiet: bool) -> dict[str, str]:
+    """The logging settings the harness applies: QUIET_LOGGING when asked, OWN_SERVER_LOGGING on
+    its own server, none on the user's."""
+    if quiet:
+        return dict(QUIET_LOGGING)
+    return dict(OWN_SERVER_LOGGING) if own_server else {}
+
+
+def client_settings(api_url: str, logging: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the flow process and the Dask workers, given the API they talk to (and
+    the logging settings to apply, see `logging_settings`)."""
+    settings = {"PREFECT_API_URL": api_url, **CLIENT_SETTINGS, **(logging or {})}
     if is_loopback_http(api_url):
         # Safe only because nothing is verified over plain http (never for a remote https API).
         settings["PREFECT_API_SSL_CERT_FILE"] = str(one_certificate_file())

@@ -16,17 +16,20 @@ TASK_RUN_LOGGER = "prefect.task_runs"
 
 
 @contextlib.contextmanager
-def quiet_loggers() -> Iterator[None]:
-    """Prefect's and Dask's loggers at WARNING, task-run failures silent; levels restored on exit."""
+def quiet_loggers(roots: tuple[str, ...] = QUIET_LOGGERS) -> Iterator[None]:
+    """The loggers under `roots` at WARNING, Prefect's task-run failures silent (when "prefect"
+    is one of them); levels restored on exit. On a user's own API the harness quiets only Dask's
+    ("distributed"): Prefect's loggers are theirs, and they decide what reaches the API."""
     import distributed  # noqa: F401  (creates its loggers, some with levels of their own)
 
-    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in QUIET_LOGGERS]
-    names += list(QUIET_LOGGERS)
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in roots]
+    names += list(roots)
     saved = {name: logging.getLogger(name).level for name in names}
     for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
-    saved.setdefault(TASK_RUN_LOGGER, logging.getLogger(TASK_RUN_LOGGER).level)
-    logging.getLogger(TASK_RUN_LOGGER).setLevel(logging.CRITICAL)
+    if "prefect" in roots:
+        saved.setdefault(TASK_RUN_LOGGER, logging.getLogger(TASK_RUN_LOGGER).level)
+        logging.getLogger(TASK_RUN_LOGGER).setLevel(logging.CRITICAL)
     try:
         yield
     finally:

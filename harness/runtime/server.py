@@ -1,9 +1,13 @@
-"""The Prefect API a run talks to: an existing PREFECT_API_URL, or a loopback
-`prefect server start` subprocess the harness starts and stops."""
+"""The Prefect API a run talks to: the one Prefect's own settings name (PREFECT_API_URL from
+the environment, a .env file or the active profile), or a loopback `prefect server start`
+subprocess the harness starts and stops, its database kept under the results folder so that
+`harness ui` can show the runs later (README, "Browsing runs in the Prefect UI")."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import json
 import os
 import shutil
@@ -55,6 +59,15 @@ SERVER_SETTINGS = {
     "PREFECT_SERVER_EVENTS_STREAM_OUT_ENABLED": "false",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
 }
+# `harness ui`: the same lean server over a results folder's database, with the UI on.
+UI_SETTINGS = {**SERVER_SETTINGS, "PREFECT_SERVER_UI_ENABLED": "true"}
+
+# Under a results folder (--out): the database every run into it shares, and its lock. A run
+# holds the lock while its server is up; two servers writing one SQLite file contend for its
+# single write lock, so a second run meanwhile keeps its own database in RUNS_DB_DIR/<run id>.
+DB_DIR = ".prefect"
+DB_LOCK = "prefect.db.lock"
+RUNS_DB_DIR = "runs"
 
 
 def free_port() -> int:
@@ -109,6 +122,10 @@ class PrefectServer:
     startup_s: float
     seeded_from_template: bool
     answered: bool = False  # it came up: its database is fully migrated, fit to be the template
+    database: Path | None = None  # its SQLite file (None: home/prefect.db)
+    # Save the database as the template at stop: only a scratch one in the server's own home.
+    # A results folder's database holds runs; a template must hold none.
+    saves_template: bool = True
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -121,27 +138,37 @@ class PrefectServer:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         forget_server(self.process.pid)
-        if self.answered:  # one stopped mid-migration would seed every later server badly
+        if self.answered and self.saves_template:  # one stopped mid-migration would seed every later server badly
             save_template(self.home)
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def start_prefect_server(on_event: Callable[[str], None] | None = None) -> PrefectServer:
-    """Start a loopback Prefect API server on a free port and wait until it answers.
+def start_prefect_server(on_event: Callable[[str], None] | None = None, db_dir: Path | None = None, *,
+                         ui: bool = False, port: int | None = None) -> PrefectServer:
+    """Start a loopback Prefect API server and wait until it answers.
 
-    The server dies with this process however it ends (server_entry.py, _die_with_parent), and
-    is stopped here if the wait is cut short (an error, Ctrl-C)."""
+    Its database is `db_dir`/prefect.db (seeded from the template when absent), else a scratch
+    one in the server's own home, removed at stop; `ui` turns the Prefect UI on; `port`
+    defaults to a free one. The server dies with this process however it ends
+    (server_entry.py, _die_with_parent), and is stopped here if the wait is cut short (an
+    error, Ctrl-C)."""
     homes = cache_dir() / "homes"
     homes.mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="server-", dir=homes))
-    seeded = seed_home(home, on_event)
-    port = free_port()
+    if db_dir is None:
+        seeded = seed_home(home, on_event)
+        database = home / DB_NAME
+    else:
+        db_dir.mkdir(parents=True, exist_ok=True)
+        database = db_dir / DB_NAME
+        seeded = database.exists() or seed_home(db_dir, on_event)
+    port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
-        **SERVER_SETTINGS,
+        **(UI_SETTINGS if ui else SERVER_SETTINGS),
         "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / DB_NAME}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
     }
     env.pop("PREFECT_API_URL", None)
     log_path = home / "server.log"
@@ -149,7 +176,7 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None) -> Prefe
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, str(SERVER_ENTRY), str(os.getpid()), "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port), "--no-ui"],
+             "--port", str(port), *(() if ui else ("--no-ui",))],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -159,7 +186,8 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None) -> Prefe
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" and threading.current_thread() is threading.main_thread() else None,
         )
-    server = PrefectServer(api_url, process, home, log_path, 0.0, seeded)
+    server = PrefectServer(api_url, process, home, log_path, 0.0, seeded, database=database,
+                           saves_template=db_dir is None)
     try:
         record_server(process.pid, home)
         deadline = started + SERVER_START_TIMEOUT_S
@@ -177,10 +205,20 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None) -> Prefe
     return server
 
 
+def configured_api_url() -> str:
+    """The API URL Prefect's own settings name: PREFECT_API_URL from the environment, a .env
+    file or the active profile (PREFECT_PROFILES_PATH), in Prefect's order of precedence, read
+    now (so a change to the environment since Prefect was imported counts); "" if none."""
+    from prefect.settings import Settings
+
+    return Settings().api.url or ""
+
+
 def existing_api() -> tuple[str, str] | None:
-    """PREFECT_API_URL and the Prefect version it reports, if the variable is set; a SpecError
-    naming it unless a Prefect API answers there within API_CHECK_TIMEOUT_S. None if unset."""
-    api_url = os.environ.get("PREFECT_API_URL", "")
+    """The API URL Prefect's settings name (configured_api_url) and the Prefect version it
+    reports; a SpecError naming it unless a Prefect API answers there within
+    API_CHECK_TIMEOUT_S. None if there is none."""
+    api_url = configured_api_url()
     if not api_url:
         return None
     if not health_ok(api_url, timeout=API_CHECK_TIMEOUT_S):
@@ -194,20 +232,81 @@ def existing_api() -> tuple[str, str] | None:
     return api_url, version
 
 
+def _lock(path: Path) -> int | None:
+    """An exclusive lock on `path` held until the returned descriptor is closed; None if
+    another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _missing(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.insert(0, folder)
+        folder = folder.parent
+    return missing
+
+
+def _discard_unless_done(database: Path | None, made: list[Path], exc_type: type[BaseException] | None,
+                         *_: object) -> bool:
+    """On a run that fails or is interrupted: remove the database it created and the folders
+    it made, if they are left empty, so such a run leaves nothing (a database that held runs
+    before is kept whole). Runs after the server has stopped."""
+    if exc_type is None:
+        return False
+    if database is not None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            database.with_name(database.name + suffix).unlink(missing_ok=True)
+    for folder in reversed(made):
+        if folder.name == DB_DIR:
+            (folder / DB_LOCK).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: another run's, keep it
+            folder.rmdir()
+    return False
+
+
+def results_db_dir(results_dir: Path, run_id: str, stack: contextlib.ExitStack) -> Path:
+    """Where a run's own server keeps its database under `results_dir`: the folder's shared one
+    while no other run is using it (locked until `stack` closes), else one of the run's own.
+    If the run fails, what it created here is removed (`_discard_unless_done`)."""
+    shared = Path(results_dir) / DB_DIR
+    made = _missing(shared)
+    shared.mkdir(parents=True, exist_ok=True)
+    fd = _lock(shared / DB_LOCK)
+    db_dir = shared if fd is not None else shared / RUNS_DB_DIR / (run_id or f"pid-{os.getpid()}")
+    made += _missing(db_dir)
+    database = db_dir / DB_NAME
+    # pushed first: it runs last, after the server has stopped and the lock is released
+    stack.push(functools.partial(_discard_unless_done, None if database.exists() else database, made))
+    if fd is not None:
+        stack.callback(os.close, fd)
+    return db_dir
+
+
 def open_api(stack: contextlib.ExitStack, startup: dict[str, Any],
              on_event: Callable[[str], None] | None = None,
-             existing: tuple[str, str] | None = None) -> str:
-    """The API URL to use: PREFECT_API_URL if set (`existing`, checked by existing_api), else a
-    server we start and `stack` stops. Records in `startup` which it was and, if started, how
-    long it took."""
+             existing: tuple[str, str] | None = None, results_dir: Path | None = None,
+             run_id: str = "") -> str:
+    """The API URL to use: the one Prefect's settings name if any (`existing`, checked by
+    existing_api), else a server we start and `stack` stops, its database under `results_dir`
+    (a scratch one without it). Records in `startup` which it was and, if started, how long
+    it took and where its database is."""
     existing = existing or existing_api()
     if existing:
         startup["prefect_server"] = "existing"
         startup["prefect_server_version"] = existing[1]
         return existing[0]
-    server = start_prefect_server(on_event)
+    db_dir = results_db_dir(results_dir, run_id, stack) if results_dir is not None else None
+    server = start_prefect_server(on_event, db_dir)
     stack.callback(server.stop)
     startup["prefect_server"] = "started"
     startup["prefect_server_s"] = round(server.startup_s, 3)
     startup["prefect_server_seeded_db"] = server.seeded_from_template
+    startup["prefect_database"] = str(server.database) if db_dir is not None else "scratch (deleted at exit)"
     return server.api_url

@@ -67,7 +67,25 @@ def _process_batch(items: Opaque, cost_kind: str, retries: int) -> Opaque:
     return Opaque(run_batch_folded(items.value, cost_kind, retries))
 
 
+def item_run_name(parameters: dict[str, Any]) -> str:
+    """A per_item task run's name in the Prefect UI: "item 17"."""
+    return f"item {parameters['item'].index}"
+
+
+def batch_run_name(parameters: dict[str, Any]) -> str:
+    """A batch task run's name in the Prefect UI: its item range, "batch 0-4095", "batch 17" (a
+    batch of a sample or of a pattern's stage may skip indices: then its size follows,
+    "batch 3-997 (64 items)")."""
+    items = parameters["items"].value
+    first, last = items[0].index, items[-1].index
+    if len(items) == 1:
+        return f"batch {first}"
+    return f"batch {first}-{last}" + ("" if last - first + 1 == len(items) else f" ({len(items)} items)")
+
+
 # The task objects take other names than their functions so that Dask workers unpickle the
 # functions by reference (a module attribute that is the Task itself cannot be).
-process_item = task(_process_item, name="process_item", cache_policy=NONE, retry_condition_fn=_is_transient)
-process_batch = task(_process_batch, name="process_batch", cache_policy=NONE)
+# Task run names are resolved on the worker from the parameters already there: no extra API call.
+process_item = task(_process_item, name="process_item", cache_policy=NONE, retry_condition_fn=_is_transient,
+                    task_run_name=item_run_name)
+process_batch = task(_process_batch, name="process_batch", cache_policy=NONE, task_run_name=batch_run_name)
