@@ -296,7 +296,7 @@ def test_a_health_endpoint_that_is_not_prefect_exits_2(monkeypatch):
     """Something answers /health but /admin/version gives no Prefect version."""
     import http.server
 
-    from harness.runtime import open_runtime
+    from harness.runtime import STOCK, open_runtime
     from harness.spec import ClusterSpec
 
     class Health(http.server.BaseHTTPRequestHandler):
@@ -313,7 +313,7 @@ def test_a_health_endpoint_that_is_not_prefect_exits_2(monkeypatch):
     try:
         url = f"http://127.0.0.1:{httpd.server_port}/api"
         monkeypatch.setenv("PREFECT_API_URL", url)
-        with pytest.raises(SpecError, match="not a Prefect API") as info, open_runtime(ClusterSpec()):
+        with pytest.raises(SpecError, match="not a Prefect API") as info, open_runtime(ClusterSpec(), STOCK):
             pass
         assert url in str(info.value)
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import collections
 import hashlib
 import itertools
@@ -145,7 +147,7 @@ def test_a_fresh_workload_with_the_same_seed_matches_and_another_seed_differs():
     first = digest_items(Workload(rich_spec()).items())
     assert digest_items(Workload(rich_spec()).items()) == first
     other = rich_spec()
-    other = WorkloadSpec(other.name, 54321, other.items, other.cost, other.faults)
+    other = dataclasses.replace(other, seed=54321)
     assert digest_items(Workload(other).items()) != first
 
 
