@@ -25,7 +25,7 @@ from rich.progress import (
 )
 
 # Redraw at most this often: a per_item stage reports hundreds of tasks a second, and
-# redrawing each costs the flow process (the serial bottleneck, RUNTIME.md) more than the task.
+# redrawing each costs the flow process (the serial bottleneck: docs/runtime-notes.md) more than the task.
 REFRESH_PER_SECOND = 4
 
 

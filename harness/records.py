@@ -31,7 +31,7 @@ import psutil
 from harness.conditions import cpu_model
 from harness.errors import RunError
 
-# runs.csv columns in order: DESIGN.md's minimum first (scripts rely on them), then ours.
+# runs.csv columns in order: the original minimum first (README, "The run folder"; scripts rely on them), then the rest, appended.
 RUN_COLUMNS = (
     "workload", "strategy", "repeat", "wall_s", "items", "items_ok", "items_failed", "tasks",
     "retries", "batch_size_median", "ideal_s", "peak_rss_mb",

@@ -97,7 +97,7 @@ _CPU_CALIBRATION_MAX_ROUNDS = 60
 _CPU_CALIBRATION_BUDGET_S = 0.04
 
 # Sleep calibration: time.sleep overshoots by a roughly constant wake-up latency (measured 80-150
-# µs on the 2-core machines of RUNTIME.md: 50 µs timer slack plus scheduling). The median
+# µs by this calibration on 2-core machines: 50 µs timer slack plus scheduling). The median
 # overshoot of short sleeps is subtracted from every sleep. Clamped so a disturbed calibration
 # cannot turn sleeps into no-ops.
 _SLEEP_CALIBRATION_S = 0.0001

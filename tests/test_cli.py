@@ -21,7 +21,7 @@ import pytest
 from harness.cli import main
 from harness.records import TRACE_COLUMNS
 
-# DESIGN.md's runs.csv minimum, in its order.
+# runs.csv's original minimum columns, in their order (README, "The run folder").
 DESIGN_RUN_COLUMNS = [
     "workload", "strategy", "repeat", "wall_s", "items", "items_ok", "items_failed", "tasks",
     "retries", "batch_size_median", "ideal_s", "peak_rss_mb",
@@ -48,7 +48,7 @@ def workload_file(tmp_path, make_toml) -> Path:
 
 
 def check_run_folder(folder: Path, out: Path, workload: str, repeats: int = 1) -> dict:
-    """Everything DESIGN.md promises about a completed run folder; returns env.json."""
+    """Everything the README promises about a completed run folder; returns env.json."""
     assert folder.is_dir()
     assert folder.parent == out / workload
     for name in ("runs.csv", "trace.csv", "env.json", "report.md"):

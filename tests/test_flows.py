@@ -26,7 +26,7 @@ ITEMS = 120
 BATCH = 16
 RETRIES = 3
 STRATEGIES = ("per_item", f"static:{BATCH}", f"raw_dask:{BATCH}", "joblib_auto")
-# Task runs reach the API through the task-run recorder in batches, up to ~5 s late (RUNTIME.md);
+# Task runs reach the API through the task-run recorder in batches, up to ~5 s late (docs/runtime-notes.md, "Batched task-run recorder");
 # a loaded CI machine gets several times that before we call them lost.
 API_RECORD_DEADLINE_S = 45.0
 

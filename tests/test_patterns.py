@@ -27,7 +27,7 @@ from tests.conftest import spec_from_toml
 
 WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
 # Task runs reach the API through the server's task-run recorder in batches, up to ~5 s late
-# (RUNTIME.md); a loaded shared machine gets several times that before we call them lost.
+# (docs/runtime-notes.md, "Batched task-run recorder"); a loaded shared machine gets several times that before we call them lost.
 API_RECORD_DEADLINE_S = 45.0
 
 BASE = """

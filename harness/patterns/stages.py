@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 # Stages (or subflows) one flow runs at once, each in a flow-process thread that submits and
 # waits. 16 covers every group, type and ready step of the bundled workloads; more threads
-# would only contend for the flow process, the serial bottleneck (RUNTIME.md), not add workers.
+# would only contend for the flow process, the serial bottleneck (docs/runtime-notes.md), not add workers.
 MAX_CONCURRENT_STAGES = 16
 # The first word of the seed of every pattern attribute stream, so no attribute stream can
 # coincide with the workload's own (seed, chunk, stream) cost and fault streams.

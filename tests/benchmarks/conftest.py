@@ -34,7 +34,7 @@ def planted_slowdown() -> Iterator[float]:
     """HARNESS_BENCH_SLOWDOWN_MS: sleep that long in the flow process on every task submit.
 
     A per-task cost in the flow process is a real regression of the kind the suite must catch
-    (the flow is the serial bottleneck, RUNTIME.md; shipping Prefect's settings with each task
+    (the flow is the serial bottleneck, docs/runtime-notes.md; shipping Prefect's settings with each task
     was one, ~70 ms). DaskTaskRunner.submit is the one door every Prefect task of every strategy
     goes through (`task.map` calls it per task), so the plant touches no harness code.
     """
