@@ -8,14 +8,13 @@ strategies projected to all items, with the same 95 % bootstrap interval.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from harness import stats
 from harness.errors import SpecError
-from harness.records import read_runs
+from harness.records import read_run_folder
 from harness.strategies import Strategy
 
 COLUMNS = ("workload", "work", "best static N", "adaptive / best static", "adaptive vs per_item",
@@ -43,11 +42,8 @@ def _ratio_cell(ref: stats.Reference | None, *, speedup: bool = False) -> str:
 
 def run_line(run_dir: Path) -> dict[str, str]:
     """The table's line for one run folder (raises SpecError when it is not one)."""
-    for needed in ("runs.csv", "env.json"):
-        if not (run_dir / needed).is_file():
-            raise SpecError(f"{run_dir}: not a run folder (no {needed})")
-    runs = stats.main_rows(read_runs(run_dir))
-    env = json.loads((run_dir / "env.json").read_text())
+    folder = read_run_folder(run_dir)  # SpecError naming a damaged or missing file
+    runs, env = stats.main_rows(folder.runs), folder.env
     table = stats.summarize(runs)
     refs = {r.role: r for r in stats.adaptive_references(runs, table)}
     oracle = table.attrs.get("oracle")

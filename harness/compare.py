@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness import stats
 from harness.errors import SpecError
-from harness.records import read_runs
+from harness.records import read_run_folder
 
 # asv's default regression factor is 10 %; below that, run-to-run drift on a shared machine
 # (RUNTIME.md: up to ~1.7x over an hour) makes a "regression" mostly noise.
@@ -65,19 +65,7 @@ class Comparison:
 
 def read_run(folder: Path) -> pd.DataFrame:
     """runs.csv of a run folder (the dynamic rows when it has variants), or a SpecError saying what is missing."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SpecError(f"{folder}: no such run folder")
-    if not (folder / "runs.csv").is_file():
-        raise SpecError(f"{folder}: not a run folder (no runs.csv)")
-    try:
-        runs = read_runs(folder)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{folder / 'runs.csv'}: cannot be read as CSV ({exc})") from exc
-    missing = {"strategy", "wall_s"} - set(runs.columns)
-    if missing or runs.empty:
-        raise SpecError(f"{folder / 'runs.csv'}: found {'no rows' if runs.empty else 'no column ' + ', '.join(sorted(missing))}, "
-                        "expected runs.csv as `python -m harness run` writes it")
+    runs = read_run_folder(folder).runs  # SpecError naming a damaged or missing file
     return stats.main_rows(runs)
 
 
