@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
 import math
 import statistics
 from collections.abc import Callable
@@ -245,6 +246,7 @@ class Controller:
         initial_batch_size: int = 1,
         log_size: int = 1000,
         prior_overhead_s: float | None = None,
+        max_batch_size: int | None = None,
     ) -> None:
         if total_items < 1:
             raise ValueError(f"total_items must be >= 1, got {total_items}")
@@ -256,6 +258,11 @@ class Controller:
             raise ValueError(f"prior_overhead_s must be >= 0, got {prior_overhead_s}")
         if log_size < 1:
             raise ValueError(f"log_size must be >= 1, got {log_size}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        # An upper bound on every batch from outside the policy (the mechanism's memory cap on
+        # batch bytes, harness.strategies.base.ADAPTIVE_MAX_BATCH_BYTES); None: no bound.
+        self.max_batch_size = max_batch_size
         self.total_items = total_items
         self.worker_threads = worker_threads
         self.window = min(MAX_WINDOW, max(MIN_WINDOW, WINDOW_PER_WORKER * worker_threads))  # once open
@@ -340,7 +347,7 @@ class Controller:
             raise ValueError(f"decide() needs remaining >= 1 (nothing left to submit), got {remaining}")
         if in_flight < 0:
             raise ValueError(f"in_flight must be >= 0, got {in_flight}")
-        decision = self._decide(remaining, in_flight)
+        decision = self._capped(self._decide(remaining, in_flight))
         if decision.strategy == "batched":
             self._queue.submitted(in_flight)
         self.log.append((self._now, decision))
@@ -356,6 +363,7 @@ class Controller:
             return None
         c, o = self.per_item_s, self.overhead_s
         if c is not None and o is not None and (inline := self._inline_rest(remaining, c, o)) is not None:
+            inline = self._capped(inline)
             self.log.append((self._now, inline))
             return inline
         if c is None:
@@ -370,12 +378,19 @@ class Controller:
         # and the filled items' cost (sim, 200 items of 1 ms, 50 ms overhead) ended the fill
         # and was slower: 0.220 s against 0.190 s.
         window = self._window() if self._tasks_seen else COLD_START_WINDOW
-        decision = Decision(size, "inline", f"fill: {in_flight} of {self.worker_threads} threads busy, "
-                            f"the window is full; the flow runs {size} itself ({why})", window)
+        decision = self._capped(Decision(size, "inline", f"fill: {in_flight} of {self.worker_threads} threads busy, "
+                                         f"the window is full; the flow runs {size} itself ({why})", window))
         self.log.append((self._now, decision))
         return decision
 
     # --- internals ---
+
+    def _capped(self, decision: Decision) -> Decision:
+        """`decision` with its batch size held to `max_batch_size`, saying so."""
+        if self.max_batch_size is None or decision.batch_size <= self.max_batch_size:
+            return decision
+        return dataclasses.replace(decision, batch_size=self.max_batch_size,
+                                   reason=f"{decision.reason}; capped at {self.max_batch_size} (max batch size)")
 
     def _decide(self, remaining: int, in_flight: int) -> Decision:
         c, o = self.per_item_s, self.overhead_s

@@ -60,7 +60,8 @@ def _observation(decision: Decision, started: float, finished: float, result: Ba
 
 def execute(strategy: Strategy, stage: Stage) -> StageResult:
     """Run the stage with batch sizes and strategy chosen from live throughput (inside a flow)."""
-    controller = Controller(stage.items, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s)
+    controller = Controller(stage.items, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s,
+                            max_batch_size=stage.max_batch_size)
     items = stage.iter_items()
     remaining = stage.items
     done: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -3,10 +3,13 @@ the wrapper their batches travel in."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.futures import PrefectFuture, as_completed
 
 from harness.workloads import Item, TransientFault, run_batch, run_item
 
@@ -58,3 +61,19 @@ def _process_batch(items: Opaque, cost_kind: str, retries: int) -> Opaque:
 # functions by reference (a module attribute that is the Task itself cannot be).
 process_item = task(_process_item, name="process_item", cache_policy=NONE, retry_condition_fn=_is_transient)
 process_batch = task(_process_batch, name="process_batch", cache_policy=NONE)
+
+
+def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator[PrefectFuture[Any]]:
+    """Each future of `submissions` as it finishes, with at most `window` in flight.
+
+    `submissions` is lazy (a generator calling `task.submit`): it is advanced once to fill each
+    free place, so the flow process holds one window of tasks and their items, not the stage.
+    Completion order comes from Prefect's `as_completed` over the futures in flight.
+    """
+    source = iter(submissions)
+    pending = set(itertools.islice(source, window))
+    while pending:
+        finished = next(as_completed(list(pending)))
+        pending.discard(finished)
+        pending.update(itertools.islice(source, 1))
+        yield finished
