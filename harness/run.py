@@ -30,6 +30,7 @@ from harness.records import (
 from harness.runtime import Runtime, open_runtime
 from harness.spec import WorkloadSpec, strategies_to_run
 from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
+from harness.worker_watch import WorkerWatch
 from harness.workloads import Workload
 
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
@@ -42,6 +43,9 @@ ProgressSink = Callable[[str, int], Callable[[int], None]]
 # committed(run folder): called once the folder is in place, while the runtime is still up (the
 # Prefect artifacts need its API server); what it raises propagates, the folder stays.
 CommittedSink = Callable[[Path], None]
+# on_stage(start-up stage name): called as each start-up stage begins (server, cluster, worker
+# check, warm-up), for the progress line.
+StartupSink = Callable[[str], None]
 
 
 def weighted_median(sizes: Counter[int]) -> float:
@@ -138,7 +142,7 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
-                 on_committed: CommittedSink | None = None) -> Path:
+                 on_committed: CommittedSink | None = None, on_stage: StartupSink | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder."""
     say = on_event or (lambda message: None)
     strategies = strategies_to_run(spec)
@@ -146,8 +150,10 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
     items_total = len(workload)
     started_at = time.time()
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {spec.run.repeats} repeats)")
-    with open_runtime(spec.cluster, profile) as runtime:
+    with open_runtime(spec.cluster, profile, on_stage=on_stage) as runtime:
         say(f"runtime up: {runtime.startup}")
+        if on_stage is not None:
+            on_stage("warm-up")
         t0 = time.perf_counter()
         overhead_hint = warm_up(spec, workload, runtime)
         warm_up_s = time.perf_counter() - t0
@@ -169,10 +175,12 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                                   overhead_hint_s=overhead_hint)
                     shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
                     stage.on_progress = progress(f"{shown} {repeat + 1}/{spec.run.repeats}", m) if progress else None
-                    with RssSampler() as rss:
+                    stage.on_submitted = getattr(stage.on_progress, "submitted", None)
+                    with RssSampler() as rss, WorkerWatch(runtime.client) as workers:
                         t0 = time.perf_counter()
                         result = run_pattern(spec, strategy, stage, runtime, variant)
                         flow_s = time.perf_counter() - t0
+                    result.notes.extend(workers.notes())
                     record = _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s,
                                      variant)
                     records.append(record)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,21 +107,27 @@ class Runtime:
 
 
 @contextlib.contextmanager
-def open_runtime(cluster: ClusterSpec, profile: str = "lean") -> Iterator[Runtime]:
-    """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started."""
+def open_runtime(cluster: ClusterSpec, profile: str = "lean",
+                 on_stage: Callable[[str], None] | None = None) -> Iterator[Runtime]:
+    """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started.
+    `on_stage(name)` is called as each start-up stage begins (for the progress line)."""
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
+    stage = on_stage or (lambda name: None)
     with contextlib.ExitStack() as stack:
         stack.enter_context(quiet_loggers())  # first in, last out: quiet through teardown too
         startup: dict[str, Any] = {}
+        stage("Prefect API server")
         api_url = open_api(stack, startup)
         settings = client_settings(api_url)
         stack.enter_context(applied(settings))
 
+        stage("Dask cluster")
         started = time.perf_counter()
         client, address = open_cluster(cluster, settings, stack, startup)
         startup["dask_cluster_s"] = round(time.perf_counter() - started, 3)
 
+        stage("worker check")
         started = time.perf_counter()
         check_workers(client, api_url)
         startup["worker_check_s"] = round(time.perf_counter() - started, 3)
