@@ -3,7 +3,9 @@
 README's benchmark table is this module's output over one run folder per workload
 (`python -m harness table results/bench-*/latest`). Each line reads its run's CSVs through
 harness.stats, so a ratio here is the report's ratio: median wall over median wall, sampled
-strategies projected to all items, with the same 95 % bootstrap interval.
+strategies projected to all items, with the same exact distribution-free 95 % interval (or
+"too few repeats" when the run had fewer than a verdict needs). `--json` gives each run's
+results.json figures instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 from harness import stats
 from harness.errors import SpecError
 from harness.records import read_run_folder
+from harness.results import read_results
 from harness.strategies import Strategy
 
 COLUMNS = ("workload", "work", "best static N", "adaptive / best static", "adaptive vs per_item",
@@ -32,12 +35,16 @@ def _workload_line(env: dict) -> str:
 
 
 def _ratio_cell(ref: stats.Reference | None, *, speedup: bool = False) -> str:
+    """'1.11× [1.05, 1.17]', '40× [38, 44] faster' (speedup), or the estimate and 'too few repeats'."""
     if ref is None:
         return "—"
     r = ref.ratio.inverted() if speedup else ref.ratio
     digits = 0 if r.estimate >= 10 else 2
-    mark = "" if r.significant or not r.has_interval else " (n.s.)"
-    return f"{r.estimate:,.{digits}f}× {r.interval(digits)}{mark}"
+    word = " faster" if speedup else ""
+    if not r.has_interval:
+        return f"{r.estimate:,.{digits}f}×{word} (too few repeats, need ≥ {r.need or stats.repeats_needed()})"
+    mark = "" if r.significant else " (n.s.)"
+    return f"{r.estimate:,.{digits}f}× {r.interval(digits)}{word}{mark}"
 
 
 def run_line(run_dir: Path) -> dict[str, str]:
@@ -54,7 +61,7 @@ def run_line(run_dir: Path) -> dict[str, str]:
         "work": _workload_line(env),
         "best static N": str(Strategy.parse(oracle).batch_size) if oracle else "—",
         "adaptive / best static": _ratio_cell(best),
-        "adaptive vs per_item": (_ratio_cell(refs.get("per_item"), speedup=True) + " faster")
+        "adaptive vs per_item": _ratio_cell(refs.get("per_item"), speedup=True)
         if "per_item" in refs and refs["per_item"].ratio.estimate < 1 else _ratio_cell(refs.get("per_item")),
         "adaptive / raw_dask (best N)": f"{_ratio_cell(raw)} ({Strategy.parse(raw.strategy).batch_size})" if raw else "—",
         "adaptive / joblib_auto": _ratio_cell(refs.get("joblib_auto")),
@@ -67,7 +74,18 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame([run_line(Path(d)) for d in run_dirs], columns=list(COLUMNS))
 
 
+def table_json(run_dirs: list[Path]) -> list[dict]:
+    """Each run folder's results.json (rebuilt from its CSVs when the run predates it), with its path."""
+    if not run_dirs:
+        raise SpecError("table: no run folders given")
+    out = []
+    for d in map(Path, run_dirs):
+        read_run_folder(d)  # SpecError naming a damaged or missing file
+        out.append({"run_dir": str(d), **read_results(d)})
+    return out
+
+
 def render(frame: pd.DataFrame) -> str:
-    legend = ("Ratios are median wall / median wall with a 95 % bootstrap interval over the repeats "
+    legend = ("Ratios are median wall / median wall with an exact distribution-free 95 % interval over the repeats "
               "(below 1: adaptive is faster); \"faster\" is the inverse; (n.s.): the interval straddles 1.")
     return frame.to_markdown(index=False, disable_numparse=True) + "\n\n" + legend + "\n"

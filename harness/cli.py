@@ -25,13 +25,14 @@ exit codes:
   0    done
   1    the run failed; for compare: some strategy of RUN_B is significantly slower than in RUN_A
   2    bad input: the message names the file, table, key, what was found and what was expected;
-       nothing is written
+       nothing is written. For compare also: runs that are not like for like (without --force),
+       or too few repeats for a verdict
   130  interrupted (Ctrl-C or SIGTERM); no run folder is written"""
 
 RESULTS = """\
 where results go:
   run writes results/<workload name>/<run id>/ (or under --out DIR): report.md, report.html,
-  the plots (PNG), runs.csv, trace.csv and env.json; results/<workload name>/latest points at
+  the plots (PNG), runs.csv, trace.csv, env.json and results.json; results/<workload name>/latest points at
   the newest complete run. run prints the report, then the folder's path as its last line.
   report, compare and table print to stdout and write nothing else (report rewrites the
   folder's report.md, report.html and plots)."""
@@ -45,11 +46,21 @@ def _say(message: str) -> None:
     print(f"[harness] {message}", file=sys.stderr, flush=True)
 
 
+def _repeats_arg(text: str) -> int | str:
+    """--repeats: "auto" or an integer (its range is the spec's to check, with the spec's message)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"found {text!r}, expected an integer from 1 to 100 or \"auto\"") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.spec import load_spec, with_overrides
 
     spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
-                          address=args.dask_address, quick=args.quick)
+                          budget_s=args.budget, address=args.dask_address, quick=args.quick)
     # What can be checked without the runtime is checked before it starts (exit 2, nothing written).
     from harness.prestart import check_memory, check_out
 
@@ -78,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _say(f"could not publish the report artifacts to Prefect: {exc}")
 
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
-        folder = run_workload(spec, Path(args.out), profile=args.profile, on_event=_say, progress=display.stage,
+        folder = run_workload(spec, Path(args.out), profile=args.profile,
+                              allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
                               on_committed=present, on_stage=display.startup)
     if report_failed:
         exc = report_failed[0]
@@ -104,12 +116,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare import compare_runs
     from harness.report import markdown_table
 
-    result = compare_runs(Path(args.run_a), Path(args.run_b), args.threshold)
-    print(f"A: {result.a}\nB: {result.b}\nregression: B / A > {1 + result.threshold:.2f} with its 95 % interval above 1\n")
+    result = compare_runs(Path(args.run_a), Path(args.run_b), args.threshold, force=args.force)
+    if args.json:
+        import json
+
+        print(json.dumps(result.as_dict(), indent=2))
+        return 1 if result.regressed else 0
+    if result.differences:
+        print("compared anyway (--force), but A and B are not like for like:\n"
+              + "\n".join(f"  {d}" for d in result.differences) + "\n")
+    print(f"A: {result.a}\nB: {result.b}\nregression: B / A > {1 + result.threshold:.2f} and B slower by the one-sided "
+          "exact Mann-Whitney test at 5 %, Holm-corrected over the strategies; 95 % CI: the ratio's interval\n")
     print(markdown_table(result.frame()))
     for side, names in (("A", result.only_in_a), ("B", result.only_in_b)):
         if names:
             print(f"\nonly in {side} (not compared): {', '.join(names)}")
+    for warning in result.load_warnings:
+        print(f"\nwarning: {warning}")
     regressed = [c.strategy for c in result.changes if c.regressed]
     print(f"\nregressed: {', '.join(regressed)}" if regressed else "\nno significant regression")
     return 1 if regressed else 0
@@ -123,8 +146,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from harness.benchtable import render, table
+    from harness.benchtable import render, table, table_json
 
+    if args.json:
+        import json
+
+        print(json.dumps(table_json([Path(d) for d in args.run_dirs]), indent=2))
+        return 0
     print(render(table([Path(d) for d in args.run_dirs])))
     return 0
 
@@ -285,11 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list", action=_ListWorkloads, help="list the bundled workloads and exit")
     run.add_argument("--out", default="results", help="results folder (default: results/)")
     run.add_argument("--strategies", help="comma-separated, overrides [run] strategies (e.g. per_item,static:64,adaptive)")
-    run.add_argument("--repeats", type=int, help="overrides [run] repeats")
+    run.add_argument("--repeats", type=_repeats_arg, metavar="N|auto",
+                     help='overrides [run] repeats: a count, or "auto" (the default): rounds until adaptive\'s '
+                          "ratios settle within ±5 %%, within the budget")
+    run.add_argument("--budget", type=float, metavar="SECONDS",
+                     help="overrides [run] budget_s: at most this long in measured rounds for --repeats auto "
+                          "(default 600)")
     run.add_argument("--dask-address", help="run on this existing Dask scheduler (tcp://host:port)")
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
+    run.add_argument("--allow-setting-loss", action="store_true",
+                     help="under lean, run even if a Prefect setting differs between this process and the workers "
+                          "(env.json lists the settings lost)")
 
     report = _subcommand(sub, "report", "re-render report.md and report.html from a run folder's CSVs", [
         ("harness report results/small/latest", "after a harness upgrade, or an edited CSV"),
@@ -305,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b", metavar="RUN_B", help="the run folder to judge")
     # compare.DEFAULT_THRESHOLD, spelled out: importing harness.compare here would load pandas and
     # scipy (~1.3 s) before a bad argument could even be reported.
+    compare.add_argument("--force", action="store_true",
+                         help="compare runs that are not like for like (workload, profile, layout, machine, "
+                              "packages), listing the differences above the table")
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON (schema harness.compare/1)")
     compare.add_argument("--threshold", type=float, default=0.10,
                          help="slow-down that counts as a regression, as a fraction (default 0.10 = 10 %%)")
 
@@ -313,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("harness table results/small/latest results/medium/latest", "any run folders"),
     ], cmd_table)
     across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. results/<workload>/latest")
+    across.add_argument("--json", action="store_true", help="print each run's results.json figures as a JSON array")
 
     _subcommand(sub, "schema", "print the workload file's JSON Schema, for an editor's TOML support", [
         ("harness schema > harness-workload.schema.json", "then point the editor at it (README, \"Workload files\")"),

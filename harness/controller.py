@@ -1,86 +1,32 @@
 """The adaptive batching policy: observations in, a typed `Decision` out. Pure policy.
 
-The controller imports neither Prefect nor Dask, has no clock (time arrives as data in each
-`BatchObservation`) and never submits anything. The mechanism streams items through a
-bounded window of in-flight tasks: before each submit it calls `decide(remaining,
-in_flight)`, submits `decision.batch_size` items as `decision.strategy`, keeps at most
-`decision.window` tasks in flight, and calls `observe()` for each task as it sees it finish,
-in that order. When the window is full and nothing has finished it may ask `fill()` for
-items to run in the flow process meanwhile (observed like any inline batch). (The controller relies on that order: one `decide` per submit, one
-`observe` per completion.)
+No Prefect, no Dask, no clock: time arrives as data in each `BatchObservation`, and the
+controller never submits anything. The reasoning behind every rule and constant is in
+docs/controller.md; the figures it cites come from `python tests/controller_sweep.py`.
 
-The policy in a few sentences
------------------------------
-Estimate the work per item `c` and the effective overhead per task `o` from the
-observations; aim the batch size at the smaller of the makespan optimum sqrt(N·o/(W·c)) and
-the size at which the overhead is `TARGET_OVERHEAD_SHARE` of a task; move there at most 2x
-per step, hold still inside a ±`HOLD_BAND` band, shrink only on a repeated signal (or a
-confirmed drift, at once); keep at least `TAIL_BATCHES_PER_WORKER` batches per worker
-thread among the remaining items so the last wave is small; run the rest inline when all of
-it costs less than half a task's overhead.
+The mechanism contract (checked: a broken one raises `ContractError`)
+----------------------------------------------------------------------
+- `decide(remaining, in_flight)` before each batch, then exactly one of
+  `submitted(decision)` (the task was submitted, or the inline batch is about to run),
+  `rerouted(decision, strategy)` (a breaker sent it down another path) or
+  `cancel(decision)` (nothing was submitted: every path refused);
+- `observe(obs)` for each finished task or inline batch, in the order the flow saw them;
+  `task_failed(started, finished)` for a task that failed as a whole (its batch re-runs);
+- `fill(remaining, in_flight)` when the window is full and nothing has finished: items
+  for the flow to run itself, or None.
 
-Estimates
----------
-- `c` = sum(compute_s) / sum(items) over the last `COST_WINDOW_TASKS` tasks (item-weighted,
-  so heavy-tailed items count with their real weight). Drift is acted on AdaptiveCore
-  style, after a repeated signal: `DRIFT_CONFIRM` tasks in a row beyond `DRIFT_RATIO` times
-  the estimate (the ratio widened by the scatter the recent tasks already show) replace
-  the history with the newest task. Lone outliers are held back and folded in as noise.
-- `o`: a task's duration (submit -> seen complete) minus its compute is fooled by
-  queueing: with 2·W tasks in flight each one waits about a task time. The completion-rate
-  estimate o ≈ W/R - b·c is not fooled by queueing, but its span cuts through up to W-1
-  running tasks at each end, an error of ~(W-1)·(task time)/k, which swamps `o` once `o` is
-  a few % of a task (in the simulator it read 0 to 3.5 s for a 20 ms overhead). So the
-  queueing is replayed instead (`_QueueReplay`): `in_flight` at each `decide` says how many
-  tasks were ahead of that submit; with W threads serving first come first served, a task
-  behind `ahead` >= W others started when the (ahead-W+1)-th later completion was seen. Its
-  overhead is then finished - start - compute; the estimate is the median of the last
-  `OVERHEAD_SAMPLES` tasks (within 9 % of the true 20 ms under 10 % noise, simulated).
-  What the flow adds is kept on purpose: the serial dispatch cost of an unqueued task and
-  the delay before a flow busy submitting notices a completion. When one flow process
-  cannot feed W threads (RUNTIME.md: 11-50 ms per task, serial), that delay grows, `o`
-  grows with it, and batches grow until each task lasts long enough to keep every thread
-  fed (simulated W=8, 11 ms dispatch: as good as the best static size). Before the replay
-  has a sample, min(duration - compute) stands in (an upper bound).
-
-Target and guards
------------------
-- model: N items in batches of b on W threads take about N·c/W + N·o/(W·b) + b·c, smallest
-  at b = sqrt(N·o/(W·c)) with N the run's total; the duration band caps it at
-  o·(1-f)/(f·c) (f = `TARGET_OVERHEAD_SHARE`, rounded down): beyond that a bigger batch buys
-  < f of throughput and costs straggle and slower reaction to drift. For expensive items
-  (o/(o+c) < f) this is 1: per-item tasks stay.
-- growth: straight to the overhead-dominated size o/c (a task whose work is at most its
-  overhead lasts at most ~2 overheads, so a wrong estimate costs little), beyond it at most
-  `GROWTH_MAX` (2x) per step, and only with a new observation since the last growth, except
-  while the task stays overhead-dominated.
-- hysteresis: a target within ±`HOLD_BAND` keeps the current size; shrinking needs
-  `SHRINK_CONFIRM` decisions in a row, each after a new observation.
-- tail: at most ceil(remaining / (`TAIL_BATCHES_PER_WORKER`·W)) items per batch, so every
-  thread keeps work to the end and the last wave is about one small batch per thread; not
-  below `TAIL_FLOOR_OVERHEADS`·o/c items (still mostly work), never above remaining.
-- inline: with a thread idle (fewer tasks in flight than threads) and the whole remaining work below `INLINE_SHARE` of one task's overhead, the
-  rest runs in the flow process: no task can beat that. Before any task has finished, the
-  overhead the mechanism measured while warming the runtime up (`prior_overhead_s`, not a
-  property of the items) stands in, so a tiny workload goes inline as soon as one filled
-  item has shown what an item costs.
-- fill: while the window holds the flow back and a thread idles, `fill()` hands the flow a
-  slice of items to run itself between checks for completions: the probe's wait becomes
-  work, which is most of a tiny workload.
-- window: a single probe task first (`COLD_START_WINDOW`), then it opens by one task per
-  completion (TCP-like slow start) up to `WINDOW_PER_WORKER`·W: W running, W queued.
-
-The simulator in tests/controller_sim.py (W threads, per-task overhead, serial flow-side
-dispatch, multiplicative noise, drift, FIFO or Dask-like worker queues) chose every
-constant; "sim" figures below are geometric-mean ratios of makespan to the best static
-batch size over 13 workloads (the 7 of tests/test_controller.py plus W=1, W=16/32 with slow
-dispatch, 2M items, 65 ms overhead, 5 ms items), 1.036 with the values chosen.
-
-Known limits (simulated): many threads behind a very slow flow ramp up slowly, because the
-mechanism refills a whole window before it looks at completions and growth needs a new
-observation (W=32 at 11 ms per submit: 1.22x the best static size; W=16 at 50 ms: 1.35x);
-runs with well under a second of work pay for the probe and the ramp (2,000 items of
-0.2 ms: 1.6x of a 0.22 s best static).
+The policy in brief (docs/controller.md has the why)
+----------------------------------------------------
+- estimates: per-item work `c` (item-weighted, drift-aware); per task a fixed cost `o` and
+  a per-item transfer cost `t`, fitted robustly (Theil-Sen) to duration - compute - queueing
+  (replayed) against the batch size;
+- target: the fewest whole waves of W tasks over the outstanding items whose straggle
+  guard and overhead share pay, the batch sized so the waves come out whole;
+- steering: straight to the overhead-dominated size, then at most 2x per step, hold inside
+  a band, shrink on a repeated signal (at once on confirmed drift), thinner batches at the
+  tail;
+- inline: the rest runs in the flow when it costs less than one task's overhead; with a
+  warm-up prior the flow first runs one item itself, so a tiny workload needs no task.
 """
 
 from __future__ import annotations
@@ -88,56 +34,69 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import functools
 import math
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# --- tuning constants ---------------------------------------------------------------------
+import numpy as np
 
-# At most this growth per step. joblib's cap, and the issue's ("~2x per step from cold
-# start"): a batch is never more than twice a size already observed. sim: 1.5 -> 1.046,
-# 2 -> 1.036, 4 -> 1.048 (overshoots the 32-thread case).
+# --- tuning constants ---------------------------------------------------------------------
+# "sweep" figures: geometric mean of adaptive / best static over the tuned workloads of
+# tests/controller_sweep.py (FIFO queue), as printed by its --vary option; docs/controller.md
+# has the reasoning behind each rule.
+
+# At most this growth per step beyond the jump size: a batch is never far beyond a size
+# already observed (joblib's cap). sweep: 1.5 -> 1.025, 2 -> 1.027, 4 -> 1.025 (flat).
 GROWTH_MAX = 2.0
 
-# The duration band, scale-free: batches no bigger than needed to bring the task overhead
-# down to this share. At 3 % a 0.5 s item with a 20 ms overhead (3.8 % per item) stays at
-# b=1 as long as single items are estimated above ~0.33 s; at 2 % it flips between 1 and 3
-# (sim 1.033: larger batches on the coarse workload). 5 % gives away ~1.7 % on every fine
-# workload (sim 1.048). The fine 0.2 ms / 20 ms workload settles near 3,200 items (0.7 s
-# tasks, inside joblib's 0.2-2 s band).
+# ... except up to this many overheads of work per task, where the size may jump in one
+# step: such a task lasts at most ~JUMP_OVERHEADS + 1 overheads whatever the estimates'
+# errors, and every small early task costs a serial dispatch on many threads.
+# sweep: 1 -> 1.070, 3 -> 1.075, 10 -> 1.027, 32 -> 1.024 (32 is the share cap itself).
+JUMP_OVERHEADS = 10.0
+
+# Batches no bigger than needed to bring the fixed overhead down to this share of a task.
+# sweep: 0.01 -> 1.016, 0.02 -> 1.021, 0.03 -> 1.027, 0.05 -> 1.037; but below 3 % a
+# 0.5 s item with a 20 ms overhead (3.8 %) flips between batches of 1 and 2, so 3 %.
 TARGET_OVERHEAD_SHARE = 0.03
 
-# Hold the current size while the target is within this relative band. Once converged under
-# 10 % noise the simulated target moved by at most 3.2 % from its median; real overheads
-# drift up to 1.7x within an hour (RUNTIME.md), which the sqrt in the model turns into
-# ~1.3x. 25 % keeps sizes steady through that jitter, while a 20x drift (4.5x-20x in the
-# target) passes at once. sim: 0.1 -> 1.038, 0.25 -> 1.036, 0.4 -> 1.037.
+# Hold the current size while the target is within this relative band (real overheads
+# drift by tens of % within a run). sweep flat: 0.1 / 0.25 / 0.4 -> 1.027.
 HOLD_BAND = 0.25
 
 # Shrink only after this many consecutive decisions (each after a new observation) point
-# below the band: AdaptiveCore's wait_count, so one odd estimate cannot cut the batch. A
-# confirmed drift bypasses it. Flat in the sim (1 -> 1.037, 3 -> 1.036, 5 -> 1.036).
+# below the band, so one odd estimate cannot cut the batch; a confirmed drift bypasses it.
+# sweep: 1 -> 1.030, 3 -> 1.027, 5 -> 1.034.
 SHRINK_CONFIRM = 3
 
-# Drift: a task whose per-item cost is beyond DRIFT_RATIO x (or 1/x) the estimate, the ratio
-# widened by (1 + the recent tasks' coefficient of variation), is a signal; DRIFT_CONFIRM
-# signals in a row reset the estimate to the newest task. 10 % noise never triggers it
-# (0 alarms in 10 fine runs); heavy-tailed items trigger a few in the first ~10 tasks, while
-# the estimate is still learning the distribution. With 2 in a row a 20x rise is acted on
-# by the 1st-2nd decision after the first changed task is seen (3 in a row adds one);
-# sim flat: ratio 1.5/2/3 -> 1.036/1.036/1.035, confirm 1/2/3 -> 1.036/1.036/1.036.
+# Drift: a task whose per-item cost is beyond DRIFT_RATIO x (or 1/x) the estimate, widened
+# by (1 + the recent tasks' coefficient of variation), is a signal; DRIFT_CONFIRM signals in
+# a row reset the estimate to the newest task. 10 % noise never triggers it. sweep flat:
+# ratio 1.5 / 2 / 3 -> 1.027; confirm 1 / 2 / 3 -> 1.028 / 1.027 / 1.027.
 DRIFT_RATIO = 2.0
 DRIFT_CONFIRM = 2
 
-# Tasks whose per-item cost forms the estimate: at a converged size thousands of items.
-# sim flat (4 -> 1.036, 8 -> 1.036, 16 -> 1.036); 8 refills soon after a drift reset.
+# Tasks whose per-item cost forms the estimate. sweep: 4 -> 1.028, 8 / 16 -> 1.027;
+# 8 refills soon after a drift reset.
 COST_WINDOW_TASKS = 8
 
-# Per-task overhead samples whose median is the estimate. Largest deviation of the estimate
-# from its own median once converged (10 % noise): 8 -> 9.4 %, 16 -> 7.1 %, 32 -> 6.5 %,
-# 64 -> 5.9 %; sim 8 -> 1.046, 32 -> 1.036, 128 -> 1.041 (slower to follow a changing flow).
+# Samples whose median residual is the fixed cost o. sweep: 8 -> 1.028, 32 / 128 -> 1.027;
+# fewer follow a changing flow sooner.
 OVERHEAD_SAMPLES = 32
+
+# Samples the per-item slope t is fitted on: sizes vary in the ramp and the tail only, so
+# the fit remembers longer than o does. sweep flat (32 / 128 / 512 -> 1.027).
+TRANSFER_SAMPLES = 128
+
+# A pair of samples enters the Theil-Sen slope only when their sizes differ by this factor:
+# closer sizes give slopes that are mostly noise. sweep flat (1.2 / 1.5 -> 1.027, 3 -> 1.028).
+FIT_MIN_SIZE_RATIO = 1.5
+
+# Straggle guard for whole waves: a task's relative scatter is never taken below this
+# (GC, a descheduled worker: jitter no item model shows). sweep: 0.02 -> 1.032,
+# 0.05 -> 1.027, 0.1 -> 1.032.
+MIN_TASK_CV = 0.05
 
 # Completions the queue replay remembers, in windows (plus 16): a completion's submit lies
 # about one window back, so 4 windows leave ample margin.
@@ -149,50 +108,44 @@ QUEUE_HISTORY_WINDOWS = 4
 THROUGHPUT_MIN_TASKS = 16
 THROUGHPUT_TASKS_PER_WORKER = 6
 
-# Tail: keep at least this many batches per worker thread among the remaining items (the
-# issue's "at least ~2·W batches remaining until the end"). sim: 1 -> 1.032, 2 -> 1.036,
-# 3 -> 1.038; 1 leaves no queued task per thread to absorb a slow one, so 2.
-TAIL_BATCHES_PER_WORKER = 2
+# Tail: no batch takes more than 1/TAIL_BATCHES_PER_WORKER of a thread's share of the
+# outstanding items, so the last wave stays balanced. sweep: 1 -> 1.027, 2 -> 1.075,
+# 3 -> 1.070 (more splits the whole waves into twice the tasks).
+TAIL_BATCHES_PER_WORKER = 1
 
-# ... but no tail batch below this many overheads' worth of items (o/c items per overhead):
-# halving a tail batch of x items saves ~x·c/2 of straggle and costs ~1.4·o (2·W more
-# tasks per halving, o/W each), which stops paying below ~3·o/c. sim: 1 -> 1.056,
-# 2 -> 1.035, 3 -> 1.036, 5 -> 1.035.
+# ... but no tail batch below this many overheads' worth of items: thinner ones cost more
+# in overhead than they save in straggle. sweep flat (1 / 3 / 5 -> 1.027).
 TAIL_FLOOR_OVERHEADS = 3.0
 
 # Inline: the rest runs in the flow process when all of it costs less than this share of
-# one task's overhead. At 1.0 it is exact for many threads and leaves a 2x margin for two
-# (tasks finish the rest in at least o + R·c/W, inline in R·c): a wrong call costs at most
-# about one overhead, tens of ms. Measured on 30 items of 2 ms (README's tiny workload):
-# 0.5 kept a probe and a task (0.17 s, 1.5x the best static); 1.0 ends inline.
+# one task's overhead; a wrong call costs at most about one overhead.
+# sweep: 0.5 -> 1.052, 1 / 2 -> 1.027.
 INLINE_SHARE = 1.0
 
-# Fill: while the window holds the flow back (the probe, slow start) and a worker thread is
-# idle, the flow runs items itself in slices of about FILL_SLICE_S, checking for completions
-# between slices, instead of waiting idle. The slice bounds how late a completion is seen
-# (the delay counts as overhead): 2 ms is under a tenth of the 28-34 ms a Prefect task costs
-# here (lean profile). Items above FILL_MAX_ITEM_S are not filled after the first, which
-# only teaches the cost: it starts after the probe and is shorter than it, so the probe is
-# never seen late. Measured on 30 items of 2 ms (2 workers): the workload ends inline while
-# the probe runs, 0.18 s -> see README's table.
+# With a warm-up prior the flow runs one item itself to learn c before any task, when the
+# run has at least this many items per thread: that item delays the threads by at most
+# ~1/LEARN_MIN_ITEMS_PER_THREAD of the run. sweep flat (4 / 8 / 16 -> 1.027).
+LEARN_MIN_ITEMS_PER_THREAD = 8
+
+# Fill: while the window holds the flow back and a worker thread idles, the flow runs items
+# itself in slices of about FILL_SLICE_S, checking for completions between slices; the slice
+# bounds how late a completion is seen (under a tenth of a Prefect task's ~30 ms overhead).
+# Items above FILL_MAX_ITEM_S are not filled: one such item could delay the probe's result.
 FILL_SLICE_S = 0.002
 FILL_MAX_ITEM_S = 0.010
 
-# Tasks in flight before the first one finishes: one probe, nothing committed blind, and
-# its duration has no queueing in it. sim: 1 -> 1.036, 2 -> 1.034, 4 -> 1.035,
-# 16 -> 1.036 (the fine workloads pay for 16 blind single-item tasks: 1.025 vs 1.017).
+# Tasks in flight before the first one finishes: one probe, nothing committed blind, and its
+# duration has no queueing in it. sweep: 1 -> 1.027, 2 -> 1.086, 4 -> 1.114.
 COLD_START_WINDOW = 1
 
-# After the probe the window opens by this many tasks per finished task (TCP-like slow
-# start: it about doubles per round trip) up to the full window, so the flow does not spend
-# 2·W dispatches on small batches before it can grow them. sim: 1 -> 1.036, 2 -> 1.045,
-# fully open at once -> 1.042 (32 threads, 11 ms dispatch: 1.22 vs 1.31).
+# Once the probe is seen the window opens to W at once, then by this many tasks per finished
+# task up to the full window. sweep: 1 -> 1.027, 2 -> 1.033.
 SLOW_START_PER_TASK = 1
 
-# The full window: W running + W queued, so every thread has its next task waiting while
-# the flow dispatches. sim: 1 -> 1.053, 2 -> 1.036, 3 -> 1.035. Bounded because Prefect
-# keeps ~90 KB of bookkeeping per task call in the flow process (RUNTIME.md: 5,000 tasks
-# -> 460 MB); 256 tasks ~ 25 MB.
+# The full window: W running + W queued, so each thread has its next task waiting while the
+# flow dispatches (the simulator's dispatch has no latency to hide: sweep 1 -> 1.023,
+# 2 -> 1.027, 3 -> 1.026). Bounded because Prefect keeps tens of KB of bookkeeping per task call in
+# the flow process.
 WINDOW_PER_WORKER = 2
 MIN_WINDOW = 2
 MAX_WINDOW = 256
@@ -201,7 +154,12 @@ MAX_WINDOW = 256
 STRATEGIES = ("batched", "inline")
 
 
+
 # --- data ---------------------------------------------------------------------------------
+
+
+class ContractError(RuntimeError):
+    """The mechanism broke the call order the controller relies on (a bug, not bad input)."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +227,12 @@ class Controller:
         # (time of the latest observation, decision), the newest `log_size` decisions
         self.log: collections.deque[tuple[float, Decision]] = collections.deque(maxlen=log_size)
 
+        # the contract: the decision awaiting submitted/rerouted/cancel, with its in_flight
+        self._pending: tuple[Decision, int] | None = None
+        self._outstanding = 0  # items submitted as tasks and not yet seen back
+        self._submits = 0  # tasks submitted (the contract: never fewer than tasks seen)
+        self._ended = 0  # tasks seen: finished or failed as a whole
+
         # steering
         self._size = initial_batch_size  # the model's batch size, before the tail and remaining caps
         self._fresh = False  # an observation arrived since the size last grew
@@ -284,8 +248,9 @@ class Controller:
         self._streak_dir = 0
         self._drift: str | None = None  # set when a drift is confirmed, cleared by the next decision
 
-        # per-task overhead
-        self._queue = _QueueReplay(worker_threads, history=QUEUE_HISTORY_WINDOWS * self.window + 16)
+        # per-task cost o + t·b
+        self._queue = _QueueReplay(worker_threads, history=QUEUE_HISTORY_WINDOWS * self.window + 16,
+                                   prior=prior_overhead_s)
         self._first_overhead: float | None = None  # min(duration - compute), until the replay has data
         self._prior_overhead = prior_overhead_s  # the runtime's, measured before; until a task finishes
 
@@ -303,15 +268,25 @@ class Controller:
 
     @property
     def overhead_s(self) -> float | None:
-        """Effective per-task overhead (seconds), or None before any task finished.
+        """Fixed per-task cost `o` (seconds), or None before any task finished (or a prior).
 
-        Submit-to-seen time minus compute minus queueing (replayed): the worker-side cost
-        plus the time the busy flow took to notice the completion.
+        Submit-to-seen time minus compute minus queueing (replayed) minus t·b: the
+        worker-side cost plus the time the busy flow took to notice the completion.
         """
-        replayed = self._queue.overhead()
-        if replayed is not None:
-            return replayed
+        fit = self._queue.fit()
+        if self._prior_overhead is not None and len(self._queue.samples) < self.worker_threads:
+            # Until a full wave was seen, the warm-up's figure (taken with every thread busy)
+            # says more than a lone probe: it includes a flow too slow to feed W threads.
+            return self._prior_overhead
+        if fit is not None:
+            return fit[0]
         return self._first_overhead if self._first_overhead is not None else self._prior_overhead
+
+    @property
+    def transfer_s(self) -> float:
+        """Per-item cost of a task beyond its compute, `t` (seconds): moving and (de)serialising."""
+        fit = self._queue.fit()
+        return fit[1] if fit is not None else 0.0
 
     @property
     def throughput(self) -> float | None:
@@ -322,7 +297,7 @@ class Controller:
         span = rest[-1][0] - first[0]
         return sum(n for _, n in rest) / span if span > 0 else None
 
-    # --- the two calls the mechanism makes ---
+    # --- the calls the mechanism makes ---
 
     def observe(self, obs: BatchObservation) -> None:
         """Take in one finished task (or inline batch)."""
@@ -334,24 +309,66 @@ class Controller:
             self._add_cost(obs.items, obs.compute_s)
         if obs.strategy == "inline":
             return  # no task, no worker: says nothing about task overhead
+        self._task_ended(obs)
+        self._outstanding = max(0, self._outstanding - obs.batch_size)
         self._tasks_seen += 1
         self._completions.append((obs.finished, obs.items))
-        self._queue.finished(obs.started, obs.finished, obs.compute_s)
+        self._queue.finished(obs.started, obs.finished, obs.compute_s, obs.items)
         raw = max(0.0, obs.duration_s - obs.compute_s)  # includes queueing: an upper bound
         self._first_overhead = raw if self._first_overhead is None else min(self._first_overhead, raw)
         self._fresh = True
 
+    def task_failed(self, started: float, finished: float, batch_size: int) -> None:
+        """A task that failed as a whole was seen: its thread is free, its batch will re-run."""
+        self._task_ended(f"a failed task submitted at {started}")
+        self._outstanding = max(0, self._outstanding - batch_size)
+        self._queue.finished(started, finished, None, batch_size)
+
+    def _task_ended(self, what: object) -> None:
+        self._ended += 1
+        if self._ended > self._submits:
+            raise ContractError(f"{self._ended} tasks seen but {self._submits} submitted: {what} "
+                                "was never answered with submitted() or rerouted()")
+
     def decide(self, remaining: int, in_flight: int) -> Decision:
-        """The next batch: `remaining` items are not yet submitted, `in_flight` tasks run."""
+        """The next batch: `remaining` items are not yet submitted, `in_flight` tasks run.
+
+        Must be followed by `submitted`, `rerouted` or `cancel` before the next `decide`.
+        """
+        if self._pending is not None:
+            raise ContractError(f"decide() again before submitted/rerouted/cancel of {self._pending[0]}")
         if remaining < 1:
             raise ValueError(f"decide() needs remaining >= 1 (nothing left to submit), got {remaining}")
         if in_flight < 0:
             raise ValueError(f"in_flight must be >= 0, got {in_flight}")
         decision = self._capped(self._decide(remaining, in_flight))
-        if decision.strategy == "batched":
-            self._queue.submitted(in_flight)
+        self._pending = (decision, in_flight)
         self.log.append((self._now, decision))
         return decision
+
+    def submitted(self, decision: Decision) -> None:
+        """`decision` went out as decided: one task submitted, or the inline batch runs now."""
+        self._resolve(decision, decision.strategy)
+
+    def rerouted(self, decision: Decision, strategy: str) -> None:
+        """A breaker sent `decision` down `strategy` instead (one task, or inline)."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}, expected one of {STRATEGIES}")
+        self._resolve(decision, strategy)
+
+    def cancel(self, decision: Decision) -> None:
+        """Nothing was submitted for `decision` (every path refused): forget it."""
+        self._resolve(decision, None)
+
+    def _resolve(self, decision: Decision, strategy: str | None) -> None:
+        if self._pending is None or self._pending[0] is not decision:
+            raise ContractError(f"{decision} is not the pending decision ({self._pending})")
+        _, in_flight = self._pending
+        self._pending = None
+        if strategy == "batched":
+            self._submits += 1
+            self._queue.submitted(in_flight)
+            self._outstanding += decision.batch_size
 
     def fill(self, remaining: int, in_flight: int) -> Decision | None:
         """Items to run in the flow process while it would otherwise wait, or None.
@@ -359,6 +376,8 @@ class Controller:
         Asked when the window is full and nothing has finished. Only while a worker thread
         idles (in_flight < W: the probe and slow start), so it takes no thread's work.
         """
+        if self._pending is not None:
+            raise ContractError(f"fill() before submitted/rerouted/cancel of {self._pending[0]}")
         if remaining < 1 or in_flight >= self.worker_threads:
             return None
         c, o = self.per_item_s, self.overhead_s
@@ -374,9 +393,7 @@ class Controller:
             size = max(1, _whole(math.floor, FILL_SLICE_S / c)) if c > 0 else remaining
             why = f"a {_ms(FILL_SLICE_S)} slice at c={_ms(c)}/item"
         size = min(size, remaining)
-        # The window stays shut until the probe is seen. Opening it on the warm-up's overhead
-        # and the filled items' cost (sim, 200 items of 1 ms, 50 ms overhead) ended the fill
-        # and was slower: 0.220 s against 0.190 s.
+        # The window stays shut until the probe is seen (docs/controller.md, "Fill").
         window = self._window() if self._tasks_seen else COLD_START_WINDOW
         decision = self._capped(Decision(size, "inline", f"fill: {in_flight} of {self.worker_threads} threads busy, "
                                          f"the window is full; the flow runs {size} itself ({why})", window))
@@ -394,34 +411,40 @@ class Controller:
 
     def _decide(self, remaining: int, in_flight: int) -> Decision:
         c, o = self.per_item_s, self.overhead_s
+        learn = self.total_items >= LEARN_MIN_ITEMS_PER_THREAD * self.worker_threads
+        if c is None and o is not None and learn and not self._tasks_seen and not in_flight:
+            return Decision(1, "inline", f"learn: the flow runs one item itself before any task "
+                            f"(o={_ms(o)} measured at warm-up)", COLD_START_WINDOW)
+        if c is not None and o is not None and in_flight < self.worker_threads:
+            if (inline := self._inline_rest(remaining, c, o)) is not None:
+                return inline  # only with a thread idle: otherwise it would take a busy thread's core
         if c is None or o is None or not self._tasks_seen:
             size = min(self._size, remaining)
-            return Decision(
-                size,
-                "batched",
-                f"cold start: one probe task of {size} before anything is known",
-                COLD_START_WINDOW,
-            )
+            return Decision(size, "batched", f"cold start: one probe task of {size} before anything is known",
+                            COLD_START_WINDOW)
 
-        if in_flight < self.worker_threads and (inline := self._inline_rest(remaining, c, o)) is not None:
-            return inline  # only with a thread idle: otherwise it would take a busy thread's core
-
-        target, why = self._target(c, o)
-        reason = self._steer(target, why, c, o)
+        t = self.transfer_s
+        target, why = self._target(remaining, c, t, o)
+        reason = self._steer(target, why, c + t, o, t)
 
         size = self._size
-        tail_cap = math.ceil(remaining / (TAIL_BATCHES_PER_WORKER * self.worker_threads))
+        tail_cap = math.ceil((remaining + self._outstanding)
+                             / (TAIL_BATCHES_PER_WORKER * self.worker_threads))
         if size > tail_cap:
-            floor = _whole(math.ceil, TAIL_FLOOR_OVERHEADS * o / c) if c > 0 else 1
+            floor = _whole(math.ceil, TAIL_FLOOR_OVERHEADS * o / (c + t)) if c + t > 0 else 1
             size = max(tail_cap, min(size, floor))
-            reason = f"tail: {remaining} left, ~{TAIL_BATCHES_PER_WORKER} batches per worker; {reason}"
+            reason = f"tail: {remaining} left, {self._outstanding} in flight, a thread's share at most; {reason}"
         size = max(1, min(size, remaining))
-        return self._batched(size, reason)
+        return Decision(size, "batched", reason, self._window())
 
     def _inline_rest(self, remaining: int, c: float, o: float) -> Decision | None:
+        source = ""
+        if not self._tasks_seen:
+            # The warm-up's figure is thread time per task with W tasks overlapping, not one
+            # task's latency: divided by W it is the least a task could take (docs/controller.md).
+            o, source = o / self.worker_threads, f" (measured at warm-up, per thread of {self.worker_threads})"
         if remaining * c >= INLINE_SHARE * o:
             return None
-        source = "" if self._tasks_seen else " (measured at warm-up)"
         return Decision(
             remaining,
             "inline",
@@ -430,22 +453,46 @@ class Controller:
             self._window(),
         )
 
-    def _target(self, c: float, o: float) -> tuple[float, str]:
-        """The model's batch size and a few words on which limit set it."""
-        if c <= 0:
+    def _target(self, remaining: int, c: float, t: float, o: float) -> tuple[float, str]:
+        """The model's batch size and a few words on which limit set it (docs/controller.md, "Target")."""
+        ct = c + t  # what an item costs inside a task
+        if ct <= 0:
             return math.inf, "items cost nothing measurable"
-        makespan_b = math.sqrt(self.total_items * o / (self.worker_threads * c))
+        w = self.worker_threads
         # Rounded down: no more items than it takes to bring the overhead down to the share.
-        share_b = max(1, _whole(math.floor, o * (1 - TARGET_OVERHEAD_SHARE) / (TARGET_OVERHEAD_SHARE * c)))
-        if share_b <= makespan_b:
+        share_b = max(1, _whole(math.floor, o * (1 - TARGET_OVERHEAD_SHARE) / (TARGET_OVERHEAD_SHARE * ct)))
+        items = remaining + self._outstanding
+        per_thread = items * ct / w  # the work left per thread, in task time
+        # k whole waves cost k·o + per_thread + the last wave's straggle z·cv·per_thread/k.
+        z = math.sqrt(2 * math.log(w)) if w > 1 else 0.0
+        item_cv = self._item_cv()
+        if o <= 0:
             return share_b, f"overhead {TARGET_OVERHEAD_SHARE:.0%} of task at {share_b}"
-        return makespan_b, f"makespan optimum sqrt(N·o/(W·c)) = {_round(makespan_b)}"
+        waves = 1.0
+        for _ in range(3):  # the guard depends on the batch size, the batch size on the waves
+            guard = z * max(MIN_TASK_CV, item_cv / math.sqrt(max(1.0, items / (w * waves))))
+            waves = max(1.0, math.sqrt(guard * per_thread / o), items / (w * share_b))
+        k = max(1, math.ceil(waves - 1e-9))
+        b = math.ceil(items / (k * w))
+        return b, f"{k} whole waves of {w} over {items} items (guard {guard:.2f}, share cap {share_b})"
 
-    def _steer(self, target: float, why: str, c: float, o: float) -> str:
+    def _item_cv(self) -> float:
+        """Relative scatter of one item's cost, from the recent tasks' per-item costs (a task
+        of n items scatters sqrt(n) times less than one item); 0 with fewer than 3 tasks."""
+        if len(self._costs) < 3:
+            return 0.0
+        items = sum(n for n, _ in self._costs)
+        mean = sum(cost for _, cost in self._costs) / items if items else 0.0
+        if mean <= 0:
+            return 0.0
+        var = sum(n * (cost / n - mean) ** 2 for n, cost in self._costs if n > 0) / len(self._costs)
+        return math.sqrt(var) / mean
+
+    def _steer(self, target: float, why: str, ct: float, o: float, t: float) -> str:
         """Move `self._size` toward `target` with the growth cap, hysteresis and confirmation."""
         size = self._size
-        share = o / (o + size * c) if o + size * c > 0 else 0.0
-        estimates = f"c={_ms(c)}/item, o={_ms(o)}/task, overhead {share:.0%} of task"
+        share = o / (o + size * ct) if o + size * ct > 0 else 0.0
+        estimates = f"c+t={_ms(ct)}/item (t={_ms(t)}), o={_ms(o)}/task, overhead {share:.0%} of task"
         drift, self._drift = self._drift, None
         if drift is not None and target < size:
             self._size = max(1, _round(target))
@@ -453,13 +500,10 @@ class Controller:
             return f"shrink to {self._size}: {drift}; {why}; {estimates}"
         if target > size * (1 + HOLD_BAND) and _round(target) > size:
             self._shrink_votes = 0
-            # A batch whose work is at most one overhead lasts at most ~2 overheads, whatever
-            # the estimates' errors: up to that size it may jump in one step.
-            dominated = _whole(math.floor, o / c) if c > 0 else _HUGE
+            # Up to the overhead-dominated size it may jump in one step (docs/controller.md).
+            dominated = _whole(math.floor, JUMP_OVERHEADS * o / ct) if ct > 0 else _HUGE
             new = min(_round(target), max(_round(size * GROWTH_MAX), dominated))
-            # Without a new observation, grow only while the task stays overhead-dominated:
-            # its predicted duration is then at most ~2x what was already seen.
-            if not self._fresh and new * c > o:
+            if not self._fresh and new * ct > JUMP_OVERHEADS * o:
                 return f"hold {size}: growth waits for a new observation; {estimates}"
             self._fresh = False
             self._size = new
@@ -480,12 +524,10 @@ class Controller:
         self._shrink_votes = 0
         return f"hold {size}: target {_round(target)} within ±{HOLD_BAND:.0%}; {estimates}"
 
-    def _batched(self, size: int, reason: str) -> Decision:
-        return Decision(size, "batched", reason, self._window())
-
     def _window(self) -> int:
-        """Slow start: the window opens by SLOW_START_PER_TASK per finished task, up to full."""
-        return min(self.window, max(MIN_WINDOW, SLOW_START_PER_TASK * self._tasks_seen))
+        """Every thread busy once the probe is seen, then SLOW_START_PER_TASK more per finished task."""
+        opened = self.worker_threads if self._tasks_seen else 0
+        return min(self.window, max(MIN_WINDOW, opened + SLOW_START_PER_TASK * self._tasks_seen))
 
     def _add_cost(self, items: int, compute: float) -> None:
         """Fold one observation into the per-item cost estimate, watching for drift."""
@@ -497,7 +539,8 @@ class Controller:
             # items in small batches), so their ordinary scatter is not taken for drift.
             seen = [c / n for n, c in self._costs]
             mean = sum(seen) / len(seen)
-            ratio = DRIFT_RATIO * (1 + (statistics.pstdev(seen) / mean if mean > 0 else 0.0))
+            spread = math.sqrt(sum((x - mean) ** 2 for x in seen) / len(seen))  # pstdev, without Fractions
+            ratio = DRIFT_RATIO * (1 + (spread / mean if mean > 0 else 0.0))
             if per_item > ratio * estimate:
                 direction = 1
             elif per_item * ratio < estimate:
@@ -524,32 +567,64 @@ class Controller:
             self._fresh = True
 
 
+
+
 class _QueueReplay:
-    """Per-task overhead with the queueing taken out, by replaying the window as a queue.
+    """Per-task cost beyond compute, with the queueing taken out by replaying the window.
 
-    The controller sees the exact order of its own calls: each `decide` is one submit and
-    carries `in_flight`, the tasks already in the system when that task arrived; each
-    `observe` is one completion, in the order the flow saw them. W threads take tasks first
-    come, first served, so a task that arrived behind `ahead` >= W others starts when the
-    (ahead - W + 1)-th completion after its submit is seen; with `ahead` < W a thread was
-    free and it starts at once. Its overhead is then finished - start - compute.
-
-    A completion is matched to its submit through the flow clock: it was submitted after
-    the m completions seen before its `started` time, and among the submits made between
-    completion m and m+1 (usually exactly one) its rank is that of its `started` time.
+    Each submit carries `in_flight`, the tasks already in the system when it arrived; each
+    completion is seen in order. W threads take tasks first come, first served, so a task
+    behind `ahead` >= W others starts when the (ahead - W + 1)-th completion after its submit
+    is seen; with `ahead` < W it starts at once. Its cost is finished - start - compute, a
+    sample of o + t·b. A completion is matched to its submit through the flow clock: it was
+    submitted after the m completions seen before its `started` time, and among the submits
+    made between completion m and m+1 its rank is that of its `started` time.
+    (docs/controller.md, "Overhead".)
     """
 
-    def __init__(self, threads: int, history: int) -> None:
+    def __init__(self, threads: int, history: int, prior: float | None = None) -> None:
         self.threads = threads
         self.history = history
+        self.prior = prior  # the warm-up's overhead: a sample at b = 1 for the slope
         self.fins: list[float] = []  # seen-complete times, sorted; global index = offset + i
         self.offset = 0
         self.starts: list[float] = []  # submit times of seen tasks, sorted (recent history)
         self.groups: dict[int, list[int]] = {}  # m -> [in_flight at the first submit after m seen, submits]
-        self.samples: collections.deque[float] = collections.deque(maxlen=OVERHEAD_SAMPLES)
+        self.samples: collections.deque[tuple[int, float]] = collections.deque(maxlen=TRANSFER_SAMPLES)
+        self.unmatched = 0  # completions no recorded submit explains: no sample taken
+        self._fit: tuple[float, float] | None = None
+        self._dirty = False
+        self._slope = 0.0  # the last identified t: kept while recent sizes are all alike
+        self._since_slope = 0  # samples since the slope was last fitted
 
-    def overhead(self) -> float | None:
-        return statistics.median(self.samples) if self.samples else None
+    def fit(self) -> tuple[float, float] | None:
+        """(o, t): Theil-Sen slope over sizes that differ, o the median residual; None without samples."""
+        if not self._dirty:
+            return self._fit
+        self._dirty = False
+        if not self.samples:
+            return self._fit
+        b = np.array([n for n, _ in self.samples], dtype=float)
+        x = np.array([v for _, v in self.samples], dtype=float)
+        # The slope moves only when sizes vary: refit on a new size, else every SLOPE_REFIT.
+        newest, previous = (b[-1], b[-2]) if len(b) > 1 else (b[-1], 0.0)
+        self._since_slope += 1
+        if max(newest, previous) >= FIT_MIN_SIZE_RATIO * max(1.0, min(newest, previous)) or \
+                self._since_slope >= _SLOPE_REFIT:
+            self._since_slope = 0
+            fb, fx = b, x
+            if self.prior is not None:
+                fb, fx = np.append(b, 1.0), np.append(x, self.prior)
+            i, j = _pairs(len(fb))
+            lo, hi = np.minimum(fb[i], fb[j]), np.maximum(fb[i], fb[j])
+            usable = hi >= FIT_MIN_SIZE_RATIO * np.maximum(lo, 1.0)
+            if usable.any():
+                slopes = (fx[j] - fx[i])[usable] / (fb[j] - fb[i])[usable]
+                self._slope = max(0.0, float(np.median(slopes)))
+        recent = slice(max(0, len(b) - OVERHEAD_SAMPLES), None)
+        o = max(0.0, float(np.median(x[recent] - self._slope * b[recent])))
+        self._fit = (o, self._slope)
+        return self._fit
 
     def submitted(self, in_flight: int) -> None:
         """One submit, `in_flight` tasks already in the system."""
@@ -560,8 +635,10 @@ class _QueueReplay:
         else:
             group[1] += 1
 
-    def finished(self, started: float, finished: float, compute: float) -> None:
-        self._replay(started, finished, compute)
+    def finished(self, started: float, finished: float, compute: float | None, size: int) -> None:
+        """One completion; `compute` None for a task that failed (it freed a thread, no sample)."""
+        if compute is not None:
+            self._replay(started, finished, compute, size)
         bisect.insort(self.starts, started)
         bisect.insort(self.fins, finished)
         if len(self.fins) > self.history:
@@ -572,14 +649,15 @@ class _QueueReplay:
         if len(self.starts) > self.history:
             del self.starts[0]
 
-    def _replay(self, started: float, finished: float, compute: float) -> None:
+    def _replay(self, started: float, finished: float, compute: float, size: int) -> None:
         if self.offset and started < self.fins[0]:
             return  # submitted before the remembered history: its place in the queue is lost
         seen_before = bisect.bisect_right(self.fins, started)
         m = self.offset + seen_before
         group = self.groups.get(m)
         if group is None:
-            return  # no submit on record there: the mechanism broke the contract; skip
+            self.unmatched += 1  # clocks out of order (the contract itself is checked by the controller)
+            return
         first_in_flight, submits = group
         low = self.fins[seen_before - 1] if seen_before else -math.inf
         rank = bisect.bisect_left(self.starts, started) - bisect.bisect_left(self.starts, low)
@@ -591,7 +669,19 @@ class _QueueReplay:
                 return  # not FIFO here (it started before a thread was free by our count)
             begin = max(started, self.fins[freed_by])
         if begin + compute <= finished:
-            self.samples.append(finished - begin - compute)
+            self.samples.append((size, finished - begin - compute))
+            self._dirty = True
+
+
+# Samples between two slope fits while the batch size holds still: the fit is the
+# controller's costliest step (~0.5 ms for 128 samples), and same-size samples barely move it.
+_SLOPE_REFIT = 16
+
+
+@functools.lru_cache(maxsize=8)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs i < j of n samples (cached: the sample count is mostly constant)."""
+    return np.triu_indices(n, 1)
 
 
 _HUGE = 1 << 62  # "unbounded" as an int: every size is capped by `remaining` in the end

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import secrets
@@ -24,6 +25,7 @@ from typing import Any
 import pandas as pd
 import psutil
 
+from harness.conditions import cpu_model
 from harness.errors import SpecError
 
 # runs.csv columns in order: DESIGN.md's minimum first (scripts rely on them), then ours.
@@ -33,6 +35,7 @@ RUN_COLUMNS = (
     "items_total", "sampled", "projected_wall_s", "compute_s", "throughput_items_s",
     "overhead_per_task_ms", "flow_s", "checksum", "order", "profile", "rss_growth_mb",
     "pattern", "variant", "flow_runs", "routes", "mode_changes",
+    "load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct",
 )
 TRACE_COLUMNS = (
     "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",
@@ -82,6 +85,12 @@ class RunRecord:
     flow_runs: int = 0
     routes: str = ""
     mode_changes: int = 0
+    # The machine around this run (harness.conditions.LoadProbe): 1-minute load average before
+    # and after it, and the share of CPU time idle and stolen by a hypervisor during it.
+    load_before: float = math.nan
+    load_after: float = math.nan
+    cpu_idle_pct: float = math.nan
+    cpu_steal_pct: float = math.nan
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -219,6 +228,7 @@ def environment(extra: dict[str, Any]) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "packages": versions,
         "git_commit": _git_commit(),

@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from harness import plots, stats
+from harness import conditions, plots, settle, stats
 from harness.records import read_run_folder
 
 PLOT_FILES = {"walls": "wall_per_strategy.png", "sweep": "wall_vs_batch_size.png", "trace": "adaptive_over_time.png"}
@@ -40,9 +40,11 @@ LEGEND = (
     "time); overhead: (wall × threads − compute) / tasks, what each task cost beyond its work."
 )
 
-REFERENCES_INTRO = "Ratio of median wall times with a 95 % bootstrap interval (below 1: adaptive is faster)."
+REFERENCES_INTRO = ("Ratio of median wall times with an exact distribution-free 95 % interval (Mann-Whitney, "
+                    "README \"How sure is a ratio\"; below 1: adaptive is faster). With fewer repeats than a "
+                    "verdict needs, no interval is claimed.")
 TWINS_INTRO = ("Each dynamic-workflow run against its static twin (the same work with its shape fixed up front): "
-               "median wall of dynamic / twin, 95 % bootstrap interval.")
+               "median wall of dynamic / twin, exact distribution-free 95 % interval.")
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ class Comparison:
     against: str  # the role of the denominator: "best static", "per_item", "static twin", ...
     strategy: str
     estimate: str
-    interval: str  # "[low, high]", 95 % bootstrap
+    interval: str  # "[low, high]", exact distribution-free 95 % (harness.stats)
     verdict: str  # stats.Ratio.label
     in_words: str
 
@@ -101,6 +103,14 @@ class Plot:
 
 
 @dataclass(frozen=True)
+class Settling:
+    """How a `repeats = "auto"` run decided it had measured enough (harness.settle)."""
+
+    summary: str  # "6 rounds in 412 s of a 600 s budget; stopped: every ratio settled."
+    ratios: tuple[str, ...]  # one line per settling ratio: settled or not, and why
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything report.md and report.html show, computed once from the run folder."""
 
@@ -114,7 +124,8 @@ class Report:
     legend: str
     references: ComparisonSection  # adaptive against the best static, per_item, raw_dask, joblib
     twins: ComparisonSection  # dynamic-workflow runs against their static twins
-    warnings: tuple[str, ...]
+    settling: Settling | None  # None: the run had a fixed number of repeats
+    warnings: tuple[str, ...]  # noisy strategies, slow first repeats, a busy machine
     notes: tuple[str, ...]  # "strategy: note", from env.json's strategy_notes
     plots: tuple[Plot, ...]
     environment: tuple[str, ...]
@@ -186,7 +197,12 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
         + ", ".join(f"{w.get('address')} x{w.get('nthreads')}" for w in workers),
         f"runtime profile: {rt.get('profile')}; start-up (not in any wall time): "
         + ", ".join(f"{k} {v}" for k, v in startup.items()),
-        f"warm-up: {env.get('warm_up_s')} s; repeats: {env.get('repeats')} (interleaved, order rotated each repeat)",
+        f"warm-up: {env.get('warm_up_s')} s; repeats: {env.get('repeats')}"
+        + (f" (asked: {env['repeats_requested']})" if env.get("repeats_requested") == "auto" else "")
+        + " (interleaved, order rotated each repeat)",
+        f"machine: {env.get('cpu_model') or 'CPU model not recorded'}; workload digest {env.get('workload_digest') or '—'}; "
+        f"1-minute load at start {(env.get('load') or {}).get('at_start', {}).get('load_1min', '—')}, "
+        f"at end {(env.get('load') or {}).get('at_end', {}).get('load_1min', '—')}",
         f"started {env.get('started_at')}, finished {env.get('finished_at')}",
     ]
     if env.get("sampling"):
@@ -194,6 +210,18 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
     if env.get("phases"):
         lines.append("drift phases: " + ", ".join(f"from {p['at']:.0%} of items {p['mean_ms']} ms" for p in env["phases"]))
     return lines
+
+
+def _settling(runs: pd.DataFrame, env: dict[str, Any]) -> Settling | None:
+    block = env.get("settling")
+    if not block:
+        return None
+    summary = (f"repeats = \"auto\": {block['rounds']} rounds in {block['rounds_s']:.0f} s of a {block['budget_s']:.0f} s "
+               f"budget; stopped: {block['stopped_because']}. A run stops no earlier than the "
+               f"{block.get('floor', '?')} rounds its verdicts need; a ratio settles when its 95 % interval "
+               f"reaches no further than ±{block['target_half_width']:.0%} from its estimate.")
+    lines = tuple(f"adaptive / {s.strategy} ({s.role}): {s.why}" for s in settle.ratio_statuses(runs))
+    return Settling(summary, lines)
 
 
 def _read_trace(run_dir: Path) -> pd.DataFrame:
@@ -241,7 +269,8 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
             "Dynamic vs static twin", TWINS_INTRO, "dynamic / twin (wall)",
             tuple(_comparison("static twin", r.numerator.rsplit(" ", 1)[0], r,
                               f"dynamic took {r.phrase('its static twin')}") for r in twins)),
-        warnings=tuple(stats.instability_warnings(rows)),
+        settling=_settling(runs, env),
+        warnings=tuple(stats.instability_warnings(rows) + conditions.load_warnings(runs, env.get("cpu_count"))),
         notes=tuple(f"{s}: {note}" for s, said in (env.get("strategy_notes") or {}).items() for note in said),
         plots=drawn,
         environment=tuple(environment_lines(env)),

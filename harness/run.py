@@ -1,12 +1,17 @@
 """One workload run: start the runtime, warm it up, run every strategy x repeat interleaved,
 check that every item is accounted for, and write the run folder.
 
-It measures and records (runs.csv, trace.csv, env.json) and nothing else: the report, its plots
+`repeats = "auto"` adds rounds until harness.settle says adaptive's ratios have settled or the
+next round would overrun `budget_s` (counted over the measured rounds, from the first one's
+start; start-up and warm-up are outside it, and the first round always runs).
+
+It measures and records (runs.csv, trace.csv, env.json, results.json) and nothing else: the report, its plots
 and the Prefect artifacts read the committed folder (harness.cli calls them), so a failure
 there never costs the measurements."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -15,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import settle
+from harness.conditions import LoadProbe, load_now, workload_digest
 from harness.errors import RunError
 from harness.patterns import pattern_variants, run_pattern
 from harness.patterns.trace import mode_changes
@@ -27,8 +34,9 @@ from harness.records import (
     run_folder,
     write_json,
 )
+from harness.results import write_results
 from harness.runtime import Runtime, open_runtime
-from harness.spec import WorkloadSpec, strategies_to_run
+from harness.spec import AUTO, WorkloadSpec, strategies_to_run
 from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
 from harness.worker_watch import WorkerWatch
 from harness.workloads import Workload
@@ -140,17 +148,25 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
     return max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
 
 
-def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
+def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
                  on_committed: CommittedSink | None = None, on_stage: StartupSink | None = None) -> Path:
-    """Run the workload under every strategy and return the completed run folder."""
+    """Run the workload under every strategy and return the completed run folder.
+
+    `lean` is the default here only: the harness's own synthetic tasks, where it is measured
+    and env.json records the settings it assumed (harness.runtime.PROFILES)."""
     say = on_event or (lambda message: None)
     strategies = strategies_to_run(spec)
     workload = Workload(spec)
     items_total = len(workload)
     started_at = time.time()
-    say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {spec.run.repeats} repeats)")
-    with open_runtime(spec.cluster, profile, on_stage=on_stage) as runtime:
+    auto = spec.run.repeats == AUTO
+    planned = "auto" if auto else spec.run.repeats
+    budget = f", budget {spec.run.budget_s:.0f} s" if auto else ""
+    say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {planned} repeats{budget})")
+    digest = workload_digest(spec, workload.expected_compute_s)
+    load_at_start = load_now()
+    with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_stage=on_stage) as runtime:
         say(f"runtime up: {runtime.startup}")
         if on_stage is not None:
             on_stage("warm-up")
@@ -160,8 +176,24 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
         records: list[RunRecord] = []
         traces: list[pd.DataFrame] = []
         notes: dict[str, list[str]] = {}  # what a strategy says about its own numbers
+        round_s: list[float] = []  # each round's duration, for the budget
+        decision: settle.Decision | None = None
+        rounds_t0 = time.perf_counter()
         with run_folder(out, spec.name) as (tmp, final):
-            for repeat in range(spec.run.repeats):
+            repeat = 0
+            while True:
+                if not auto and repeat >= spec.run.repeats:
+                    break
+                if auto:
+                    decision = settle.decide(records_frame(records), round_s, time.perf_counter() - rounds_t0,
+                                             spec.run.budget_s)
+                    if not decision.go_on:
+                        say(f"stopping after round {repeat}: {decision.reason}")
+                        break
+                    more = f", ~{decision.more_within_budget} more within budget" if round_s else ""
+                    say(f"round {repeat + 1}{more}")
+                round_t0 = time.perf_counter()
+                of = f"round {repeat + 1}" if auto else f"{repeat + 1}/{spec.run.repeats}"
                 # A non-map pattern runs each strategy as written and as its static twin,
                 # back to back, which of the two goes first alternating with the repeat.
                 variants = pattern_variants(spec)
@@ -174,15 +206,16 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                                   spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client,
                                   overhead_hint_s=overhead_hint)
                     shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
-                    stage.on_progress = progress(f"{shown} {repeat + 1}/{spec.run.repeats}", m) if progress else None
+                    stage.on_progress = progress(f"{shown} {of}", m) if progress else None
                     stage.on_submitted = getattr(stage.on_progress, "submitted", None)
-                    with RssSampler() as rss, WorkerWatch(runtime.client) as workers:
+                    with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client) as workers:
                         t0 = time.perf_counter()
                         result = run_pattern(spec, strategy, stage, runtime, variant)
                         flow_s = time.perf_counter() - t0
                     result.notes.extend(workers.notes())
-                    record = _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s,
-                                     variant)
+                    record = dataclasses.replace(
+                        _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s, variant),
+                        **load.columns())
                     records.append(record)
                     for note in result.notes:
                         notes.setdefault(str(strategy), [])
@@ -192,8 +225,11 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                         traces.append(pd.DataFrame(result.trace).assign(strategy=str(strategy), repeat=repeat,
                                                                         variant=variant))
                     sample = f" (sample of {record.items:,})" if record.sampled else ""
-                    say(f"repeat {repeat + 1}/{spec.run.repeats} {shown}: {record.wall_s:.3f} s{sample}, "
+                    say(f"repeat {of} {shown}: {record.wall_s:.3f} s{sample}, "
                         f"{record.tasks} tasks, {record.items_failed} failed")
+                round_s.append(time.perf_counter() - round_t0)
+                repeat += 1
+            rounds_elapsed_s = time.perf_counter() - rounds_t0  # rounds and the decisions between them
             check_accounting(records)
             runs = records_frame(records)
             runs.to_csv(tmp / "runs.csv", index=False)
@@ -205,7 +241,15 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                              "cost": {"kind": spec.cost.kind, "distribution": spec.cost.distribution,
                                       "mean_ms": spec.cost.mean_ms}},
                 "strategies": [str(s) for s in strategies],
-                "repeats": spec.run.repeats,
+                "repeats": repeat,  # rounds measured (each strategy once per round)
+                "repeats_requested": spec.run.repeats,
+                "workload_digest": digest,
+                "load": {"at_start": load_at_start, "at_end": load_now()},
+                "settling": None if decision is None else {
+                    "budget_s": spec.run.budget_s, "rounds": repeat,
+                    "rounds_s": round(rounds_elapsed_s, 3), "round_s": [round(x, 3) for x in round_s],
+                    "stopped_because": decision.reason, "target_half_width": settle.TARGET_HALF_WIDTH,
+                    "floor": settle.floor_rounds(len(strategies))},
                 "runtime": runtime.describe(),
                 "warm_up_s": round(warm_up_s, 3),
                 "warm_up_overhead_ms": round(overhead_hint * 1000, 3) if overhead_hint is not None else None,
@@ -216,6 +260,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean",
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
             write_json(tmp / "env.json", env)
+            write_results(tmp, runs, env)  # from the data alone: it never waits on the report
         if on_committed is not None:
             on_committed(final)
     return final

@@ -166,6 +166,24 @@ _STRATEGY_SCHEMA = {"type": "array", "minItems": 1, "uniqueItems": True, "descri
                                                            r"(static|raw_dask):[0-9]*[1-9][0-9]*)\s*$"}}
 
 
+AUTO = "auto"
+# repeats = "auto" spends at most this long on measured rounds. large.toml's round (every
+# strategy once) takes ~2 min on the 2-core reference machine, so 600 s holds the 4 rounds a
+# verdict needs (harness.stats.repeats_needed) and a 5th when they are quick: ~10 min in all.
+DEFAULT_BUDGET_S = 600.0
+_REPEATS_EXPECTED = 'an integer from 1 to 100, or "auto" (rounds until the verdicts settle, within budget_s)'
+_REPEATS_SCHEMA = {"description": _REPEATS_EXPECTED,
+                   "anyOf": [{"type": "integer", "minimum": 1, "maximum": 100}, {"const": AUTO}]}
+
+
+def _repeats(value: Any) -> int | str:
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise Problem((), value, _REPEATS_EXPECTED, found=_found(value, typed=not isinstance(value, int)))
+    return value
+
+
 @spec_model
 class RunSpec:
     strategies: Annotated[tuple[StrategyName, ...], PlainValidator(_strategies),
@@ -176,7 +194,10 @@ class RunSpec:
     )
     sweep: Annotated[tuple[integer(1, sys.maxsize), ...], distinct("value"),
                      Expected("an array of distinct integers >= 1 (static batch sizes), e.g. [1, 16, 256]")] = ()
-    repeats: integer(1, 100) = 3
+    # "auto": rounds until adaptive's ratios settle or the budget is spent (harness.run); an
+    # integer: exactly that many rounds.
+    repeats: Annotated[int | str, PlainValidator(_repeats), WithJsonSchema(_REPEATS_SCHEMA)] = AUTO
+    budget_s: number(0, 86_400, note="seconds of measured rounds, for repeats = \"auto\"") = DEFAULT_BUDGET_S
 
 
 @spec_model
@@ -255,7 +276,8 @@ def with_overrides(
     spec: WorkloadSpec,
     *,
     strategies: str | None = None,
-    repeats: int | None = None,
+    repeats: int | str | None = None,
+    budget_s: float | None = None,
     address: str | None = None,
     quick: bool = False,
 ) -> WorkloadSpec:
@@ -266,6 +288,7 @@ def with_overrides(
     run = _override(spec.run, "--strategies", strategies=strategies.split(",") if isinstance(strategies, str)
                     else strategies)
     run = _override(run, "--repeats", repeats=repeats)
+    run = _override(run, "--budget", budget_s=float(budget_s) if isinstance(budget_s, int) else budget_s)
     if quick:
         run = dataclasses.replace(run, repeats=1, sweep=())
     cluster = _override(spec.cluster, "--dask-address", address=address)

@@ -1,6 +1,6 @@
 """Numbers a reader can trust from a run's raw per-repeat samples: per-strategy medians with
-their spread, ratios of medians with 95 % bootstrap intervals, and warnings when a strategy's
-samples are too noisy to lean on.
+their spread, ratios of medians with exact distribution-free 95 % intervals (or "too few
+repeats for a verdict"), and warnings when a strategy's samples are too noisy to lean on.
 
 Pure: pandas in, pandas and frozen dataclasses out; no files, no printing. Every wall time is
 the projection to the whole workload (`projected_wall_s`), so a strategy measured on a sample
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -19,17 +20,139 @@ from scipy import stats as sps
 from harness.strategies import RAW_DASK, STATIC, StrategyKind
 
 CONFIDENCE = 0.95
-# Resamples per interval: percentile intervals settle to ~1 % of their width by a few
-# thousand resamples; 4,000 keeps a report with ~10 ratios well under a second.
-BOOTSTRAP_RESAMPLES = 4_000
-# Fixed, so re-rendering a report (or comparing two runs) gives the same intervals every time.
-BOOTSTRAP_SEED = 20261127
+ALPHA = 1 - CONFIDENCE
+# Above this many pairs (n x m) the exact null distribution of Mann-Whitney's U gives way to its
+# normal approximation (with continuity correction): at 20 x 20 repeats the two agree to the
+# third decimal of the tail probability, and the exact count grows as n x m x min(n, m).
+EXACT_PAIRS_MAX = 400
 # pyperf and asv call a benchmark unstable near 10 % relative spread; the issue asks the same.
 UNSTABLE_IQR_FRACTION = 0.10
 # The first repeat counts as "much slower" beyond this factor over the median of the others:
 # a warm-up that missed something (imports, JIT-like caches, a cold API server) shows up as
 # +50 % and more here, while ordinary noise on this machine stays within ~30 %.
 FIRST_RUN_SLOW_FACTOR = 1.5
+
+
+# --- the exact, distribution-free interval ---------------------------------------------------
+#
+# A ratio of wall times is a shift of log wall times. With n and m independent repeats, the
+# Mann-Whitney (Wilcoxon rank-sum) test of "no shift" is exact whatever the noise's shape, and
+# its inversion (Hodges-Lehmann / Moses) gives an interval for the shift: the k-th smallest and
+# k-th largest of the n x m pairwise differences log a_i - log b_j, where k is the largest count
+# with 2 P(U <= k - 1) <= alpha under the null. Its coverage is at least the nominal level at
+# every n (README, "How sure is a ratio"). Its verdict (the interval excludes 1) is the exact
+# two-sided test asv uses. With too few repeats no k exists (3 against 3: the smallest possible
+# two-sided p is 2 / C(6, 3) = 0.1), and the ratio says so instead of pretending.
+
+
+@lru_cache(maxsize=256)
+def _u_null_cdf(n: int, m: int) -> tuple[float, ...]:
+    """P(U <= u) for u = 0 .. n*m under no shift: the coefficients of the Gaussian binomial
+    [n + m choose n]_q, counted exactly in integers, over C(n + m, n)."""
+    poly = [1]
+    for i in range(1, min(n, m) + 1):  # [m' + i choose i]_q from [m' + i - 1 choose i - 1]_q
+        big = max(n, m)
+        grown = poly + [0] * big
+        for k in range(len(grown) - 1, big + i - 1, -1):  # x (1 - q^(big + i))
+            grown[k] -= grown[k - big - i]
+        for k in range(i, len(grown)):  # / (1 - q^i): exact, the quotient is a polynomial
+            grown[k] += grown[k - i]
+        while len(grown) > 1 and grown[-1] == 0:
+            grown.pop()
+        poly = grown
+    total = math.comb(n + m, n)
+    out, seen = [], 0
+    for count in poly:
+        seen += count
+        out.append(seen / total)
+    return tuple(out)
+
+
+def _u_lower_tail(n: int, m: int, u: float) -> float:
+    """P(U <= u) under no shift: exact up to EXACT_PAIRS_MAX pairs, else the normal approximation."""
+    if u < 0:
+        return 0.0
+    if n * m <= EXACT_PAIRS_MAX:
+        cdf = _u_null_cdf(n, m)
+        return cdf[min(int(math.floor(u)), len(cdf) - 1)]
+    mean, sd = n * m / 2, math.sqrt(n * m * (n + m + 1) / 12)
+    return float(sps.norm.cdf((u + 0.5 - mean) / sd))
+
+
+@lru_cache(maxsize=256)
+def critical_rank(n: int, m: int, alpha: float = ALPHA) -> int:
+    """The interval's rank k (k-th smallest and k-th largest pairwise difference); 0 when n and m
+    are too few for any interval at level 1 - alpha."""
+    k = 0
+    while k < n * m // 2 and 2 * _u_lower_tail(n, m, k) <= alpha:
+        k += 1  # 2 P(U <= k - 1) <= alpha holds for rank k
+    return k
+
+
+def enough_repeats(n: int, m: int, alpha: float = ALPHA) -> bool:
+    return n >= 1 and m >= 1 and critical_rank(n, m, alpha) >= 1
+
+
+def repeats_needed(alpha: float = ALPHA, *, other: int | None = None) -> int:
+    """The fewest repeats per side (against `other` repeats on the other side, else as many)
+    for which a verdict at level 1 - alpha is possible at all."""
+    n = 1
+    while not enough_repeats(n, other or n, alpha):
+        n += 1
+    return n
+
+
+def interval_batch(log_a: np.ndarray, log_b: np.ndarray, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of exp(shift) for many trials at once: log_a (trials, n), log_b (trials, m).
+    NaN rows when n and m are too few. Used by `ratio` and, vectorised, by the calibration test."""
+    log_a, log_b = np.atleast_2d(log_a), np.atleast_2d(log_b)
+    n, m = log_a.shape[1], log_b.shape[1]
+    k = critical_rank(n, m, alpha)
+    if k == 0:
+        nan = np.full(log_a.shape[0], math.nan)
+        return nan, nan
+    diffs = np.sort((log_a[:, :, None] - log_b[:, None, :]).reshape(log_a.shape[0], n * m), axis=1)
+    return np.exp(diffs[:, k - 1]), np.exp(diffs[:, n * m - k])
+
+
+def mann_whitney_p(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> float:
+    """p-value of "a and b come from the same distribution" against a and b differing
+    ("two-sided") or a tending larger ("greater"); ties count half, rounded the cautious way."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n, m = len(a), len(b)
+    if not n or not m:
+        return math.nan
+    u = float((a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum())
+    upper = _u_lower_tail(n, m, math.ceil(n * m - u))  # P(U >= u): U's null law is symmetric
+    if alternative == "greater":
+        return upper
+    return min(1.0, 2 * min(_u_lower_tail(n, m, math.ceil(u)), upper))
+
+
+def smallest_p(n: int, m: int, alternative: str = "two-sided") -> float:
+    """The smallest p-value n against m repeats can give at all (all of one side beyond the other)."""
+    return (1 if alternative == "greater" else 2) / math.comb(n + m, n)
+
+
+def repeats_for_family(tests: int, alpha: float = ALPHA, alternative: str = "greater") -> int:
+    """The fewest repeats per side with which Holm over `tests` tests can reject at all: the
+    smallest p must reach alpha / tests (Holm's first step)."""
+    n = 1
+    while smallest_p(n, n, alternative) > alpha / max(tests, 1):
+        n += 1
+    return n
+
+
+def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down rejections: family-wise error <= alpha over all the tests at once."""
+    order = sorted(range(len(p_values)), key=lambda i: (math.isnan(p_values[i]), p_values[i]))
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        p = p_values[i]
+        if math.isnan(p) or p > alpha / (len(p_values) - rank):
+            break
+        rejected[i] = True
+    return rejected
 
 
 def wall_samples(runs: pd.DataFrame) -> pd.Series:
@@ -46,16 +169,19 @@ def samples_by_strategy(runs: pd.DataFrame) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class Ratio:
-    """median(numerator) / median(denominator) of wall times, with a 95 % bootstrap interval.
+    """median(numerator) / median(denominator) of wall times, with the exact distribution-free
+    95 % interval of the ratio (see above) and the Mann-Whitney two-sided p-value.
 
-    Below 1: the numerator is faster. `low`/`high` are NaN when either side has fewer than two
-    samples (one repeat cannot say how sure we are)."""
+    Below 1: the numerator is faster. `low`/`high` are NaN when the repeats are too few for a
+    verdict at 95 %; `need` then says how many per side would be."""
 
     numerator: str
     denominator: str
     estimate: float
     low: float
     high: float
+    p_value: float = math.nan
+    need: int = 0  # repeats per side a verdict needs (0: not computed, e.g. built by hand)
 
     @property
     def has_interval(self) -> bool:
@@ -67,13 +193,25 @@ class Ratio:
         return self.has_interval and (self.high < 1 or self.low > 1)
 
     @property
+    def too_few(self) -> str:
+        return f"too few repeats for a verdict (need ≥ {self.need or repeats_needed()})"
+
+    @property
     def label(self) -> str:
         if not self.has_interval:
-            return "no interval (one repeat)"
+            return self.too_few
         return "significant" if self.significant else "not significant"
 
+    @property
+    def half_width(self) -> float:
+        """How far the interval reaches from the estimate, as a fraction of it (NaN: no interval)."""
+        if not self.has_interval:
+            return math.nan
+        return max(self.high / self.estimate - 1, 1 - self.low / self.estimate)
+
     def inverted(self) -> Ratio:
-        return Ratio(self.denominator, self.numerator, 1 / self.estimate, 1 / self.high, 1 / self.low)
+        return Ratio(self.denominator, self.numerator, 1 / self.estimate, 1 / self.high, 1 / self.low,
+                     self.p_value, self.need)
 
     def interval(self, digits: int = 2) -> str:
         if not self.has_interval:
@@ -83,12 +221,22 @@ class Ratio:
     def phrase(self, reference: str) -> str:
         """'41× [38, 44] faster than per_item' or '1.03× [0.98, 1.08] the wall time of static:50'."""
         if not self.has_interval:
-            return f"{_times(self.estimate)} the wall time of {reference} (one repeat: no interval)"
+            return (f"{_times(self.estimate)} the wall time of {reference} "
+                    f"(too few repeats for a verdict: need ≥ {self.need or repeats_needed()})")
         if self.estimate < 1 and self.significant:
             fast = self.inverted()
             return f"{_times(fast.estimate)} {fast.interval(_digits(fast.estimate))} faster than {reference}"
-        tail = "" if self.significant else " (not significant)"
+        tail = "" if self.significant else " (difference not significant)"
         return f"{_times(self.estimate)} {self.interval(_digits(self.estimate))} the wall time of {reference}{tail}"
+
+    def as_dict(self) -> dict[str, object]:
+        """The ratio for results.json: NaN as null."""
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else float(x)
+        return {"numerator": self.numerator, "denominator": self.denominator, "estimate": num(self.estimate),
+                "low": num(self.low), "high": num(self.high), "confidence": CONFIDENCE,
+                "p_value": num(self.p_value), "verdict": self.label, "significant": self.significant,
+                "repeats_needed": self.need or repeats_needed()}
 
 
 def _digits(x: float) -> int:
@@ -99,25 +247,16 @@ def _times(x: float) -> str:
     return f"{x:,.{_digits(x)}f}×"
 
 
-def _ratio_of_medians(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.median(a, axis=axis) / np.median(b, axis=axis)
-
-
-def ratio(numerator: str, a: np.ndarray, denominator: str, b: np.ndarray) -> Ratio:
-    """median(a) / median(b) with a percentile bootstrap interval, a and b resampled apart
-    (repeats of different strategies are independent samples). Percentile, not BCa: with the
-    three to five repeats a run has, BCa's jackknife is degenerate."""
+def ratio(numerator: str, a: np.ndarray, denominator: str, b: np.ndarray, alpha: float = ALPHA) -> Ratio:
+    """median(a) / median(b) with the exact distribution-free interval at level 1 - alpha, a and
+    b independent samples (repeats of different strategies, or of two runs)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     estimate = float(np.median(a) / np.median(b))
-    if len(a) < 2 or len(b) < 2:
-        return Ratio(numerator, denominator, estimate, math.nan, math.nan)
-    if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread at all: the interval is the point
-        return Ratio(numerator, denominator, estimate, estimate, estimate)
-    result = sps.bootstrap((a, b), _ratio_of_medians, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=True,
-                           paired=False, confidence_level=CONFIDENCE, method="percentile",
-                           random_state=np.random.default_rng(BOOTSTRAP_SEED))
-    ci = result.confidence_interval
-    return Ratio(numerator, denominator, estimate, float(ci.low), float(ci.high))
+    need = repeats_needed(alpha)  # per side, as many on each (fewer on one side can do with more on the other)
+    if not enough_repeats(len(a), len(b), alpha):
+        return Ratio(numerator, denominator, estimate, math.nan, math.nan, mann_whitney_p(a, b), need)
+    low, high = interval_batch(np.log(a)[None, :], np.log(b)[None, :], alpha)
+    return Ratio(numerator, denominator, estimate, float(low[0]), float(high[0]), mann_whitney_p(a, b), need)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:

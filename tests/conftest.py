@@ -46,10 +46,11 @@ def runtime() -> Iterator[object]:
 
     Uses an existing API when PREFECT_API_URL is already set (as the harness itself does).
     """
-    from harness.runtime import open_runtime
+    from harness.runtime import LEAN, open_runtime
     from harness.spec import ClusterSpec
 
-    with open_runtime(ClusterSpec(workers=2, threads_per_worker=1)) as rt:
+    # lean, as the harness's own runs use it; tests of stock submit under lean_task_context(STOCK).
+    with open_runtime(ClusterSpec(workers=2, threads_per_worker=1), LEAN) as rt:
         yield rt
 
 

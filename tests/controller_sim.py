@@ -8,16 +8,23 @@ strategy is specified to drive a `Controller`:
   remain and fewer than `decision.window` tasks are in flight it asks `decide()` and
   submits; an "inline" decision runs the batch in the flow process itself; when the window
   is full and nothing has finished, items the policy's `fill()` hands it run there too;
-- W single-thread workers behind a scheduler queue; a task costs `overhead_s` plus the
-  costs of its items. `worker_slots=1` is one global FIFO queue; `worker_slots=2` is Dask's
+- W single-thread workers behind a scheduler queue; a task costs `overhead_s`, plus
+  `transfer_s` per item (moving and (de)serialising items and results: part of the task's
+  duration, not of its measured compute), plus the costs of its items. `worker_slots=1` is one global FIFO queue; `worker_slots=2` is Dask's
   default for 1-thread workers (a running task plus one queued on that worker);
 - the flow notices completions only between submits; it observes every task in completion
   order, with `finished` = the flow time it noticed it.
 
+The controller follows the mechanism contract: after `decide()` the loop calls
+`submitted(decision)` (a task or an inline run), as `run_adaptive` does. Its prior is what
+the warm-up would measure (`prior_overhead`): one item's overhead and transfer, or the
+serial dispatch of W tasks when the flow cannot keep W threads busy.
+
 `simulate(workload, policy)` returns the makespan, the task count, every decision (with the
 index of its first item) and every observation. `best_static(workload)` is the oracle: the
 best fixed batch size of a sweep (the `static:N` strategy, window 2·W) in the same world.
-`python tests/controller_sim.py` prints the adaptive/oracle ratios of `standard_workloads()`.
+`python tests/controller_sweep.py` prints the adaptive/oracle table of every workload the
+constants were tuned on and of a held-out set.
 
 Import it with this folder on `sys.path` (pytest does that for tests/).
 """
@@ -43,6 +50,7 @@ MeanCost = Callable[[np.ndarray], np.ndarray]  # item indices -> mean cost (s) o
 class Policy(Protocol):
     def decide(self, remaining: int, in_flight: int) -> Decision: ...
     def observe(self, obs: BatchObservation) -> None: ...
+    def submitted(self, decision: Decision) -> None: ...
 
 
 def constant_cost(mean_s: float) -> MeanCost:
@@ -77,6 +85,12 @@ class SimWorkload:
     heavy_s: float = 0.050  # bimodal: cost of a heavy item
     noise: float = 0.0  # multiplicative noise (lognormal sigma, mean one) on items, overhead, dispatch
     seed: int = 0
+    transfer_s: float = 0.0  # per item, on the worker's clock but outside the measured compute
+
+    @property
+    def prior_overhead(self) -> float:
+        """What the warm-up (per-item tasks, window 2·W) would measure as overhead per task."""
+        return max(self.overhead_s + self.transfer_s, self.workers * self.dispatch_s)
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,9 @@ class StaticPolicy:
     def observe(self, obs: BatchObservation) -> None:
         pass
 
+    def submitted(self, decision: Decision) -> None:
+        pass
+
 
 class _Cluster:
     """W single-thread workers behind a scheduler queue, advanced event by event.
@@ -222,7 +239,7 @@ def simulate(
     `worker_slots`: tasks a worker holds at once (1: one global FIFO queue; 2: Dask's
     default on 1-thread workers, a running task plus one queued on that worker).
     """
-    policy = policy if policy is not None else Controller(w.items, w.workers)
+    policy = policy if policy is not None else Controller(w.items, w.workers, prior_overhead_s=w.prior_overhead)
     d = draws if draws is not None else draw(w)
     n = w.items
     cluster = _Cluster(w.workers, worker_slots)
@@ -246,6 +263,9 @@ def simulate(
             b = dec.batch_size
             work = d.work(next_item, next_item + b)
             decisions.append(Submitted(next_item, dec, t))
+            submitted = getattr(policy, "submitted", None)
+            if submitted is not None:
+                submitted(dec)
             if dec.strategy == "inline":
                 started, t = t, t + work
                 obs = BatchObservation(b, b, started, t, work, b, 0, "inline")
@@ -255,7 +275,7 @@ def simulate(
                 k = len(tasks_info)
                 tasks_info.append((b, t, work))
                 t += d.dispatch[k]
-                cluster.ready(t, k, d.overhead[k] + work)
+                cluster.ready(t, k, d.overhead[k] + b * w.transfer_s + work)
                 in_flight += 1
             next_item += b
         if not in_flight:
@@ -315,7 +335,7 @@ def best_static(
 
     def lower_bound(b: int) -> float:
         k = math.ceil(w.items / b)
-        return max((total + over[k]) / w.workers, disp[k])
+        return max((total + over[k] + w.items * w.transfer_s) / w.workers, disp[k])
 
     makespans: dict[int, float | None] = {b: None for b in sweep}
     best_b, best = 0, math.inf
@@ -356,27 +376,15 @@ def standard_workloads() -> list[SimWorkload]:
     ]
 
 
+def oracle_sweep(w: SimWorkload) -> list[int]:
+    """SWEEP plus the sizes that split the items into 1-4 whole waves over the W threads."""
+    waves = {math.ceil(w.items / (k * w.workers)) for k in (1, 2, 3, 4)}
+    return sorted(set(SWEEP) | waves)
+
+
 def ratio_to_best_static(w: SimWorkload, *, worker_slots: int = 1) -> tuple[float, SimResult, Oracle]:
-    """Adaptive makespan / best static makespan over SWEEP, in one simulated world."""
+    """Adaptive makespan / best static makespan over `oracle_sweep(w)`, in one simulated world."""
     d = draw(w)
     adaptive = simulate(w, draws=d, worker_slots=worker_slots)
-    oracle = best_static(w, SWEEP, d, worker_slots=worker_slots)
+    oracle = best_static(w, oracle_sweep(w), d, worker_slots=worker_slots)
     return adaptive.makespan_s / oracle.makespan_s, adaptive, oracle
-
-
-def main() -> None:
-    for slots in (1, 2):
-        print(f"worker_slots={slots}")
-        for w in standard_workloads():
-            ratio, adaptive, oracle = ratio_to_best_static(w, worker_slots=slots)
-            sizes = sorted(adaptive.sizes)
-            print(
-                f"  {w.name:13s} adaptive/best static {ratio:.3f}  "
-                f"adaptive {adaptive.makespan_s:8.2f} s ({adaptive.tasks} tasks, median batch "
-                f"{sizes[len(sizes) // 2]})  best static:{oracle.batch_size} {oracle.makespan_s:8.2f} s  "
-                f"ideal {adaptive.ideal_s:8.2f} s"
-            )
-
-
-if __name__ == "__main__":
-    main()

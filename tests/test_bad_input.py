@@ -108,11 +108,6 @@ def _write_case(tmp_path, make_toml, case_id, breaks) -> str:
     return str(path)
 
 
-def test_there_are_at_least_25_cases():
-    assert len(FILE_CASES) >= 25
-    assert len({case[0] for case in FILE_CASES}) == len(FILE_CASES)
-
-
 @pytest.mark.parametrize(("case_id", "breaks", "args", "named"), FILE_CASES, ids=[c[0] for c in FILE_CASES])
 def test_bad_input_exits_2_naming_the_problem_and_writes_nothing(tmp_path, make_toml, capsys,
                                                                  case_id, breaks, args, named):

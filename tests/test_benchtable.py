@@ -13,19 +13,20 @@ from harness.cli import main
 from harness.errors import SpecError
 
 WALLS = {  # strategy -> wall per repeat (seconds)
-    "adaptive": [1.00, 1.02, 0.98],
-    "static:10": [2.00, 2.04, 1.96],
-    "static:100": [0.90, 0.91, 0.89],  # the oracle
-    "per_item": [40.0, 40.5, 39.5],
-    "raw_dask:100": [0.80, 0.81, 0.79],
-    "raw_dask:10": [1.60, 1.61, 1.59],
-    "joblib_auto": [2.50, 2.52, 2.48],
+    "adaptive": [1.00, 1.02, 0.98, 1.01, 0.99],
+    "static:10": [2.00, 2.04, 1.96, 2.02, 1.98],
+    "static:100": [0.90, 0.91, 0.89, 0.905, 0.895],  # the oracle
+    "per_item": [40.0, 40.5, 39.5, 40.2, 39.8],
+    "raw_dask:100": [0.80, 0.81, 0.79, 0.805, 0.795],
+    "raw_dask:10": [1.60, 1.61, 1.59, 1.605, 1.595],
+    "joblib_auto": [2.50, 2.52, 2.48, 2.51, 2.49],
 }
 
 
-def make_run(folder: Path, name: str = "bench-x") -> Path:
+def make_run(folder: Path, name: str = "bench-x", repeats: int = 5) -> Path:
     rows = []
-    for strategy, walls in WALLS.items():
+    for strategy, all_walls in WALLS.items():
+        walls = all_walls[:repeats]
         for repeat, wall in enumerate(walls):
             rows.append({"workload": name, "strategy": strategy, "repeat": repeat, "wall_s": wall, "items": 1000,
                          "items_ok": 1000, "items_failed": 0, "tasks": 10, "retries": 0, "batch_size_median": 100,
@@ -50,12 +51,34 @@ def test_a_line_carries_the_known_ratios(tmp_path):
     assert line["adaptive / joblib_auto"].startswith(f"{1.00 / 2.50:.2f}×")
 
 
+def test_three_repeats_give_estimates_without_intervals(tmp_path):
+    line = run_line(make_run(tmp_path / "a", repeats=3))
+    assert line["adaptive / best static"] == f"{1.00 / 0.90:.2f}× (too few repeats, need ≥ 4)"
+    assert line["adaptive vs per_item"] == "40× faster (too few repeats, need ≥ 4)"
+
+
+def test_table_json_gives_each_runs_results_document(tmp_path, capsys):
+    from harness import results
+
+    a, b = make_run(tmp_path / "a", "one"), make_run(tmp_path / "b", "two")
+    assert main(["table", str(a), str(b), "--json"]) == 0
+    documents = json.loads(capsys.readouterr().out)
+    assert [d["workload"]["name"] for d in documents] == ["one", "two"]
+    assert [d["run_dir"] for d in documents] == [str(a), str(b)]
+    for d in documents:
+        d.pop("run_dir")
+        d["environment"] |= {"cpu_count": 2, "packages": {}}  # these hand-made env.json files leave them out
+        results.validate(d)
+    ratio = {r["role"]: r["ratio"] for r in documents[0]["references"]}["best static"]
+    assert ratio["estimate"] == pytest.approx(1.00 / 0.90) and ratio["low"] > 1
+
+
 def test_the_table_has_a_line_per_run_and_a_legend(tmp_path):
     frame = table([make_run(tmp_path / "a", "one"), make_run(tmp_path / "b", "two")])
     assert list(frame.columns) == list(COLUMNS)
     assert list(frame["workload"]) == ["one", "two"]
     text = render(frame)
-    assert text.count("\n| one") == 1 and "bootstrap" in text
+    assert text.count("\n| one") == 1 and "distribution-free" in text
 
 
 def test_missing_references_show_a_dash(tmp_path):

@@ -3,11 +3,16 @@ threshold, 0 otherwise, 2 on bad input; run B is built by scaling run A's wall t
 
 from __future__ import annotations
 
-import pytest
-from run_fixture import TRUE_WALL_S, make_runs, scaled, write_run
+import json
+import math
 
+import numpy as np
+import pytest
+from run_fixture import TRUE_WALL_S, make_env, make_runs, scaled, write_run
+
+from harness import settle, stats
 from harness.cli import main
-from harness.compare import compare_runs
+from harness.compare import compare_runs, judge
 from harness.errors import SpecError
 
 
@@ -74,3 +79,105 @@ def test_bad_input_exits_2_and_names_the_folder(tmp_path, run_a, capsys, case):
 def test_a_negative_threshold_is_bad_input(run_a, capsys):
     assert main(["compare", str(run_a), str(run_a), "--threshold", "-0.1"]) == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- like for like, and enough repeats
+
+UNLIKE = {
+    "workload digest": lambda env: env | {"workload_digest": "0123456789ab"},
+    "runtime profile": lambda env: env | {"runtime": env["runtime"] | {"profile": "stock"}},
+    "cluster layout": lambda env: env | {"runtime": env["runtime"] | {"workers": [{"nthreads": 2}]}},
+    "CPU count": lambda env: env | {"cpu_count": 8},
+    "CPU model": lambda env: env | {"cpu_model": "Other CPU @ 9 GHz"},
+    "package prefect": lambda env: env | {"packages": env["packages"] | {"prefect": "3.9.2"}},
+}
+
+
+def _env_with_digest(digest: str = "feedfacecafe") -> dict:
+    return make_env() | {"workload_digest": digest, "cpu_model": "Test CPU"}
+
+
+@pytest.mark.parametrize("kind", list(UNLIKE))
+def test_unlike_runs_are_refused_naming_the_difference(tmp_path, capsys, kind):
+    a = write_run(tmp_path / "a", env=_env_with_digest())
+    b = write_run(tmp_path / "b", env=UNLIKE[kind](_env_with_digest()))
+    assert main(["compare", str(a), str(b)]) == 2
+    captured = capsys.readouterr()
+    assert kind in captured.err and "not like for like" in captured.err and "--force" in captured.err
+    assert "REGRESSION" not in captured.out and "no significant regression" not in captured.out
+
+
+def test_old_runs_without_a_digest_compare_the_recorded_workload_fields(tmp_path, capsys):
+    a = write_run(tmp_path / "a", env=make_env() | {"workload": {"name": "small", "items": 200, "seed": 7}})
+    b = write_run(tmp_path / "b", env=make_env() | {"workload": {"name": "large", "items": 200_000, "seed": 7}})
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "workload (name, items, seed, cost)" in capsys.readouterr().err
+
+
+def test_force_compares_anyway_and_lists_the_differences_above_the_table(tmp_path, capsys):
+    a = write_run(tmp_path / "a", env=_env_with_digest())
+    b = write_run(tmp_path / "b", env=UNLIKE["CPU count"](_env_with_digest()))
+    assert main(["compare", str(a), str(b), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("CPU count: A 2, B 8") < out.index("| strategy")
+
+
+def test_too_few_repeats_exit_2_and_never_say_no_regression(tmp_path, capsys):
+    a = write_run(tmp_path / "a", runs=make_runs(spread=(-0.01, 0.0, 0.01)))
+    b = write_run(tmp_path / "b", runs=scaled(make_runs(spread=(-0.01, 0.0, 0.01)), 1.67))
+    assert main(["compare", str(a), str(b)]) == 2
+    captured = capsys.readouterr()
+    assert "too few repeats for a verdict" in captured.err and "no significant regression" not in captured.out
+
+
+def test_a_one_repeat_run_is_refused_not_passed(tmp_path, capsys):
+    b = write_run(tmp_path / "b", runs=scaled(make_runs(spread=(0.0,)), 2.67))
+    assert main(["compare", str(write_run(tmp_path / "a")), str(b)]) == 2
+    assert "too few repeats" in capsys.readouterr().err
+
+
+def test_a_run_under_load_is_flagged(tmp_path, capsys):
+    busy = make_runs().assign(load_before=9.0, load_after=9.0, cpu_idle_pct=0.0, cpu_steal_pct=25.0)
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", runs=busy)
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: B:" in out and "load average above" in out and "steal" in out
+
+
+def test_compare_json_carries_every_verdict(tmp_path, capsys):
+    a = write_run(tmp_path / "a")
+    b = write_run(tmp_path / "b", runs=scaled(make_runs(), 1.3))
+    assert main(["compare", str(a), str(b), "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["schema"] == "harness.compare/1" and document["regressed"]
+    assert {c["strategy"] for c in document["changes"]} == set(TRUE_WALL_S)
+    assert all(c["verdict"] == "REGRESSION" and c["ratio"]["low"] > 1 for c in document["changes"])
+
+
+# ---------------------------------------------------------------- synthetic samples: calibrated verdicts
+
+STRATEGIES = 7  # as many as small.toml and large.toml run
+ROUNDS = 5  # what repeats = "auto" measures at least for 7 strategies (harness.settle.floor_rounds)
+
+
+def _sigma(iqr: float) -> float:
+    return math.log((1 + iqr / 2) / (1 - iqr / 2)) / (2 * 0.6745)
+
+
+def _samples(rng, iqr: float, factor: float = 1.0) -> dict[str, np.ndarray]:
+    return {f"s{i}": (10.0 + i) * factor * np.exp(rng.normal(0, _sigma(iqr), ROUNDS)) for i in range(STRATEGIES)}
+
+
+def test_two_runs_of_the_same_commit_compare_clean_under_normal_noise():
+    """Same distribution on both sides, IQR 10 % (this machine's usual noise): over 400 simulated
+    pairs of runs, a regression is claimed in at most 5 % of them (Holm bounds the family)."""
+    rng = np.random.default_rng(12)
+    assert settle.floor_rounds(STRATEGIES) == ROUNDS
+    flagged = sum(any(c.regressed for c in judge(_samples(rng, 0.10), _samples(rng, 0.10))) for _ in range(400))
+    assert flagged / 400 <= stats.ALPHA + 3 * math.sqrt(stats.ALPHA * (1 - stats.ALPHA) / 400)
+
+
+def test_a_planted_30_percent_slowdown_is_caught_from_synthetic_samples():
+    rng = np.random.default_rng(13)
+    caught = [all(c.regressed for c in judge(_samples(rng, 0.05), _samples(rng, 0.05, 1.3))) for _ in range(100)]
+    assert sum(caught) >= 95

@@ -163,6 +163,36 @@ def test_preflight_names_workers_without_the_api_and_writes_nothing(external_clu
     assert not out.exists()
 
 
+def test_lean_preflight_catches_an_api_key_only_the_flow_process_has(external_cluster, runtime, tmp_path,
+                                                                     make_toml, capsys):
+    """The user's flow process has PREFECT_API_KEY (here by temporary_settings, as a profile
+    would give it); the workers do not. Under lean each task would run without it: exit 2,
+    the setting named, its value never printed, nothing written. Allowed, it runs and env.json
+    names the setting lost."""
+    from prefect.settings import PREFECT_API_KEY, temporary_settings
+
+    external_cluster.add_worker("w0", good_worker_env(runtime.api_url))
+    external_cluster.wait_for_workers()
+    path = tmp_path / "w.toml"
+    path.write_text(make_toml("api-key", count=10, strategies=("static:10",)))
+    out = tmp_path / "results"
+    args = ["run", str(path), "--out", str(out), "--dask-address", external_cluster.address, "--repeats", "1"]
+    with temporary_settings(updates={PREFECT_API_KEY: "pnu_not_a_real_key"}):
+        code, _, err = _cli(args, capsys)
+        assert code == 2, err[-3000:]
+        assert "PREFECT_API_KEY: flow process (secret), worker(s) (unset)" in err
+        assert "pnu_not_a_real_key" not in err
+        assert not out.exists()
+
+        code, stdout, err = _cli([*args, "--allow-setting-loss"], capsys)
+    assert code == 0, err[-3000:]
+    folder = Path(stdout.rstrip("\n").splitlines()[-1])
+    env_text = (folder / "env.json").read_text()
+    assert "pnu_not_a_real_key" not in env_text
+    check = json.loads(env_text)["runtime"]["settings_check"]
+    assert set(check["lost"]) == {"PREFECT_API_KEY"} and "PREFECT_API_KEY" in check["verdict"]
+
+
 def test_unreachable_api_on_every_worker_is_named(external_cluster, runtime, tmp_path, make_toml, capsys,
                                                   monkeypatch):
     """Flow and workers agree on an API URL nobody answers on... the flow notices first."""

@@ -329,6 +329,8 @@ def test_test_command_goes_on_when_chromium_cannot_be_installed(tmp_path, apt):
         f"#!{sys.executable}\nimport os, pathlib\nbin = pathlib.Path('.venv/bin')\nbin.mkdir(parents=True)\n"
         f"for name in ('pip', 'python'):\n    (bin / name).write_text({tool!r})\n    os.chmod(bin / name, 0o755)\n")
     (stubs / "python3").chmod(0o755)
+    (stubs / "bash").write_text(tool)  # `bash .ci/prefect-matrix.sh`: logged, not run
+    (stubs / "bash").chmod(0o755)
     work = tmp_path / "checkout"
     work.mkdir()
     # as .ci/run runs it: bash, set -euo pipefail
@@ -338,4 +340,5 @@ def test_test_command_goes_on_when_chromium_cannot_be_installed(tmp_path, apt):
     assert proc.returncode == 0, proc.stderr
     said = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(said) == 1 and "chromium could not be installed" in said[0], said
-    assert log.read_text().splitlines() == [".venv/bin/pip install -e .[test]", ".venv/bin/python -m pytest -q"]
+    assert log.read_text().splitlines() == [".venv/bin/pip install -e .[test]", f"{stubs}/bash .ci/prefect-matrix.sh",
+                                            ".venv/bin/python -m pytest -q"]

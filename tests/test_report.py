@@ -198,3 +198,24 @@ def test_report_command_renders_both_files_from_the_csvs(tmp_path, capsys):
     assert main(["report", str(folder)]) == 0
     assert (folder / "report.html").is_file() and (folder / PLOT_FILES["sweep"]).is_file()
     assert "adaptive was" in capsys.readouterr().out
+
+
+def test_an_auto_run_says_how_its_repeats_settled_and_a_busy_machine_is_warned_of(tmp_path):
+    env = make_env() | {"repeats_requested": "auto", "settling": {
+        "budget_s": 600.0, "rounds": 5, "rounds_s": 300.0, "round_s": [60.0] * 5,
+        "stopped_because": "every ratio settled", "target_half_width": 0.05, "floor": 5}}
+    busy = make_runs().assign(load_before=9.0, load_after=8.0, cpu_idle_pct=1.0, cpu_steal_pct=0.0)
+    markdown = render_markdown(read_report(write_run(tmp_path / "auto", runs=busy, env=env)))
+    section = markdown.split("## How the repeats settled")[1].split("\n## ")[0]
+    assert "5 rounds in 300 s of a 600 s budget; stopped: every ratio settled" in section
+    # adaptive / static:50 over 5 repeats of ±2 % spread: its interval is within ±5 %
+    assert "adaptive / static:50 (best static): settled" in section
+    assert "adaptive / per_item (per_item):" in section
+    assert "load average above 1.5× the 2 CPUs" in markdown.split("## Warnings")[1]
+
+
+def test_a_three_repeat_run_claims_no_interval(tmp_path):
+    runs = make_runs(spread=(-0.01, 0.0, 0.01))
+    markdown = render_markdown(read_report(write_run(tmp_path / "three", runs=runs)))
+    assert "too few repeats for a verdict (need ≥ 4)" in markdown
+    assert "How the repeats settled" not in markdown

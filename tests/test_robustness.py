@@ -246,7 +246,7 @@ def test_adaptive_batches_are_capped_in_bytes(make_spec):
     assert Stage(Workload(make_spec(count=40, payload_bytes=0)), None, "cpu", 0, 2).max_batch_size is None
 
 
-def test_controller_holds_every_batch_to_its_max(make_spec):
+def test_controller_holds_every_batch_to_its_max():
     from harness.controller import BatchObservation, Controller
 
     controller = Controller(100_000, 2, max_batch_size=7, prior_overhead_s=0.05)
@@ -254,6 +254,7 @@ def test_controller_holds_every_batch_to_its_max(make_spec):
     for _ in range(40):
         decision = controller.decide(50_000, 0)
         assert decision.batch_size <= 7
+        controller.submitted(decision)
         controller.observe(BatchObservation(decision.batch_size, decision.batch_size, t, t + 0.06,
                                             0.0001 * decision.batch_size, decision.batch_size, 0,
                                             decision.strategy))

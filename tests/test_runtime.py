@@ -55,18 +55,6 @@ def test_stock_profile_leaves_serialize_context_alone():
     assert dask_client.serialize_context is stock
 
 
-def test_lean_context_is_prefects_minus_the_settings():
-    """Same keys as Prefect's own serialize_context (a Prefect upgrade that adds one shows up
-    here), with the settings left out."""
-    from prefect.context import serialize_context
-
-    ours = serialize_context_without_settings()
-    theirs = serialize_context()
-    assert set(ours) == set(theirs)
-    assert ours["settings_context"] == {}
-    assert theirs["settings_context"]  # what the lean profile saves shipping per task
-
-
 @pytest.mark.parametrize("url", ["http://127.0.0.1:4200/api", "http://localhost:4200/api", "http://127.0.0.2/api"])
 def test_client_settings_loopback_http_gets_a_one_certificate_pem(url, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
@@ -108,7 +96,7 @@ def test_open_runtime_rejects_unknown_profile():
 def test_open_runtime_names_an_api_url_that_does_not_answer(monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}/api"
     monkeypatch.setenv("PREFECT_API_URL", dead)
-    with pytest.raises(SpecError, match="no Prefect API answers") as info, open_runtime(ClusterSpec()):
+    with pytest.raises(SpecError, match="no Prefect API answers") as info, open_runtime(ClusterSpec(), "stock"):
         pass
     assert dead in str(info.value)
     assert os.environ["PREFECT_API_URL"] == dead  # nothing of ours was left behind

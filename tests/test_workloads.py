@@ -322,7 +322,6 @@ def test_sleep_kernel_takes_the_requested_time(cost_ms, count):
 
 def test_cpu_calibration_is_cached_per_process():
     rate = calibrate_cpu()
-    assert rate > 0
     assert calibrate_cpu() == rate
     assert workloads._cpu_rate == rate
 

@@ -15,7 +15,9 @@ them. One module per job:
   client_env     the flow's and workers' settings, and applying them to this process
   cluster        join a Dask scheduler or start a LocalCluster
   preflight      every worker reaches the API before the first task
-  prefect_patch  the `lean` profile: Prefect's settings left out of each task's context
+  prefect_patch  the profiles: `stock`, and `lean` (Prefect's settings left out of each task's
+                 context), chosen by what the installed Prefect offers
+  settings_check under `lean`, every Prefect setting compared between the flow and the workers
   logs           quieter Prefect and Dask loggers
 """
 
@@ -38,7 +40,15 @@ from harness.runtime.cluster import (
 )
 from harness.runtime.logs import QUIET_LOGGERS, quiet_loggers
 from harness.runtime.preflight import check_workers
-from harness.runtime.prefect_patch import PROFILES, lean_task_context, serialize_context_without_settings
+from harness.runtime.prefect_patch import (
+    LEAN,
+    PROFILES,
+    STOCK,
+    Profile,
+    lean_task_context,
+    lean_unavailable,
+    serialize_context_without_settings,
+)
 from harness.runtime.server import (
     SERVER_SETTINGS,
     SERVER_START_TIMEOUT_S,
@@ -47,23 +57,30 @@ from harness.runtime.server import (
     open_api,
     start_prefect_server,
 )
+from harness.runtime.settings_check import SettingsCheck, check_settings
 from harness.spec import ClusterSpec
 
 __all__ = [
     "CLIENT_SETTINGS",
+    "LEAN",
     "LOW_LEVEL_LOG_LENGTH",
     "PROFILES",
     "QUIET_LOGGERS",
     "SCHEDULER_CONNECT_TIMEOUT_S",
     "SERVER_SETTINGS",
     "SERVER_START_TIMEOUT_S",
+    "STOCK",
     "PrefectServer",
+    "Profile",
     "Runtime",
+    "SettingsCheck",
     "cache_dir",
+    "check_settings",
     "check_workers",
     "client_settings",
     "free_port",
     "lean_task_context",
+    "lean_unavailable",
     "open_runtime",
     "serialize_context_without_settings",
     "start_prefect_server",
@@ -79,10 +96,13 @@ class Runtime:
     scheduler_address: str
     client: Any  # distributed.Client, for the reference strategies and the checks
     worker_threads: int
-    profile: str
+    profile: Profile  # the profile in force: `stock` when `lean` was asked for but unavailable
     settings: dict[str, str]
     layout: list[dict[str, Any]]
     startup: dict[str, Any] = field(default_factory=dict)
+    # Under `lean`, the preflight's verdict on every Prefect setting; checked again per submit.
+    settings_check: SettingsCheck | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. "lean unavailable on Prefect X: stock used"
 
     def task_runner(self) -> Any:
         """A DaskTaskRunner on this runtime's cluster, for a flow about to run."""
@@ -92,7 +112,7 @@ class Runtime:
 
     def submitting(self) -> contextlib.AbstractContextManager[None]:
         """Wrap a flow call: task submits follow this runtime's profile (lean or stock)."""
-        return lean_task_context(self.profile)
+        return lean_task_context(self.profile, self.settings_check)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -100,6 +120,9 @@ class Runtime:
             "scheduler_address": self.scheduler_address,
             "worker_threads": self.worker_threads,
             "profile": self.profile,
+            "profile_notes": self.notes,
+            "settings_check": self.settings_check.describe() if self.settings_check
+            else "not needed: stock ships the flow's settings with every task",
             "settings": self.settings,
             "workers": self.layout,
             "startup": self.startup,
@@ -107,12 +130,23 @@ class Runtime:
 
 
 @contextlib.contextmanager
-def open_runtime(cluster: ClusterSpec, profile: str = "lean",
+def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: bool = False,
                  on_stage: Callable[[str], None] | None = None) -> Iterator[Runtime]:
     """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started.
-    `on_stage(name)` is called as each start-up stage begins (for the progress line)."""
+
+    `profile` is how Prefect context reaches the workers (PROFILES says what each keeps and
+    drops); a user's own flow should pass STOCK unless it opts into LEAN. Under `lean` every
+    Prefect setting of the flow process is compared with every worker's before the first task:
+    a SpecError names each that differs, unless `allow_setting_loss`, which records them instead.
+    If the installed Prefect cannot run `lean`, `stock` is used and `notes` says so.
+    `on_stage(name)` is called as each start-up stage begins (for the progress line).
+    """
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
+    notes: list[str] = []
+    if profile == LEAN and (why := lean_unavailable()):
+        profile = STOCK
+        notes.append(why)
     stage = on_stage or (lambda name: None)
     with contextlib.ExitStack() as stack:
         stack.enter_context(quiet_loggers())  # first in, last out: quiet through teardown too
@@ -130,6 +164,7 @@ def open_runtime(cluster: ClusterSpec, profile: str = "lean",
         stage("worker check")
         started = time.perf_counter()
         check_workers(client, api_url)
+        settings_check = check_settings(client, allow_setting_loss) if profile == LEAN else None
         startup["worker_check_s"] = round(time.perf_counter() - started, 3)
         layout = worker_layout(client)
         yield Runtime(
@@ -141,4 +176,6 @@ def open_runtime(cluster: ClusterSpec, profile: str = "lean",
             settings={**settings, **({} if startup["prefect_server"] == "existing" else SERVER_SETTINGS)},
             layout=layout,
             startup=startup,
+            settings_check=settings_check,
+            notes=notes,
         )

@@ -17,7 +17,11 @@ DB_NAME = "prefect.db"
 
 
 def template_path() -> Path:
-    return cache_dir() / "template" / DB_NAME
+    """One template per Prefect release: a database migrated by a newer Prefect carries
+    migrations an older server does not know, so one venv's cache must not seed another's."""
+    from importlib.metadata import version
+
+    return cache_dir() / "template" / version("prefect") / DB_NAME
 
 
 def seed_home(home: Path) -> bool:

@@ -1,8 +1,10 @@
 """`adaptive`: stream items through a bounded window of in-flight Prefect tasks, sized and
 shaped by the controller as the run goes.
 
-Mechanism only: before each submit it asks `Controller.decide`, and it reports every
-finished task with `Controller.observe`; it never chooses a size itself. Finished futures
+Mechanism only: before each submit it asks `Controller.decide` and answers it with exactly
+one of `submitted`, `rerouted` (a breaker chose another path) or `cancel` (every path
+refused); it reports every finished task with `Controller.observe` (`task_failed` for one
+that failed as a whole); it never chooses a size itself. Finished futures
 are dropped as soon as their result is folded into the tally, so the flow process holds at
 most one window of tasks, whatever the item count.
 """
@@ -39,8 +41,9 @@ def _trace_row(t0: float, obs: BatchObservation, decision: Decision, controller:
         "in_flight": in_flight,
         "window": decision.window,
         "per_item_ms": round(per_item * 1000, 4) if per_item is not None else None,
-        "overhead_ms": round(overhead * 1000, 3) if overhead is not None else None,
+        "overhead_ms": round(overhead * 1000, 3) if overhead is not None else None,  # fixed part o
         "failed": obs.failed,
+        "transfer_ms_per_item": round(controller.transfer_s * 1000, 5),  # per-item part t
     }
 
 
@@ -94,12 +97,16 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
             remaining -= len(batch) if new else 0
             batch_strategy = guard.route(decision.strategy, job)
             if batch_strategy is None:
+                controller.cancel(decision)
                 guard.reruns.appendleft(job)
                 blocked = bool(in_flight)
                 continue
             if batch_strategy != decision.strategy:
+                controller.rerouted(decision, batch_strategy)
                 decision = dataclasses.replace(decision, strategy=batch_strategy,
                                                reason=f"{decision.reason}; routed to {batch_strategy} (breaker)")
+            else:
+                controller.submitted(decision)
             sizes[len(batch)] += 1
             submitted = time.perf_counter()
             if batch_strategy == "inline":
@@ -136,6 +143,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
             result = future.result().value
         except Exception as exc:  # noqa: BLE001  (a task failed as a whole, items never do: re-run its batch)
             del future
+            controller.task_failed(submitted, seen, decision.batch_size)
             guard.failed(decision.strategy, job, exc)
             continue
         guard.succeeded(decision.strategy)

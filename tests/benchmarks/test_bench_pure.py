@@ -36,6 +36,7 @@ def drive_controller(controller: Controller, decisions: int) -> float:
     for _ in range(decisions):
         t0 = time.perf_counter()
         decision = controller.decide(remaining, len(in_flight))
+        controller.submitted(decision)  # the contract: every decide is answered
         spent += time.perf_counter() - t0
         in_flight.append((clock, decision.batch_size))
         remaining -= decision.batch_size
@@ -64,7 +65,6 @@ def test_controller_decision_cost(benchmark, measured):
     per_decision_us = sorted(spent)[len(spent) // 2] / DECISIONS * 1e6
     benchmark.extra_info.update({"decisions_per_round": DECISIONS, "us_per_observe_decide": round(per_decision_us, 2)})
     measured["controller_s_per_decision"] = per_decision_us / 1e6
-    assert per_decision_us > 0
 
 
 def test_generator_throughput(benchmark, make_spec, measured):
@@ -85,4 +85,3 @@ def test_generator_throughput(benchmark, make_spec, measured):
     items_per_s = sorted(rates)[len(rates) // 2]
     benchmark.extra_info.update({"items": GENERATED_ITEMS, "payload_bytes": 256, "items_per_s": round(items_per_s)})
     measured["generator_items_per_s"] = items_per_s
-    assert items_per_s > 0

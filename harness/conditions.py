@@ -1,0 +1,141 @@
+"""What makes two runs comparable, and what the machine was doing while one ran.
+
+- `workload_digest`: a hash of the normalized workload (every table of the file but [run],
+  [cluster] and the description) and of the items it generates, recorded in env.json so that
+  `compare` can refuse two runs of different work.
+- `cpu_model`: the processor, recorded beside the CPU count.
+- `LoadProbe`: the load average before and after a measured run, and the share of CPU time
+  idle and stolen (by a hypervisor) during it; appended to each row of runs.csv.
+- `differences`: what differs between two env.json files in workload, profile, cluster layout,
+  machine and package versions, one sentence each.
+- `load_warnings`: a run's rows that ran on a busy machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+
+# A run keeps about one runnable thread per core busy itself (worker threads = cores on the
+# default layout), so a 1-minute load average up to ~1x the CPU count is the harness's own.
+# Past 1.5x the cores, something else is competing for them: walls stretch by up to that much.
+LOAD_PER_CPU_WARNING = 1.5
+# Steal is CPU time a hypervisor gave to other guests while this one wanted it; a few percent
+# is usual on shared cloud VMs, 10 % and more stretches every wall measurably.
+STEAL_PCT_WARNING = 10.0
+LOAD_COLUMNS = ("load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct")
+# The spec fields env.json recorded before it carried a workload_digest (old run folders).
+_LEGACY_WORKLOAD_FIELDS = ("name", "items", "seed", "cost")
+
+
+def workload_digest(spec: Any, expected_compute_s: float) -> str:
+    """sha256 of the normalized workload and its items' total generated cost (12 hex digits)."""
+    fields = {k: v for k, v in dataclasses.asdict(spec).items()
+              if k not in ("run", "cluster", "source", "description")}
+    text = json.dumps({"spec": fields, "items_compute_s": round(expected_compute_s, 6)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_now() -> dict[str, float]:
+    """The 1-minute load average and this instant's CPU count (env.json's load block)."""
+    return {"load_1min": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count() or 1}
+
+
+class LoadProbe:
+    """Around one measured run: load average before and after, CPU idle and steal during it."""
+
+    def __enter__(self) -> LoadProbe:
+        self.load_before = os.getloadavg()[0]
+        psutil.cpu_times_percent(interval=None)  # starts the interval the exit reads
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        times = psutil.cpu_times_percent(interval=None)
+        self.load_after = os.getloadavg()[0]
+        self.cpu_idle_pct = float(times.idle)
+        self.cpu_steal_pct = float(getattr(times, "steal", 0.0))
+
+    def columns(self) -> dict[str, float]:
+        return {"load_before": round(self.load_before, 2), "load_after": round(self.load_after, 2),
+                "cpu_idle_pct": round(self.cpu_idle_pct, 1), "cpu_steal_pct": round(self.cpu_steal_pct, 1)}
+
+
+def load_warnings(runs: pd.DataFrame, cpu_count: int | None) -> list[str]:
+    """Sentences about rows measured on a busy machine (none when runs.csv has no load columns)."""
+    if "load_before" not in runs or not cpu_count:
+        return []
+    out = []
+    busy = runs[runs["load_before"] > LOAD_PER_CPU_WARNING * cpu_count]
+    if len(busy):
+        out.append(f"{len(busy)} of {len(runs)} measured runs started with a 1-minute load average above "
+                   f"{LOAD_PER_CPU_WARNING}× the {cpu_count} CPUs (highest {busy['load_before'].max():.1f}): "
+                   "other work was competing for the cores, walls may be stretched")
+    if "cpu_steal_pct" in runs:
+        stolen = runs[runs["cpu_steal_pct"] > STEAL_PCT_WARNING]
+        if len(stolen):
+            out.append(f"{len(stolen)} of {len(runs)} measured runs lost more than {STEAL_PCT_WARNING:.0f} % of CPU "
+                       f"time to steal (highest {stolen['cpu_steal_pct'].max():.0f} %): the hypervisor was busy")
+    return out
+
+
+# --- likeness of two runs -----------------------------------------------------------------
+
+
+def _layout(env: dict[str, Any]) -> list[tuple[Any, Any]]:
+    workers = env.get("runtime", {}).get("workers", [])
+    return sorted((w.get("nthreads"), w.get("memory_limit")) for w in workers)
+
+
+def _workload(env: dict[str, Any]) -> tuple[str, Any]:
+    if env.get("workload_digest"):
+        return "workload digest", env["workload_digest"]
+    w = env.get("workload", {})
+    return "workload (" + ", ".join(_LEGACY_WORKLOAD_FIELDS) + ")", {k: w.get(k) for k in _LEGACY_WORKLOAD_FIELDS}
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Why two runs (their env.json) are not like for like: one sentence per difference."""
+    out = []
+    (what_a, wa), (what_b, wb) = _workload(a), _workload(b)
+    if what_a != what_b:  # one side predates the digest: compare the fields both recorded
+        what_a, wa = _workload({"workload": a.get("workload", {})})
+        _, wb = _workload({"workload": b.get("workload", {})})
+    if wa != wb:
+        out.append(f"{what_a}: A {_short(wa)}, B {_short(wb)}")
+    checks = [
+        ("runtime profile", a.get("runtime", {}).get("profile"), b.get("runtime", {}).get("profile")),
+        ("cluster layout (threads, memory limit per worker)", _layout(a), _layout(b)),
+        ("CPU count", a.get("cpu_count"), b.get("cpu_count")),
+        ("CPU model", a.get("cpu_model"), b.get("cpu_model")),
+    ]
+    for what, x, y in checks:
+        if x != y and x is not None and y is not None:  # None: an older run that did not record it
+            out.append(f"{what}: A {_short(x)}, B {_short(y)}")
+    pa, pb = a.get("packages", {}) or {}, b.get("packages", {}) or {}
+    for name in sorted(set(pa) | set(pb)):
+        if name != "harness" and pa.get(name) != pb.get(name):
+            out.append(f"package {name}: A {pa.get(name)}, B {pb.get(name)}")
+    return out
+
+
+def _short(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
