@@ -59,6 +59,9 @@ def _repeats_arg(text: str) -> int | str:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.spec import load_spec, with_overrides
 
+    if not 0 < args.worker_timeout < float("inf"):
+        raise SpecError(f"--worker-timeout: found {args.worker_timeout}, expected a number of seconds above 0")
+
     spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
                           budget_s=args.budget, address=args.dask_address, quick=args.quick)
     # What can be checked without the runtime is checked before it starts (exit 2, nothing written).
@@ -91,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with ProgressDisplay() as display:  # draws only when stderr is a terminal
         folder = run_workload(spec, Path(args.out), profile=args.profile,
                               allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
-                              on_committed=present, on_stage=display.startup)
+                              on_committed=present, worker_timeout_s=args.worker_timeout,
+                              on_stage=display.startup)
     if report_failed:
         exc = report_failed[0]
         print(f"harness: error: the run's data is complete in {folder}, but its report failed: "
@@ -320,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="overrides [run] budget_s: at most this long in measured rounds for --repeats auto "
                           "(default 600)")
     run.add_argument("--dask-address", help="run on this existing Dask scheduler (tcp://host:port)")
+    # harness.runtime.WORKER_WAIT_TIMEOUT_S, spelled out for the same reason as --threshold's.
+    run.add_argument("--worker-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="with --dask-address: how long to wait for a first worker (default 30)")
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default="lean", choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")

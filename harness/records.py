@@ -274,33 +274,66 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def _partial_name(run_id: str) -> str:
+    """A run's temporary folder: hidden, and named after the process that writes it, so a later
+    run can tell a live run's folder (leave it) from a killed one's (remove it)."""
+    return f".{run_id}.{os.getpid()}.partial"
+
+
+def _owner_gone(partial: Path) -> bool:
+    """True if the process named in `partial`'s name is gone: not running, or its pid now
+    belongs to a process started after the folder was made."""
+    try:
+        pid = int(partial.name.removesuffix(".partial").rsplit(".", 1)[1])
+        made = partial.stat().st_mtime
+    except (IndexError, ValueError, OSError):
+        return False  # another naming (an older harness's): not ours to judge
+    try:
+        return psutil.Process(pid).create_time() > made
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def remove_stale_partials(out: Path, workload: str) -> list[Path]:
+    """Remove the temporary run folders of `out/workload` whose run was killed; return them."""
+    parent = Path(out) / workload
+    if not parent.is_dir():
+        return []
+    stale = [p for p in sorted(parent.glob(".*.partial")) if p.is_dir() and _owner_gone(p)]
+    for partial in stale:
+        shutil.rmtree(partial, ignore_errors=True)
+    return stale
+
+
 @contextlib.contextmanager
 def run_folder(out: Path, workload: str) -> Iterator[tuple[Path, Path]]:
     """Yield (a temporary folder to write into, the final path). On success the temporary
     folder is renamed into place and `latest` points at it; on any error or interrupt it is
-    removed, so a half-written run folder never exists under its real name."""
-    parent = Path(out) / workload
-    # The folders this creates, deepest first: removed again if the run fails before its
-    # commit, so a failed run never leaves an empty <out>/<workload>/ behind.
-    created = [p for p in (parent, *parent.parents) if not p.exists()]
-    parent.mkdir(parents=True, exist_ok=True)
+    removed, and so are the folders made for it if they are left empty, so a half-written
+    run folder never exists under its real name and a failed run leaves nothing."""
+    out = Path(out)
+    parent = out / workload
+    made_out = not out.exists()
     while True:  # two runs started in the same second may draw the same id: the second redraws
         run_id = new_run_id()
         final = parent / run_id
-        partial = parent / f".{run_id}.partial"
+        partial = parent / _partial_name(run_id)
         if final.exists():
             continue
+        parent.mkdir(parents=True, exist_ok=True)
         try:
             partial.mkdir()
             break
-        except FileExistsError:
+        except (FileExistsError, FileNotFoundError):  # not found: a failed run just removed parent
             continue
     try:
         yield partial, final
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
-        for folder in created:
-            with contextlib.suppress(OSError):  # not empty: another run wrote there meanwhile
+        for folder in (parent, out) if made_out else (parent,):
+            with contextlib.suppress(OSError):  # not empty: another run's, keep it
                 folder.rmdir()
         raise
     partial.rename(final)

@@ -31,6 +31,7 @@ from harness.records import (
     RunRecord,
     environment,
     records_frame,
+    remove_stale_partials,
     run_folder,
     write_json,
 )
@@ -150,12 +151,15 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
-                 on_committed: CommittedSink | None = None, on_stage: StartupSink | None = None) -> Path:
+                 on_committed: CommittedSink | None = None, worker_timeout_s: float | None = None,
+                 on_stage: StartupSink | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder.
 
     `lean` is the default here only: the harness's own synthetic tasks, where it is measured
     and env.json records the settings it assumed (harness.runtime.PROFILES)."""
     say = on_event or (lambda message: None)
+    for stale in remove_stale_partials(out, spec.name):
+        say(f"removed {stale}: the unfinished folder of a run that was killed")
     strategies = strategies_to_run(spec)
     workload = Workload(spec)
     items_total = len(workload)
@@ -166,7 +170,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {planned} repeats{budget})")
     digest = workload_digest(spec, workload.expected_compute_s)
     load_at_start = load_now()
-    with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_stage=on_stage) as runtime:
+    with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
+                      worker_timeout_s=worker_timeout_s, on_stage=on_stage) as runtime:
         say(f"runtime up: {runtime.startup}")
         if on_stage is not None:
             on_stage("warm-up")

@@ -244,7 +244,9 @@ def test_a_worker_lost_mid_run_loses_and_doubles_no_item(external_cluster, runti
                 killed.append(done)
         return seen
 
-    folder = run_workload(spec, tmp_path / "results", progress=progress)
+    from harness.report import write_report
+
+    folder = run_workload(spec, tmp_path / "results", progress=progress, on_committed=write_report)
     assert killed, "the worker was never killed"
 
     (run,) = pd.read_csv(folder / "runs.csv", dtype={"checksum": str}).itertuples()

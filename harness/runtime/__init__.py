@@ -2,8 +2,9 @@
 join them.
 
 By default the harness starts both itself (a loopback `prefect server start` on SQLite and a
-Dask LocalCluster) and stops them at the end, even on error or Ctrl-C. An existing
-`PREFECT_API_URL` in the environment, or a scheduler address, is used instead.
+Dask LocalCluster) and stops them at the end, even on error or Ctrl-C; a SIGKILLed harness
+takes them with it. An existing `PREFECT_API_URL` in the environment, or a scheduler address,
+is used instead.
 
 Each setting applied cuts Prefect's per-task cost without changing what a task does; why each
 is there, and the command that shows it, is in docs/runtime-notes.md. Every report records
@@ -18,7 +19,9 @@ them. One module per job:
   prefect_patch  the profiles: `stock`, and `lean` (Prefect's settings left out of each task's
                  context), chosen by what the installed Prefect offers
   settings_check under `lean`, every Prefect setting compared between the flow and the workers
-  logs           quieter Prefect and Dask loggers
+  logs           quieter Prefect and Dask loggers, injected faults unlogged on the workers
+  orphans        servers a killed harness left behind, stopped by the next run
+  server_entry   the server subprocess's entry point: it dies with its parent
 """
 
 from __future__ import annotations
@@ -35,10 +38,15 @@ from harness.runtime.client_env import CLIENT_SETTINGS, applied, client_settings
 from harness.runtime.cluster import (
     LOW_LEVEL_LOG_LENGTH,
     SCHEDULER_CONNECT_TIMEOUT_S,
+    WORKER_WAIT_TIMEOUT_S,
+    check_address,
     open_cluster,
+    probe_scheduler,
+    wait_for_workers,
     worker_layout,
 )
-from harness.runtime.logs import QUIET_LOGGERS, quiet_loggers
+from harness.runtime.logs import INJECTED_FAULT_PLUGIN, QUIET_LOGGERS, QuietInjectedFaults, quiet_loggers
+from harness.runtime.orphans import reap_orphaned_servers
 from harness.runtime.preflight import check_workers
 from harness.runtime.prefect_patch import (
     LEAN,
@@ -53,12 +61,15 @@ from harness.runtime.server import (
     SERVER_SETTINGS,
     SERVER_START_TIMEOUT_S,
     PrefectServer,
+    existing_api,
     free_port,
     open_api,
     start_prefect_server,
 )
 from harness.runtime.settings_check import SettingsCheck, check_settings
 from harness.spec import ClusterSpec
+
+EventSink = Callable[[str], None]
 
 __all__ = [
     "CLIENT_SETTINGS",
@@ -70,11 +81,13 @@ __all__ = [
     "SERVER_SETTINGS",
     "SERVER_START_TIMEOUT_S",
     "STOCK",
+    "WORKER_WAIT_TIMEOUT_S",
     "PrefectServer",
     "Profile",
     "Runtime",
     "SettingsCheck",
     "cache_dir",
+    "check_address",
     "check_settings",
     "check_workers",
     "client_settings",
@@ -82,6 +95,8 @@ __all__ = [
     "lean_task_context",
     "lean_unavailable",
     "open_runtime",
+    "probe_scheduler",
+    "reap_orphaned_servers",
     "serialize_context_without_settings",
     "start_prefect_server",
     "worker_layout",
@@ -131,6 +146,7 @@ class Runtime:
 
 @contextlib.contextmanager
 def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: bool = False,
+                 on_event: EventSink | None = None, worker_timeout_s: float | None = None,
                  on_stage: Callable[[str], None] | None = None) -> Iterator[Runtime]:
     """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started.
 
@@ -139,10 +155,23 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
     Prefect setting of the flow process is compared with every worker's before the first task:
     a SpecError names each that differs, unless `allow_setting_loss`, which records them instead.
     If the installed Prefect cannot run `lean`, `stock` is used and `notes` says so.
+
+    Every wait is bounded and ends in a SpecError naming the peer. Servers an earlier, killed
+    harness left running are stopped first, and said through `on_event`. `worker_timeout_s`
+    (default WORKER_WAIT_TIMEOUT_S): how long an existing scheduler may have no workers.
     `on_stage(name)` is called as each start-up stage begins (for the progress line).
     """
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
+    # Checked before anything starts: bad input costs no server start-up.
+    if cluster.address:
+        check_address(cluster.address)
+    existing = existing_api()
+    if cluster.address:
+        wait_for_workers(cluster.address, WORKER_WAIT_TIMEOUT_S if worker_timeout_s is None else worker_timeout_s)
+    say = on_event or (lambda message: None)
+    for line in reap_orphaned_servers():
+        say(line)
     notes: list[str] = []
     if profile == LEAN and (why := lean_unavailable()):
         profile = STOCK
@@ -152,7 +181,7 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
         stack.enter_context(quiet_loggers())  # first in, last out: quiet through teardown too
         startup: dict[str, Any] = {}
         stage("Prefect API server")
-        api_url = open_api(stack, startup)
+        api_url = open_api(stack, startup, on_event, existing)
         settings = client_settings(api_url)
         stack.enter_context(applied(settings))
 
@@ -166,6 +195,9 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
         check_workers(client, api_url)
         settings_check = check_settings(client, allow_setting_loss) if profile == LEAN else None
         startup["worker_check_s"] = round(time.perf_counter() - started, 3)
+        # Left on an existing cluster when the run ends: another run may be using it at the same
+        # time, and it drops only the log records of the harness's own injected faults.
+        client.register_plugin(QuietInjectedFaults(), name=INJECTED_FAULT_PLUGIN)
         layout = worker_layout(client)
         yield Runtime(
             api_url=api_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -10,6 +11,14 @@ from harness.spec import ClusterSpec
 
 # A scheduler that does not answer in this long is not going to: say so (exit 2) rather than hang.
 SCHEDULER_CONNECT_TIMEOUT_S = 10.0
+# An existing scheduler with no workers yet gets this long for one to register: workers started
+# alongside a scheduler register within seconds; none after half a minute means none are
+# coming, and the first stage would wait for them forever. `--worker-timeout` overrides it.
+WORKER_WAIT_TIMEOUT_S = 30.0
+WORKER_POLL_INTERVAL_S = 0.5  # one identity call: nothing to the scheduler, prompt to notice
+# Address schemes Dask reaches from here: tcp, and tls with a TLS configuration. inproc only
+# reaches a scheduler in this very process; ucx needs UCX hardware and its own packages.
+TLS_CONFIG_KEYS = ("distributed.comm.tls.ca-file", "distributed.comm.tls.client.cert")
 # Dask keeps the last `low-level-log-length` (default 1,000) messages of every batched stream
 # for debugging, each compute-task message with its task's parameters, so with the scheduler
 # in this process it held every item of the last 1,000 tasks (docs/runtime-notes.md, "Dask's
@@ -17,8 +26,74 @@ SCHEDULER_CONNECT_TIMEOUT_S = 10.0
 LOW_LEVEL_LOG_LENGTH = 16
 
 
+def check_address(address: str) -> None:
+    """A SpecError unless Dask can reach `address` with this process's configuration (no I/O)."""
+    import dask.config
+
+    scheme = address.partition("://")[0] if "://" in address else "tcp"
+    where = f"[cluster] address / --dask-address: {address}"
+    if scheme == "tcp":
+        return
+    if scheme == "tls":
+        if any(dask.config.get(key, None) for key in TLS_CONFIG_KEYS):
+            return
+        raise SpecError(f"{where}: a tls:// scheduler needs a Dask TLS configuration (none is set: "
+                        "give distributed.comm.tls.ca-file and client.cert/key in Dask's config, e.g. "
+                        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE), or use tcp://")
+    raise SpecError(f"{where}: the {scheme}:// scheme cannot be used; expected tcp://host:port "
+                    "(or tls:// with a Dask TLS configuration)")
+
+
+async def _identity(address: str, timeout: float) -> dict[str, Any]:
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=timeout)  # OSError if nothing accepts within `timeout`
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await asyncio.wait_for(comm.read(), timeout)  # the handshake: TimeoutError
+    finally:
+        comm.abort()
+
+
+def probe_scheduler(address: str, timeout: float = SCHEDULER_CONNECT_TIMEOUT_S) -> dict[str, Any]:
+    """The scheduler's identity, or a SpecError: connect and handshake both within `timeout`.
+
+    distributed.Client(timeout=...) bounds the connect only; an address that accepts TCP but
+    never speaks Dask (a silent listener, a Prefect server's port) would hang it forever.
+    """
+    where = "[cluster] address / --dask-address"
+    try:
+        # The outer bound covers a write that never completes, too.
+        answer = asyncio.run(asyncio.wait_for(_identity(address, timeout), 2 * timeout))
+    except (TimeoutError, asyncio.TimeoutError):
+        raise SpecError(f"{where}: {address} accepts connections, but no Dask scheduler answered there "
+                        f"within {timeout:.0f} s (what listens is not a Dask scheduler)") from None
+    except Exception as exc:  # noqa: BLE001 - refused, reset, garbage: all mean "not a scheduler"
+        raise SpecError(f"{where}: cannot reach a Dask scheduler at {address} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
+        raise SpecError(f"{where}: what answers at {address} is not a Dask scheduler")
+    return answer
+
+
+def wait_for_workers(address: str, timeout: float) -> int:
+    """The number of workers on the scheduler at `address` once it has at least one, or a
+    SpecError after `timeout` s without any (it asks the scheduler, no Client needed)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = probe_scheduler(address).get("n_workers", 0)
+        if workers:
+            return workers
+        if time.monotonic() >= deadline:
+            raise SpecError(f"[cluster] address / --dask-address: the Dask scheduler at {address} has no "
+                            f"workers; none registered within {timeout:g} s (--worker-timeout). Start "
+                            f"workers with `dask worker {address}` and PREFECT_API_URL in their environment")
+        time.sleep(min(WORKER_POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+
+
 def open_cluster(
-    cluster: ClusterSpec, settings: dict[str, str], stack: contextlib.ExitStack, startup: dict[str, Any]
+    cluster: ClusterSpec, settings: dict[str, str], stack: contextlib.ExitStack, startup: dict[str, Any],
 ) -> tuple[Any, str]:
     """A distributed.Client and its scheduler address; `stack` closes what we opened.
 
@@ -30,7 +105,7 @@ def open_cluster(
 
     stack.enter_context(dask.config.set({"distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH}))
     address = cluster.address
-    if address:
+    if address:  # open_runtime has checked it answers and has workers before starting anything
         try:
             client = stack.enter_context(
                 distributed.Client(address, timeout=SCHEDULER_CONNECT_TIMEOUT_S, set_as_default=False)

@@ -7,9 +7,14 @@ a large cost per task and with task runs the real API never sees (docs/runtime-n
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from harness.errors import SpecError
+
+# Each worker's probe waits at most 5 s for the API (below) plus its Prefect import; a worker
+# that has not answered the check in this long is stuck, and the run would be stuck with it.
+WORKER_CHECK_TIMEOUT_S = 60.0
 
 
 def _probe_worker(api_url: str) -> dict[str, Any]:
@@ -39,7 +44,11 @@ def _probe_worker(api_url: str) -> dict[str, Any]:
 
 def check_workers(client: Any, api_url: str) -> dict[str, dict[str, Any]]:
     """Every worker's probe, or a SpecError naming each worker that cannot reach `api_url`."""
-    probes = client.run(_probe_worker, api_url)
+    try:
+        probes = client.sync(asyncio.wait_for, client._run(_probe_worker, api_url), WORKER_CHECK_TIMEOUT_S)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise SpecError(f"Dask workers of {client.scheduler.address}: not every worker answered the API check "
+                        f"within {WORKER_CHECK_TIMEOUT_S:.0f} s") from None
     problems = []
     for address, probe in sorted(probes.items()):
         if not probe["api_url"]:

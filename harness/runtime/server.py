@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,16 +12,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import RunError, SpecError
 from harness.runtime.cache import cache_dir
+from harness.runtime.orphans import forget_server, record_server
 from harness.runtime.template_db import DB_NAME, save_template, seed_home
+
+SERVER_ENTRY = Path(__file__).with_name("server_entry.py")
 
 # `prefect server start` took up to 14 s on a fresh database (docs/runtime-notes.md, "Server
 # start-up and the database template"); a slow CI machine gets four times that before we call
@@ -57,6 +63,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server subprocess between fork and exec (Linux): SIGKILL when the harness dies.
+
+    The kernel sends it when the thread that started the child ends, so it is set only when the
+    main thread starts the server; server_entry.py's watchdog covers every other case."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# How long an existing PREFECT_API_URL gets to answer each check: a loopback or LAN API answers
+# in milliseconds; one that takes seconds is not one a benchmark should run against.
+API_CHECK_TIMEOUT_S = 5.0
+
+
+def prefect_version(api_url: str, timeout: float = API_CHECK_TIMEOUT_S) -> str | None:
+    """The Prefect version the API at `api_url` reports (GET /admin/version), or None if what
+    answers there is not a Prefect API."""
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/admin/version", timeout=timeout) as resp:
+            answer = json.loads(resp.read(1024))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return answer if isinstance(answer, str) and answer[:1].isdigit() else None
+
+
 def health_ok(api_url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:
@@ -75,6 +108,7 @@ class PrefectServer:
     log_path: Path
     startup_s: float
     seeded_from_template: bool
+    answered: bool = False  # it came up: its database is fully migrated, fit to be the template
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -86,16 +120,21 @@ class PrefectServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        save_template(self.home)
+        forget_server(self.process.pid)
+        if self.answered:  # one stopped mid-migration would seed every later server badly
+            save_template(self.home)
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def start_prefect_server() -> PrefectServer:
-    """Start a loopback Prefect API server on a free port and wait until it answers."""
+def start_prefect_server(on_event: Callable[[str], None] | None = None) -> PrefectServer:
+    """Start a loopback Prefect API server on a free port and wait until it answers.
+
+    The server dies with this process however it ends (server_entry.py, _die_with_parent), and
+    is stopped here if the wait is cut short (an error, Ctrl-C)."""
     homes = cache_dir() / "homes"
     homes.mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="server-", dir=homes))
-    seeded = seed_home(home)
+    seeded = seed_home(home, on_event)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -109,37 +148,64 @@ def start_prefect_server() -> PrefectServer:
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+            [sys.executable, str(SERVER_ENTRY), str(os.getpid()), "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(port), "--no-ui"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stop() takes uvicorn's children too
+            # Own session: the terminal's Ctrl-C reaches only the harness, which then stops the
+            # server cleanly; stop() signals the whole group.
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" and threading.current_thread() is threading.main_thread() else None,
         )
     server = PrefectServer(api_url, process, home, log_path, 0.0, seeded)
-    deadline = started + SERVER_START_TIMEOUT_S
-    while not health_ok(api_url, timeout=1.0):
-        if process.poll() is not None or time.perf_counter() > deadline:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            server.stop()
-            reason = "exited" if process.poll() is not None else f"did not answer in {SERVER_START_TIMEOUT_S:.0f} s"
-            raise RunError(f"the Prefect server {reason}; its log ends with:\n{tail}")
-        time.sleep(HEALTH_POLL_INTERVAL_S)
+    try:
+        record_server(process.pid, home)
+        deadline = started + SERVER_START_TIMEOUT_S
+        while not health_ok(api_url, timeout=1.0):
+            if process.poll() is not None or time.perf_counter() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                reason = "exited" if process.poll() is not None else f"did not answer in {SERVER_START_TIMEOUT_S:.0f} s"
+                raise RunError(f"the Prefect server {reason}; its log ends with:\n{tail}")
+            time.sleep(HEALTH_POLL_INTERVAL_S)
+    except BaseException:
+        server.stop()
+        raise
     server.startup_s = time.perf_counter() - started
+    server.answered = True
     return server
 
 
-def open_api(stack: contextlib.ExitStack, startup: dict[str, Any]) -> str:
-    """The API URL to use: PREFECT_API_URL if set (it must answer), else a server we start and
-    `stack` stops. Records in `startup` which it was and, if started, how long it took."""
+def existing_api() -> tuple[str, str] | None:
+    """PREFECT_API_URL and the Prefect version it reports, if the variable is set; a SpecError
+    naming it unless a Prefect API answers there within API_CHECK_TIMEOUT_S. None if unset."""
     api_url = os.environ.get("PREFECT_API_URL", "")
-    if api_url:
-        if not health_ok(api_url):
-            raise SpecError(f"PREFECT_API_URL={api_url}: no Prefect API answers at {api_url}/health")
+    if not api_url:
+        return None
+    if not health_ok(api_url, timeout=API_CHECK_TIMEOUT_S):
+        raise SpecError(f"PREFECT_API_URL={api_url}: no Prefect API answers at {api_url}/health "
+                        f"within {API_CHECK_TIMEOUT_S:.0f} s")
+    version = prefect_version(api_url)
+    if version is None:
+        raise SpecError(f"PREFECT_API_URL={api_url}: something answers at /health, but "
+                        f"{api_url.rstrip('/')}/admin/version gave no Prefect version: not a Prefect API "
+                        "(a Prefect server's API URL ends in /api)")
+    return api_url, version
+
+
+def open_api(stack: contextlib.ExitStack, startup: dict[str, Any],
+             on_event: Callable[[str], None] | None = None,
+             existing: tuple[str, str] | None = None) -> str:
+    """The API URL to use: PREFECT_API_URL if set (`existing`, checked by existing_api), else a
+    server we start and `stack` stops. Records in `startup` which it was and, if started, how
+    long it took."""
+    existing = existing or existing_api()
+    if existing:
         startup["prefect_server"] = "existing"
-        return api_url
-    server = start_prefect_server()
+        startup["prefect_server_version"] = existing[1]
+        return existing[0]
+    server = start_prefect_server(on_event)
     stack.callback(server.stop)
     startup["prefect_server"] = "started"
     startup["prefect_server_s"] = round(server.startup_s, 3)
