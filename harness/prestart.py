@@ -18,10 +18,9 @@ from harness.errors import SpecError
 from harness.spec import WorkloadSpec, strategies_to_run
 from harness.strategies import Strategy
 
-# Tasks in flight per worker thread for the strategies that submit a fixed structure through a
-# window (per_item, static:N, raw_dask:N; harness.strategies.base.SUBMIT_WINDOW_PER_THREAD) and
-# the adaptive controller's widest window (controller.MAX_WINDOW): the estimate's in-flight count.
-ADAPTIVE_MAX_WINDOW = 256
+# Tasks in flight: a window of harness.strategies.base.SUBMIT_WINDOW_PER_THREAD per worker
+# thread for per_item, static:N and raw_dask:N; the adaptive controller's widest window
+# (controller.MAX_WINDOW) of batches capped by ADAPTIVE_MAX_BATCH_BYTES.
 # Copies of an in-flight item's payload alive on this machine at once: the item in the flow
 # process, its pickled form on the way, the worker's unpickled copy, and the result's payload
 # (the input reversed, harness.workloads) until the flow has read it.
@@ -56,6 +55,7 @@ def memory_need(spec: WorkloadSpec) -> MemoryNeed:
     Strategies run one after another, so the peak is the largest of theirs: tasks in flight ×
     items per task × (payload copies + per-item objects), plus the runtime's own processes.
     """
+    from harness.controller import MAX_WINDOW
     from harness.strategies.base import ADAPTIVE_MAX_BATCH_BYTES, SUBMIT_WINDOW_PER_THREAD
 
     threads = spec.cluster.workers * spec.cluster.threads_per_worker
@@ -66,7 +66,7 @@ def memory_need(spec: WorkloadSpec) -> MemoryNeed:
     for strategy in strategies_to_run(spec):
         measured = strategy.sample_size(items_total)
         if strategy.kind == "adaptive":
-            tasks = ADAPTIVE_MAX_WINDOW
+            tasks = MAX_WINDOW
             batch = max(1, ADAPTIVE_MAX_BATCH_BYTES // payload) if payload else measured
             how = f"up to {tasks} tasks of at most {ADAPTIVE_MAX_BATCH_BYTES // 2**20} MiB of payload"
         else:
