@@ -328,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--worker-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="with --dask-address: how long to wait for a first worker (default 30)")
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
-    run.add_argument("--profile", default="lean", choices=("lean", "stock"),
-                     help="how Prefect context reaches Dask workers (default lean; stock = prefect-dask as released)")
+    run.add_argument("--profile", default=None, choices=("lean", "stock"),
+                     help="how Prefect context reaches Dask workers (default: lean for the synthetic [cost] "
+                          "workloads, stock for a user's [task]; stock = prefect-dask as released)")
     run.add_argument("--allow-setting-loss", action="store_true",
                      help="under lean, run even if a Prefect setting differs between this process and the workers "
                           "(env.json lists the settings lost)")

@@ -64,16 +64,18 @@ def memory_need(spec: WorkloadSpec) -> MemoryNeed:
     items_total = spec.items.count
     worst: tuple[int, Strategy, str] | None = None
     for strategy in strategies_to_run(spec):
-        measured = strategy.sample_size(items_total)
+        # A user's items ([task] with [items] source or path) are counted only once loaded: then
+        # the window alone bounds what is in flight.
+        measured = strategy.sample_size(items_total) if items_total else None
         if strategy.kind == "adaptive":
             tasks = MAX_WINDOW
-            batch = max(1, ADAPTIVE_MAX_BATCH_BYTES // payload) if payload else measured
+            batch = max(1, ADAPTIVE_MAX_BATCH_BYTES // payload) if payload else (measured or 1)
             how = f"up to {tasks} tasks of at most {ADAPTIVE_MAX_BATCH_BYTES // 2**20} MiB of payload"
         else:
             tasks = SUBMIT_WINDOW_PER_THREAD * threads
             batch = strategy.batch_size or 1
             how = f"{tasks} tasks in flight ({SUBMIT_WINDOW_PER_THREAD} per worker thread) x {batch:,} items"
-        in_flight = min(measured, tasks * batch)
+        in_flight = tasks * batch if measured is None else min(measured, tasks * batch)
         if worst is None or in_flight > worst[0]:
             worst = (in_flight, strategy, how)
     assert worst is not None  # a spec has at least one strategy

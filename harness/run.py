@@ -36,11 +36,12 @@ from harness.records import (
     write_json,
 )
 from harness.results import write_results
-from harness.runtime import Runtime, open_runtime
+from harness.runtime import LEAN, STOCK, Runtime, open_runtime
 from harness.spec import AUTO, WorkloadSpec, strategies_to_run
 from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
+from harness.usertask import UserTask, load_task
 from harness.worker_watch import WorkerWatch
-from harness.workloads import Workload
+from harness.workloads import Kernel, Tally, Workload
 
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
 # its CPU kernel and opened its API clients before anything is timed.
@@ -114,8 +115,13 @@ def _record(spec: WorkloadSpec, strategy: Strategy, repeat: int, order: int, res
     )
 
 
-def check_accounting(records: list[RunRecord]) -> None:
-    """Every item counted once, and the same items give the same results under every strategy."""
+def check_accounting(records: list[RunRecord], strict: bool = True) -> list[str]:
+    """Every item counted once, and the same items give the same results under every strategy.
+
+    Different results are an error when `strict` (the synthetic kernels are deterministic, so
+    it is a bug); otherwise (a user's function, which may not be deterministic) they are
+    returned as notes for the report."""
+    notes = []
     for r in records:
         if r.items_ok + r.items_failed != r.items:
             raise RunError(f"{r.strategy} repeat {r.repeat}: {r.items_ok} ok + {r.items_failed} failed != {r.items} items")
@@ -126,17 +132,28 @@ def check_accounting(records: list[RunRecord]) -> None:
     for items, seen in by_items.items():
         if len({c for c, _ in seen}) > 1:
             detail = ", ".join(sorted(f"{s}={c}" for c, s in seen))
-            raise RunError(f"results differ between strategies on the same {items} items: {detail}")
+            if strict:
+                raise RunError(f"results differ between strategies on the same {items} items: {detail}")
+            notes.append(f"results differ between runs on the same {items} items, so the function is not "
+                         f"deterministic (or its results do not pickle the same way twice); checksums: {detail}")
+    return notes
 
 
-def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float | None:
+def failure_note(tally: Tally) -> str:
+    """What the report says about a run's failed items: how many, and the first few exceptions."""
+    first = "; ".join(f"item {index}: {text}" for index, text in tally.failure_examples)
+    return f"{tally.items_failed} items failed after retries" + (f" (first: {first})" if first else "")
+
+
+def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: str | Kernel | None = None) -> float | None:
     """Run a few tasks through each path (Prefect flow on Dask, raw Dask) without timing them.
 
     Returns the Prefect path's overhead per task as seen there, (wall x threads - compute) /
     tasks: the adaptive controller's stand-in until its own first task finishes.
     """
     n = min(len(workload), WARM_UP_TASKS_PER_THREAD * runtime.worker_threads)
-    stage = Stage(workload, workload.sample_indices(n), spec.cost.kind, spec.faults.retries,
+    kernel = spec.cost.kind if kernel is None else kernel
+    stage = Stage(workload, workload.sample_indices(n), kernel, spec.faults.retries,
                   runtime.worker_threads, runtime.client)
     run_pattern(spec, Strategy("static", 1), stage, runtime)
     run_pattern(spec, Strategy("raw_dask", 1), stage, runtime)
@@ -149,19 +166,28 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime) -> float |
     return max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
 
 
-def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_setting_loss: bool = False,
+def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
                  on_committed: CommittedSink | None = None, worker_timeout_s: float | None = None,
-                 on_stage: StartupSink | None = None) -> Path:
+                 on_stage: StartupSink | None = None, task: UserTask | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder.
 
-    `lean` is the default here only: the harness's own synthetic tasks, where it is measured
-    and env.json records the settings it assumed (harness.runtime.PROFILES)."""
+    `profile` None is the default for what runs: `lean` for the harness's own synthetic tasks,
+    where it is measured and env.json records the settings it assumed; `stock` for a user's
+    `[task]`, whose tasks must see the settings the user's flow sees (harness.runtime.PROFILES).
+
+    A spec with `[task]` runs the user's function: `task` when given (harness.benchmark),
+    else loaded from the spec (SpecError before anything starts when it cannot be)."""
     say = on_event or (lambda message: None)
+    if profile is None:
+        profile = STOCK if spec.task is not None else LEAN
     for stale in remove_stale_partials(out, spec.name):
         say(f"removed {stale}: the unfinished folder of a run that was killed")
     strategies = strategies_to_run(spec)
-    workload = Workload(spec)
+    if spec.task is not None and task is None:
+        task = load_task(spec)
+    workload = task.workload if task is not None else Workload(spec)
+    kernel: str | Kernel = task.kernel if task is not None else spec.cost.kind
     items_total = len(workload)
     started_at = time.time()
     auto = spec.run.repeats == AUTO
@@ -173,14 +199,20 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
     with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
                       worker_timeout_s=worker_timeout_s, on_stage=on_stage) as runtime:
         say(f"runtime up: {runtime.startup}")
+        if task is not None:
+            from harness.task_workers import prepare_workers
+
+            prepare_workers(runtime.client, task.kernel, spec.source or "harness.benchmark")
         if on_stage is not None:
             on_stage("warm-up")
         t0 = time.perf_counter()
-        overhead_hint = warm_up(spec, workload, runtime)
+        overhead_hint = warm_up(spec, workload, runtime, kernel)
         warm_up_s = time.perf_counter() - t0
         records: list[RunRecord] = []
         traces: list[pd.DataFrame] = []
         notes: dict[str, list[str]] = {}  # what a strategy says about its own numbers
+        if task is not None:  # the report says whose work it measured
+            notes["task"] = [f"{task.kernel.function} over {len(workload):,} items from {task.items_from}"]
         round_s: list[float] = []  # each round's duration, for the budget
         decision: settle.Decision | None = None
         rounds_t0 = time.perf_counter()
@@ -208,7 +240,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
                 for order, (strategy, variant) in enumerate(runs):
                     m = strategy.sample_size(items_total)
                     stage = Stage(workload, None if m == items_total else workload.sample_indices(m),
-                                  spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client,
+                                  kernel, spec.faults.retries, runtime.worker_threads, runtime.client,
                                   overhead_hint_s=overhead_hint)
                     shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
                     stage.on_progress = progress(f"{shown} {of}", m) if progress else None
@@ -222,7 +254,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
                         _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s, variant),
                         **load.columns())
                     records.append(record)
-                    for note in result.notes:
+                    for note in result.notes + ([failure_note(result.tally)] if task and result.tally.items_failed
+                                                else []):
                         notes.setdefault(str(strategy), [])
                         if note not in notes[str(strategy)]:
                             notes[str(strategy)].append(note)
@@ -235,7 +268,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
                 round_s.append(time.perf_counter() - round_t0)
                 repeat += 1
             rounds_elapsed_s = time.perf_counter() - rounds_t0  # rounds and the decisions between them
-            check_accounting(records)
+            for note in check_accounting(records, strict=task is None):
+                notes.setdefault("results", []).append(note)
             runs = records_frame(records)
             runs.to_csv(tmp / "runs.csv", index=False)
             trace = pd.concat(traces) if traces else pd.DataFrame()
@@ -244,7 +278,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
             env = environment({
                 "workload": {"name": spec.name, "source": spec.source, "items": items_total, "seed": spec.seed,
                              "cost": {"kind": spec.cost.kind, "distribution": spec.cost.distribution,
-                                      "mean_ms": spec.cost.mean_ms}},
+                                      "mean_ms": spec.cost.mean_ms} if spec.cost is not None else None,
+                             **({"task": task.describe()} if task is not None else {})},
                 "strategies": [str(s) for s in strategies],
                 "repeats": repeat,  # rounds measured (each strategy once per round)
                 "repeats_requested": spec.run.repeats,
@@ -259,7 +294,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str = "lean", allow_
                 "warm_up_s": round(warm_up_s, 3),
                 "warm_up_overhead_ms": round(overhead_hint * 1000, 3) if overhead_hint is not None else None,
                 "strategy_notes": notes,
-                "phases": [{"at": p.at, "mean_ms": p.mean_ms} for p in spec.cost.phases],  # for the report's trace plot
+                "phases": [{"at": p.at, "mean_ms": p.mean_ms} for p in (spec.cost.phases if spec.cost else ())],  # for the report's trace plot
                 "sampling": {"prefect_task_budget": PREFECT_TASK_BUDGET, "dask_task_budget": DASK_TASK_BUDGET},
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -61,6 +61,13 @@ DISTRIBUTIONS = ("constant", "uniform", "lognormal", "pareto", "bimodal")
 # The adaptive strategy's execution paths that `[faults] path` can break (controller.STRATEGIES).
 FAULT_PATHS = ("batched", "inline")
 _STRATEGY_FORMS = STRATEGY_FORMS
+# The patterns that run a user's [task]: the others read or rewrite synthetic items' costs and
+# attributes (groups, quality routes, scaled pipeline steps).
+USER_TASK_PATTERNS = ("map",)
+# A Problem's `found` for a key that a rule across tables requires (said as pydantic's "missing").
+MISSING_KEY = "missing (a required key)"
+# The `source` of a spec harness.benchmark builds: its items are Python objects, not [items] keys.
+BENCHMARK_SOURCE = "harness.benchmark"
 
 def _parse_strategy(text: Any) -> StrategyName:
     """A strategy name ("per_item", "static:64", ...) through the strategy registry; raises Problem."""
@@ -89,10 +96,29 @@ def _strategies(values: Any) -> tuple[StrategyName, ...]:
 _MEAN_MS = number(0, 600_000, note="milliseconds")
 
 
+_REF_REGEX = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_REF = matching(_REF_REGEX, '"module:attribute", e.g. "spectra:peak" (the module importable from the '
+                'workload file\'s folder)')
+_OPTIONAL_REF = matching(f"|{_REF_REGEX}", '"" or "module:attribute", e.g. "spectra:peaks"')
+
+
 @spec_model
 class ItemsSpec:
-    count: integer(1, 10_000_000)
+    """Synthetic items (with [cost]): `count` and `payload_bytes`. A user's items (with [task]):
+    `source` or `path`, and optionally `count` (the first N only)."""
+
+    count: integer(1, 10_000_000) | None = None
     payload_bytes: integer(0, 16 * 1024 * 1024, note="16 MiB") = 0
+    source: _OPTIONAL_REF = ""  # "module:attribute": a callable returning an iterable of items
+    path: TEXT = ""  # a data file read with pandas (CSV, Parquet, JSON lines), relative to the workload file
+
+
+@spec_model
+class TaskSpec:
+    """A user's function instead of the synthetic kernel (harness.usertask)."""
+
+    function: _REF  # one item in, one result out
+    batch_function: _OPTIONAL_REF = ""  # a list of items in, a list of results out
 
 
 @spec_model
@@ -205,14 +231,51 @@ class WorkloadSpec:
     name: matching(r"[a-z0-9_-]+", "a name of lower-case letters, digits, '_' and '-' ([a-z0-9_-]+)")
     # Keyword-only: listed here so that messages name the top-level keys in this order.
     description: TEXT = field(default="", kw_only=True)
-    seed: integer(0)
+    seed: integer(0) = field(default=0, kw_only=True)  # only synthetic items use it
     items: ItemsSpec
-    cost: CostSpec
+    cost: CostSpec | None = None
     faults: FaultSpec = field(default_factory=FaultSpec)
     pattern: PatternSpec = field(default_factory=MapOptions)
     cluster: ClusterSpec = field(default_factory=ClusterSpec)
     run: RunSpec = field(default_factory=RunSpec)
+    task: TaskSpec | None = None  # instead of [cost]: the user's function (listed last: [cost] is the usual one)
     source: SkipJsonSchema[str] = field(default="", kw_only=True)  # the file it was read from, for messages
+
+    @model_validator(mode="after")
+    def _cost_or_task(self) -> WorkloadSpec:
+        """A file describes synthetic work ([cost]) or the user's ([task]): the keys each needs."""
+        items = self.items
+        if self.task is None:
+            if self.cost is None:
+                raise Problem(("cost",), None, "a [cost] table (synthetic work) or a [task] table (your function)",
+                              found="neither")
+            if items.count is None:
+                raise Problem(("items", "count"), None, "an integer from 1 to 10_000_000 ([cost] needs it)",
+                              found=MISSING_KEY)
+            for key in ("source", "path"):
+                if getattr(items, key):
+                    raise Problem(("items", key), getattr(items, key), "no such key with [cost] (synthetic items "
+                                  "are generated; [items] source and path go with a [task] table)")
+            return self
+        if self.cost is not None:
+            raise Problem(("task",), "[task]", "either [cost] (synthetic work) or [task] (your function), not both",
+                          found="both [cost] and [task]")
+        if bool(items.source) == bool(items.path) and self.source != BENCHMARK_SOURCE:
+            raise Problem(("items", "source"), items.source or None,
+                          'exactly one of [items] source = "module:attribute" or path = "file.csv" with [task]',
+                          found="both source and path" if items.source else "neither source nor path")
+        if items.payload_bytes:
+            raise Problem(("items", "payload_bytes"), items.payload_bytes,
+                          "0 with [task] (your items are your own; payload_bytes sizes synthetic ones)")
+        for key in ("transient_rate", "permanent_rate"):
+            if getattr(self.faults, key):
+                raise Problem(("faults", key), getattr(self.faults, key), "0 with [task] (faults are injected "
+                              "into synthetic items only; your function's own exceptions are its failures)")
+        if self.pattern.kind not in USER_TASK_PATTERNS:
+            raise Problem(("pattern",), self.pattern.kind, found=f"kind {self.pattern.kind!r}", expected=
+                          f"kind one of {', '.join(map(repr, USER_TASK_PATTERNS))} with [task] (the other patterns "
+                          "shape synthetic items: costs, groups, routes)")
+        return self
 
 
 # --- public API ---------------------------------------------------------------------------
@@ -256,8 +319,9 @@ def parse_spec(text: str, source: str = "<string>") -> WorkloadSpec:
         raise SpecError(f"{source}: invalid TOML: {exc}") from None
     if "source" in doc:  # a field of the spec, not a key of the file
         raise _unknown_key(f"{source}: [top level] source", "key", "source", _file_keys(WorkloadSpec))
-    # A missing table reads as an empty one, so the message names its first required key.
-    doc = {**{name: {} for name in ("items", "cost")}, **doc}
+    # A missing table reads as an empty one, so the message names its first required key ([cost]
+    # only when the file has no [task]: a file has one or the other).
+    doc = {**{name: {} for name in ("items",) + (() if "task" in doc else ("cost",))}, **doc}
     try:
         return WorkloadSpec(**doc, source=source)
     except ValidationError as exc:
@@ -472,6 +536,8 @@ def _message(error: dict[str, Any], root: type, raw: Any, source: str, option: s
     where = option or f"{source}: {place}"
     kind = error["type"]
     if problem is not None:
+        if problem.found == MISSING_KEY:
+            return place.order, f"{where}: missing (a required key), expected {problem.expected}"
         if problem.if_missing and place.raw is _ABSENT:
             return place.order, (f"{where}: missing, expected {problem.expected}; {problem.if_missing} "
                                  f"(the default {problem.value!r} is not valid there)")

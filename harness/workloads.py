@@ -50,7 +50,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -76,6 +76,9 @@ MAX_TRANSIENT_FAILURES = 255
 # Failed indices a Tally keeps for the report: enough to name examples, bounded so a run where
 # every item fails keeps memory flat.
 FAILED_INDICES_KEPT = 1000
+
+# Failed items a Tally keeps with their exception message: the report lists "the first few".
+FAILURE_EXAMPLES_KEPT = 5
 
 CHECKSUM_MODULUS = 2**64
 
@@ -158,6 +161,7 @@ class ItemOutcome(NamedTuple):
     attempts: int
     payload: bytes  # output payload (the input reversed); b"" when failed
     error: str  # "" when ok, else the exception class name
+    message: str = ""  # the exception's message when failed (a user's task: the report lists a few)
 
 
 class BatchResult(NamedTuple):
@@ -356,6 +360,17 @@ class Workload:
 # ---------------------------------------------------------------------------------------------
 # Kernels (run on workers)
 
+
+class Kernel(Protocol):
+    """What a task runs on its items when it is not a synthetic cost kind: a picklable object
+    (by reference: it travels to every worker) that never raises for an item, it returns a
+    failed outcome instead (harness.usertask.UserFunction is the one there is)."""
+
+    def run_item(self, item: Any, attempt: int = 1) -> ItemOutcome: ...
+
+    def run_batch(self, items: Sequence[Any], retries: int) -> BatchResult: ...
+
+
 _cpu_rate: float | None = None  # LCG iterations per millisecond on this process
 _sleep_overshoot_s: float | None = None  # median extra time time.sleep takes on this process
 _calibration_lock = threading.Lock()
@@ -401,8 +416,13 @@ def calibrate_sleep(force: bool = False) -> float:
         return _sleep_overshoot_s
 
 
-def run_item(item: Item, cost_kind: str, attempt: int = 1) -> ItemOutcome:
-    """Run one attempt on an item: raise its injected fault, or do its work and time it."""
+def run_item(item: Item, cost_kind: str | Kernel, attempt: int = 1) -> ItemOutcome:
+    """Run one attempt on an item: raise its injected fault, or do its work and time it.
+
+    `cost_kind` is what the task runs on its items: a synthetic cost kind ("cpu", "sleep"), or
+    a `Kernel` such as a user's function (harness.usertask), which handles its own retries."""
+    if not isinstance(cost_kind, str):
+        return cost_kind.run_item(item, attempt)
     if item.permanent:
         raise PermanentFault(item.index, attempt)
     if attempt <= item.transient_failures:
@@ -424,9 +444,14 @@ def run_item(item: Item, cost_kind: str, attempt: int = 1) -> ItemOutcome:
     return ItemOutcome(item.index, True, compute_s, attempt, item.payload[::-1], "")
 
 
-def run_batch(items: Sequence[Item], cost_kind: str, retries: int) -> BatchResult:
+def run_batch(items: Sequence[Item], cost_kind: str | Kernel, retries: int) -> BatchResult:
     """Run every item, retrying transient faults up to `retries` times each (attempts
-    1..retries+1) and never retrying permanent ones. Item faults become ok=False outcomes."""
+    1..retries+1) and never retrying permanent ones. Item faults become ok=False outcomes.
+
+    Every strategy calls this (or run_item) with the stage's `cost_kind`: a synthetic cost
+    kind, or a `Kernel` (a user's function), which then runs the batch."""
+    if not isinstance(cost_kind, str):
+        return cost_kind.run_batch(items, retries)
     started = time.time()
     outcomes = []
     compute_s = 0.0
@@ -469,6 +494,8 @@ class Tally:
     checksum: int = 0  # sum of item_digest over ok items, mod 2**64: independent of order and batching
     failed_indices: list[int] = field(default_factory=list)  # the first FAILED_INDICES_KEPT only
     errors: dict[str, int] = field(default_factory=dict)  # failed items per error class name
+    # (index, "Type: message") of the first FAILURE_EXAMPLES_KEPT failed items that said why.
+    failure_examples: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def items(self) -> int:
@@ -481,15 +508,17 @@ class Tally:
             self.compute_s += outcome.compute_s
             self.checksum = (self.checksum + item_digest(outcome)) % CHECKSUM_MODULUS
         else:
-            self.add_failure(outcome.index, outcome.attempts, outcome.error)
+            self.add_failure(outcome.index, outcome.attempts, outcome.error, outcome.message)
             self.compute_s += outcome.compute_s
 
     def add_batch(self, result: BatchResult) -> None:
         for outcome in result.outcomes:
             self.add(outcome)
 
-    def add_failure(self, index: int, attempts: int, error: str) -> None:
+    def add_failure(self, index: int, attempts: int, error: str, message: str = "") -> None:
         """An item whose final state is failed (e.g. a per-item task that exhausted its retries)."""
+        if message and len(self.failure_examples) < FAILURE_EXAMPLES_KEPT:
+            self.failure_examples.append((index, f"{error}: {message}"))
         self.items_failed += 1
         self.retries += max(attempts - 1, 0)
         self.errors[error] = self.errors.get(error, 0) + 1
@@ -505,5 +534,6 @@ class Tally:
         self.checksum = (self.checksum + other.checksum) % CHECKSUM_MODULUS
         room = FAILED_INDICES_KEPT - len(self.failed_indices)
         self.failed_indices.extend(other.failed_indices[:room])
+        self.failure_examples.extend(other.failure_examples[:FAILURE_EXAMPLES_KEPT - len(self.failure_examples)])
         for error, n in other.errors.items():
             self.errors[error] = self.errors.get(error, 0) + n

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import SpecError
 
 if TYPE_CHECKING:
-    from harness.workloads import Item, Tally, Workload
+    from harness.workloads import Item, Kernel, Tally, Workload
 
 # A strategy whose structure is fixed up front is measured on an evenly spread sample of the
 # items when it would otherwise create more tasks than this: per_item on 200,000 items would
@@ -54,7 +54,7 @@ class Stage:
 
     workload: Workload
     indices: Sequence[int] | None  # None: every item; else the sample to run (see run.py)
-    cost_kind: str
+    cost_kind: str | Kernel  # what the tasks run: a synthetic cost kind, or a user's function (workloads.run_batch)
     retries: int
     worker_threads: int
     client: Any = None  # distributed.Client, for the reference strategies

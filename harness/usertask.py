@@ -1,0 +1,331 @@
+"""A user's task: their function and items (`[task]` + `[items]`), run by every strategy in
+place of the synthetic kernel (README "Measure your own task").
+
+`UserFunction` is the `Kernel` the tasks run (harness.workloads.run_batch dispatches to it):
+it holds the function as a "module:attribute" reference and the folder to import it from, so
+it pickles as a few strings and each worker process imports the function itself. It times
+each call with perf_counter (wall time: user code may wait on I/O or release the GIL), retries
+a call that raises, and turns the last exception into a failed outcome: a user's exception
+never fails a task, so a run never crashes on one.
+
+A result never travels back: each ok outcome carries a digest of its result (a hash of its
+pickle), which the Tally folds into the run's checksum (harness.workloads.item_digest), so
+strategies can be compared on their results at the cost of 16 bytes per item.
+
+This module imports neither Prefect nor Dask (it runs on workers and in the flow process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import itertools
+import operator
+import pickle
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from harness.errors import SpecError
+from harness.workloads import BatchResult, ItemOutcome
+
+if TYPE_CHECKING:
+    from harness.spec import WorkloadSpec
+
+# Bytes of a result's digest: 128 bits make a collision between two different results
+# negligible across any number of items, and 16 bytes per item stay small next to any batch.
+DIGEST_BYTES = 16
+
+# An exception's message as recorded (per failed item, for the report): the first line of a
+# long message is enough to recognise it, and outcomes travel back in every batch result.
+MESSAGE_MAX_CHARS = 200
+
+# Data files `[items] path` reads (by suffix), each with pandas.
+DATA_SUFFIXES = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet", ".jsonl": "JSON lines",
+                 ".ndjson": "JSON lines", ".json": "JSON lines"}
+
+_resolved: dict[tuple[str, str], Any] = {}
+_resolve_lock = threading.Lock()
+
+
+class UserItem(NamedTuple):
+    """One of the user's items with its position: strategies, samples and checksums use `index`."""
+
+    index: int
+    value: Any
+
+
+def resolve(ref: str, folder: str = "") -> Any:
+    """The object a "module:attribute" reference names, imported with `folder` first on
+    sys.path (cached per process). Raises ImportError or AttributeError as importing does."""
+    key = (folder, ref)
+    with _resolve_lock:
+        if key in _resolved:
+            return _resolved[key]
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
+        module_name, _, attribute = ref.partition(":")
+        obj: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+        _resolved[key] = obj
+        return obj
+
+
+def remember(ref: str, folder: str, obj: Any) -> None:
+    """Make `resolve(ref, folder)` return `obj` in this process (harness.benchmark's function
+    object, which may live in a script that must not be imported a second time here)."""
+    with _resolve_lock:
+        _resolved[(folder, ref)] = obj
+
+
+def result_digest(result: Any) -> bytes:
+    """A stable digest of one result: of its pickle, or of its repr when it cannot be pickled."""
+    try:
+        data = pickle.dumps(result, protocol=5)
+    except Exception:  # noqa: BLE001 - any unpicklable result still gets a digest
+        data = repr(result).encode("utf-8", "replace")
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if len(text) <= MESSAGE_MAX_CHARS else text[: MESSAGE_MAX_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True)
+class UserFunction:
+    """The user's function as a Kernel: `function` per item, `batch_function` (optional) per batch."""
+
+    function: str  # "module:attribute": one item in, one result out
+    batch_function: str = ""  # "module:attribute": a list of items in, a list of results out
+    folder: str = ""  # put first on sys.path before importing (the workload file's folder)
+    retries: int = 3  # attempts after the first for a call that raises ([faults] retries)
+
+    def check_import(self) -> str:
+        """"" when this process can import the function(s), else why not (the workers' preflight)."""
+        for ref in filter(None, (self.function, self.batch_function)):
+            try:
+                resolve(ref, self.folder)
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                return f"{ref}: {type(exc).__name__}: {exc}"
+        return ""
+
+    def run_item(self, item: UserItem, attempt: int = 1) -> ItemOutcome:
+        return self._call(resolve(self.function, self.folder), item, self.retries)
+
+    def run_batch(self, items: Sequence[UserItem], retries: int) -> BatchResult:
+        started = time.time()
+        outcomes = self._call_batch(items) if self.batch_function and items else None
+        if outcomes is None:  # no batch function, or it raised: one call per item tells which failed
+            fn = resolve(self.function, self.folder)
+            outcomes = [self._call(fn, item, retries) for item in items]
+        return BatchResult(tuple(outcomes), sum(o.compute_s for o in outcomes), started, time.time())
+
+    def _call_batch(self, items: Sequence[UserItem]) -> list[ItemOutcome] | None:
+        fn = resolve(self.batch_function, self.folder)
+        t0 = time.perf_counter()
+        try:
+            results = list(fn([item.value for item in items]))
+        except Exception:  # noqa: BLE001 - the per-item calls find and record the failing items
+            return None
+        compute_s = (time.perf_counter() - t0) / len(items)
+        if len(results) != len(items):
+            return None
+        return [ItemOutcome(item.index, True, compute_s, 1, result_digest(result), "")
+                for item, result in zip(items, results)]
+
+    @staticmethod
+    def _call(fn: Callable[[Any], Any], item: UserItem, retries: int) -> ItemOutcome:
+        """One item, retried up to `retries` times while it raises; the time of every attempt counts."""
+        compute_s = 0.0
+        for attempt in range(1, max(retries, 0) + 2):
+            t0 = time.perf_counter()
+            try:
+                result = fn(item.value)
+            except Exception as exc:  # noqa: BLE001 - a user's exception is a failed attempt
+                compute_s += time.perf_counter() - t0
+                error = exc
+                continue
+            compute_s += time.perf_counter() - t0
+            return ItemOutcome(item.index, True, compute_s, attempt, result_digest(result), "")
+        return ItemOutcome(item.index, False, compute_s, attempt, b"", type(error).__name__, _message(error))
+
+
+class ItemList:
+    """The user's items, held in the flow process, with the access paths of harness.workloads.Workload."""
+
+    def __init__(self, values: Sequence[Any], spec: WorkloadSpec) -> None:
+        self._values = list(values)
+        self.spec = spec  # as Workload.spec: [faults] for the adaptive strategy's path guard
+
+    @property
+    def retries(self) -> int:
+        return self.spec.faults.retries
+
+    @property
+    def expected_compute_s(self) -> float:
+        """0: a user's items have no cost known before they run (Workload's is their generated cost)."""
+        return 0.0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"ItemList({len(self._values)} items)"
+
+    def items(self, start: int = 0, stop: int | None = None) -> Iterator[UserItem]:
+        stop = len(self._values) if stop is None else min(stop, len(self._values))
+        return map(UserItem._make, zip(range(start, stop), self._values[start:stop]))
+
+    def take(self, indices: Sequence[int]) -> list[UserItem]:
+        out = []
+        for raw in indices:
+            index = operator.index(raw)
+            if not 0 <= index < len(self._values):
+                raise IndexError(f"item index {index} out of range 0..{len(self._values) - 1}")
+            out.append(UserItem(index, self._values[index]))
+        return out
+
+    def sample_indices(self, m: int) -> list[int]:
+        """m indices spread evenly over the items (as Workload.sample_indices); all when m >= len."""
+        n = len(self._values)
+        if m >= n:
+            return list(range(n))
+        return [(2 * k + 1) * n // (2 * m) for k in range(max(m, 0))]
+
+    def batches(self, size: int, indices: Sequence[int] | None = None) -> Iterator[list[UserItem]]:
+        if size < 1:
+            raise ValueError(f"batch size must be at least 1, got {size}")
+        items: Iterator[UserItem] = self.items() if indices is None else iter(self.take(indices))
+        return iter(lambda: list(itertools.islice(items, size)), [])
+
+
+@dataclass(frozen=True)
+class UserTask:
+    """A user's task ready to run: the kernel every strategy calls and the items."""
+
+    kernel: UserFunction
+    workload: ItemList
+    items_from: str  # where the items came from, for env.json and the report
+
+    def describe(self) -> dict[str, Any]:
+        return {"function": self.kernel.function, "batch_function": self.kernel.batch_function,
+                "items_from": self.items_from, "folder": self.kernel.folder}
+
+
+# --- loading (in the flow process, before anything starts) ----------------------------------
+
+
+def workload_folder(spec: WorkloadSpec) -> Path:
+    """The folder the workload file is in: its modules and data files are found there."""
+    source = Path(spec.source) if spec.source else None
+    return source.resolve().parent if source is not None and source.is_file() else Path.cwd()
+
+
+def _import(ref: str, folder: Path, where: str) -> Any:
+    try:
+        return resolve(ref, str(folder))
+    except ModuleNotFoundError as exc:
+        raise SpecError(f"{where}: found {ref!r}, but module {exc.name!r} cannot be imported (looked in {folder} "
+                        f"first, then the Python path), expected a module importable from the workload file's "
+                        f"folder") from None
+    except AttributeError as exc:
+        module = ref.partition(":")[0]
+        raise SpecError(f"{where}: found {ref!r}, but {exc}; expected an attribute of module {module!r}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+        raise SpecError(f"{where}: found {ref!r}, but importing it raised {type(exc).__name__}: {exc}") from None
+
+
+def _callable(ref: str, folder: Path, where: str) -> Callable[..., Any]:
+    obj = _import(ref, folder, where)
+    if not callable(obj):
+        raise SpecError(f"{where}: found {ref!r}, a {type(obj).__name__}, expected a callable")
+    return obj
+
+
+def _items_from_source(ref: str, folder: Path, count: int | None, where: str) -> list[Any]:
+    make = _callable(ref, folder, where)
+    try:
+        produced = make()
+    except Exception as exc:  # noqa: BLE001 - the user's callable failed
+        raise SpecError(f"{where}: calling {ref}() raised {type(exc).__name__}: {exc}") from None
+    if isinstance(produced, (str, bytes)) or not isinstance(produced, Iterable):
+        raise SpecError(f"{where}: {ref}() returned a {type(produced).__name__}, expected an iterable of items "
+                        f"(a list, a generator, ...)")
+    try:
+        return list(itertools.islice(produced, count))
+    except Exception as exc:  # noqa: BLE001 - the user's generator failed
+        raise SpecError(f"{where}: iterating over {ref}() raised {type(exc).__name__}: {exc}") from None
+
+
+def _items_from_path(path_text: str, folder: Path, count: int | None, where: str) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    path = Path(path_text) if Path(path_text).is_absolute() else folder / path_text
+    kind = DATA_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise SpecError(f"{where}: found {path_text!r}, expected a file ending in {', '.join(DATA_SUFFIXES)} "
+                        f"(CSV, Parquet or JSON lines)")
+    if not path.is_file():
+        raise SpecError(f"{where}: found {path_text!r}, but there is no such file ({path})")
+    try:
+        if kind == "CSV":
+            frame = pd.read_csv(path, nrows=count)
+        elif kind == "Parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=True, nrows=count)
+    except Exception as exc:  # noqa: BLE001 - pandas' parse errors vary by format
+        raise SpecError(f"{where}: cannot read {path} as {kind}: {type(exc).__name__}: {exc}") from None
+    if count is not None:
+        frame = frame.head(count)
+    return frame.to_dict("records")
+
+
+def check_items(values: Sequence[Any], where: str) -> None:
+    """Items travel to worker processes: each must pickle (as Prefect and Dask pickle them)."""
+    if not values:
+        raise SpecError(f"{where}: found no items, expected at least one")
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(values)
+    except Exception:  # noqa: BLE001 - find the first bad item for the message
+        for index, value in enumerate(values):
+            try:
+                cloudpickle.dumps(value)
+            except Exception as exc:  # noqa: BLE001
+                raise SpecError(f"{where}: item {index} ({type(value).__name__}) cannot be pickled "
+                                f"({type(exc).__name__}: {exc}); expected items that pickle, as they "
+                                f"travel to worker processes") from None
+        raise
+
+
+def load_task(spec: WorkloadSpec) -> UserTask:
+    """The spec's `[task]` and `[items]` resolved: function imported, items read and checked.
+
+    Raises SpecError (exit 2) naming the file, the key and the problem; writes nothing.
+    """
+    assert spec.task is not None
+    folder = workload_folder(spec)
+    source = spec.source or "<workload>"
+    _callable(spec.task.function, folder, f"{source}: [task] function")
+    if spec.task.batch_function:
+        _callable(spec.task.batch_function, folder, f"{source}: [task] batch_function")
+    items = spec.items
+    if items.source:
+        where = f"{source}: [items] source"
+        values = _items_from_source(items.source, folder, items.count, where)
+        items_from = items.source
+    else:
+        where = f"{source}: [items] path"
+        values = _items_from_path(items.path, folder, items.count, where)
+        items_from = items.path
+    check_items(values, where)
+    kernel = UserFunction(spec.task.function, spec.task.batch_function, str(folder), spec.faults.retries)
+    return UserTask(kernel, ItemList(values, spec), items_from)
