@@ -2,13 +2,20 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["benchmark"]
+__all__ = ["Failed", "ItemsFailed", "adaptive_map", "benchmark", "local_runtime"]
+
+# The public API, imported on first use: `import harness` (which every worker process does, and
+# `harness --help`) stays free of Prefect and Dask. name -> module.
+_LAZY = {
+    "benchmark": "harness.api",
+    "adaptive_map": "harness.mapping", "Failed": "harness.mapping", "ItemsFailed": "harness.mapping",
+    "local_runtime": "harness.local",
+}
 
 
-def __getattr__(name: str):
-    # Imported on first use: `import harness` (which every worker process does) stays light.
-    if name == "benchmark":
-        from harness.api import benchmark
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
 
-        return benchmark
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

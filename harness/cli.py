@@ -35,7 +35,8 @@ where results go:
   the plots (PNG), runs.csv, trace.csv, env.json and results.json; results/<workload name>/latest points at
   the newest complete run. run prints the report, then the folder's path as its last line.
   report, compare and table print to stdout and write nothing else (report rewrites the
-  folder's report.md, report.html and plots)."""
+  folder's report.md, report.html and plots; history writes RESULTS_DIR/index.html and one
+  history_<workload>.png per workload)."""
 
 
 def _say(message: str) -> None:
@@ -140,6 +141,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     regressed = [c.strategy for c in result.changes if c.regressed]
     print(f"\nregressed: {', '.join(regressed)}" if regressed else "\nno significant regression")
     return 1 if regressed else 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from harness.history import frame, history, write_index
+    from harness.report import markdown_table
+
+    h = history(Path(args.results_dir))
+    index = write_index(h)
+    print(markdown_table(frame(h)))
+    print(index)
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -362,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     ], cmd_table)
     across.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. results/<workload>/latest")
     across.add_argument("--json", action="store_true", help="print each run's results.json figures as a JSON array")
+
+    past = _subcommand(sub, "history", "every run under RESULTS_DIR across commits: a table, trend plots, index.html", [
+        ("harness history results", "every workload's runs, oldest first, step changes marked"),
+        ("harness history /tmp/ci-results", "any folder of <workload>/<run id>/ run folders"),
+    ], cmd_history)
+    past.add_argument("results_dir", metavar="RESULTS_DIR",
+                      help="a results folder: <workload>/<run id>/ folders with runs.csv and env.json")
 
     _subcommand(sub, "schema", "print the workload file's JSON Schema, for an editor's TOML support", [
         ("harness schema > harness-workload.schema.json", "then point the editor at it (README, \"Workload files\")"),

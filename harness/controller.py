@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -205,7 +204,15 @@ class Controller:
         log_size: int = 1000,
         prior_overhead_s: float | None = None,
         max_batch_size: int | None = None,
+        allow_inline: bool = True,
     ) -> None:
+        """`total_items`: the items to run, or a lower bound on them when the mechanism streams
+        a source of unknown length (it then passes a lower bound as `remaining` too, exact once
+        the source is exhausted). `max_batch_size`: no task gets more items than this (a
+        user's bound: memory or latency per task); the flow's own inline batches are not tasks.
+        `allow_inline`: False when the flow process must not run items (no learn, no inline
+        rest, no fill): every item goes out in a task.
+        """
         if total_items < 1:
             raise ValueError(f"total_items must be >= 1, got {total_items}")
         if worker_threads < 1:
@@ -218,9 +225,8 @@ class Controller:
             raise ValueError(f"log_size must be >= 1, got {log_size}")
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        # An upper bound on every batch from outside the policy (the mechanism's memory cap on
-        # batch bytes, harness.strategies.base.ADAPTIVE_MAX_BATCH_BYTES); None: no bound.
         self.max_batch_size = max_batch_size
+        self.allow_inline = allow_inline
         self.total_items = total_items
         self.worker_threads = worker_threads
         self.window = min(MAX_WINDOW, max(MIN_WINDOW, WINDOW_PER_WORKER * worker_threads))  # once open
@@ -341,7 +347,7 @@ class Controller:
             raise ValueError(f"decide() needs remaining >= 1 (nothing left to submit), got {remaining}")
         if in_flight < 0:
             raise ValueError(f"in_flight must be >= 0, got {in_flight}")
-        decision = self._capped(self._decide(remaining, in_flight))
+        decision = self._decide(remaining, in_flight)
         self._pending = (decision, in_flight)
         self.log.append((self._now, decision))
         return decision
@@ -378,11 +384,10 @@ class Controller:
         """
         if self._pending is not None:
             raise ContractError(f"fill() before submitted/rerouted/cancel of {self._pending[0]}")
-        if remaining < 1 or in_flight >= self.worker_threads:
+        if remaining < 1 or in_flight >= self.worker_threads or not self.allow_inline:
             return None
         c, o = self.per_item_s, self.overhead_s
         if c is not None and o is not None and (inline := self._inline_rest(remaining, c, o)) is not None:
-            inline = self._capped(inline)
             self.log.append((self._now, inline))
             return inline
         if c is None:
@@ -395,31 +400,24 @@ class Controller:
         size = min(size, remaining)
         # The window stays shut until the probe is seen (docs/controller.md, "Fill").
         window = self._window() if self._tasks_seen else COLD_START_WINDOW
-        decision = self._capped(Decision(size, "inline", f"fill: {in_flight} of {self.worker_threads} threads busy, "
-                                         f"the window is full; the flow runs {size} itself ({why})", window))
+        decision = Decision(size, "inline", f"fill: {in_flight} of {self.worker_threads} threads busy, "
+                            f"the window is full; the flow runs {size} itself ({why})", window)
         self.log.append((self._now, decision))
         return decision
 
     # --- internals ---
 
-    def _capped(self, decision: Decision) -> Decision:
-        """`decision` with its batch size held to `max_batch_size`, saying so."""
-        if self.max_batch_size is None or decision.batch_size <= self.max_batch_size:
-            return decision
-        return dataclasses.replace(decision, batch_size=self.max_batch_size,
-                                   reason=f"{decision.reason}; capped at {self.max_batch_size} (max batch size)")
-
     def _decide(self, remaining: int, in_flight: int) -> Decision:
         c, o = self.per_item_s, self.overhead_s
-        learn = self.total_items >= LEARN_MIN_ITEMS_PER_THREAD * self.worker_threads
+        learn = self.allow_inline and self.total_items >= LEARN_MIN_ITEMS_PER_THREAD * self.worker_threads
         if c is None and o is not None and learn and not self._tasks_seen and not in_flight:
             return Decision(1, "inline", f"learn: the flow runs one item itself before any task "
                             f"(o={_ms(o)} measured at warm-up)", COLD_START_WINDOW)
-        if c is not None and o is not None and in_flight < self.worker_threads:
+        if c is not None and o is not None and in_flight < self.worker_threads and self.allow_inline:
             if (inline := self._inline_rest(remaining, c, o)) is not None:
                 return inline  # only with a thread idle: otherwise it would take a busy thread's core
         if c is None or o is None or not self._tasks_seen:
-            size = min(self._size, remaining)
+            size = self._capped(min(self._size, remaining))
             return Decision(size, "batched", f"cold start: one probe task of {size} before anything is known",
                             COLD_START_WINDOW)
 
@@ -435,7 +433,13 @@ class Controller:
             size = max(tail_cap, min(size, floor))
             reason = f"tail: {remaining} left, {self._outstanding} in flight, a thread's share at most; {reason}"
         size = max(1, min(size, remaining))
+        if self._capped(size) < size:
+            size = self._capped(size)
+            reason = f"capped at max_batch_size {size}; {reason}"
         return Decision(size, "batched", reason, self._window())
+
+    def _capped(self, size: int) -> int:
+        return size if self.max_batch_size is None else min(size, self.max_batch_size)
 
     def _inline_rest(self, remaining: int, c: float, o: float) -> Decision | None:
         source = ""

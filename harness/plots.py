@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # before pyplot: render to files, never look for a displa
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from harness.advice import NEAR_OPTIMAL_FRACTION
 from harness.strategies import RAW_DASK, STATIC, StrategyKind
 
 # Small enough to sit beside the table in a browser, sharp enough to read the ticks.
@@ -52,30 +53,59 @@ def _sized(table: pd.DataFrame, kind: StrategyKind) -> pd.DataFrame:
     return rows.sort_values("n")
 
 
-def plot_sweep(table: pd.DataFrame, path: Path) -> Path | None:
-    """Wall against batch size for static:N (and raw_dask:N), adaptive marked at its median batch."""
+# per_item is drawn as a point only when its wall is within this factor of the slowest other
+# point: beyond it (3,269 s against ~100 s on large.toml) it would squash every other line
+# into the bottom of a log axis, so it becomes a labelled note at the top edge instead.
+PER_ITEM_ON_SCALE_FACTOR = 10.0
+
+
+def sweep_figure(table: pd.DataFrame, band: tuple[int, ...] = ()) -> plt.Figure | None:
+    """Wall against batch size for static:N (and raw_dask:N), adaptive as a line at its median
+    wall and a star at its median batch, per_item as a reference, the near-optimal `band` shaded.
+    The caller saves or inspects the figure (plot_sweep saves it)."""
     statics = _sized(table, STATIC)
     if len(statics) < 2 and "adaptive" not in table.index:
         return None
     fig, ax = plt.subplots(figsize=FIGSIZE)
+    shown: list[float] = []
     for rows, label, style in ((statics, "static:N (Prefect)", "o-"), (_sized(table, RAW_DASK), "raw_dask:N (no Prefect)", "s--")):
         if len(rows):
             ax.errorbar(rows["n"], rows["wall_s"], yerr=[rows["wall_s"] - rows["q1_s"], rows["q3_s"] - rows["wall_s"]],
                         fmt=style, capsize=3, label=label)
+            shown += list(rows["q3_s"])
+    if len(band):
+        ax.axvspan(min(band) / 1.15, max(band) * 1.15, color="#2ca02c", alpha=0.12,
+                   label=f"static sizes within {NEAR_OPTIMAL_FRACTION * 100:g} % of the best")
     if "adaptive" in table.index:
         a = table.loc["adaptive"]
-        ax.axhline(a["wall_s"], color="#d62728", lw=1, ls=":")
-        ax.plot([max(a["batch_size"], 1)], [a["wall_s"]], "*", color="#d62728", ms=14,
-                label=f"adaptive (median batch {a['batch_size']:.0f})")
+        batch = a["batch_size"]
+        label = "adaptive" + (f" (median batch {batch:.0f})" if pd.notna(batch) else "")
+        ax.axhline(a["wall_s"], color="#d62728", lw=1.2, ls=":", label=label)
+        if pd.notna(batch):
+            ax.plot([max(batch, 1)], [a["wall_s"]], "*", color="#d62728", ms=14)
+        shown.append(a["wall_s"])
     if "per_item" in table.index:
-        ax.plot([1], [table.loc["per_item", "wall_s"]], "D", color="#7f7f7f", label="per_item")
+        wall = table.loc["per_item", "wall_s"]
+        if not shown or wall <= PER_ITEM_ON_SCALE_FACTOR * max(shown):
+            ax.axhline(wall, color="#7f7f7f", lw=1, ls="--", label=f"per_item ({wall:,.3g} s)")
+        else:  # off the scale: say where it is instead of drawing it
+            ax.annotate(f"per_item: {wall:,.0f} s, {wall / max(shown):,.0f}× the slowest shown (off the scale)",
+                        (0.01, 0.98), xycoords="axes fraction", va="top", fontsize=8, color="#555555")
+            ax.plot([], [], "--", color="#7f7f7f", label=f"per_item ({wall:,.0f} s, off the scale)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("batch size (items per task)")
     ax.set_ylabel("wall time, s (median, IQR)")
     ax.set_title("Wall time against batch size")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep(table: pd.DataFrame, path: Path, band: tuple[int, ...] = ()) -> Path | None:
+    """sweep_figure saved to `path`; None when there is nothing to draw."""
+    fig = sweep_figure(table, band)
+    return None if fig is None else _save(fig, path)
 
 
 def phase_times(trace: pd.DataFrame, items_total: int, phases: list[dict]) -> list[tuple[float, float]]:
@@ -99,9 +129,9 @@ def plot_trace(trace: pd.DataFrame, items_total: int, phases: list[dict], path: 
     if rows.empty:
         return None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(FIGSIZE[0], 5.5), sharex=True)
-    for repeat, one in rows.groupby("repeat"):
+    for repeat, one in rows.groupby("repeat"):  # runs.csv counts repeats from 0; shown from 1, as everywhere
         one = one.sort_values("t_s")
-        line, = top.step(one["t_s"], one["batch_size"], where="post", label=f"repeat {repeat}")
+        line, = top.step(one["t_s"], one["batch_size"], where="post", label=f"repeat {repeat + 1}")
         # Observed: items finished so far / time so far; the controller's own estimate dotted.
         bottom.plot(one["t_s"], one["items"].cumsum() / one["t_s"], color=line.get_color(), lw=1)
         if one["throughput_items_s"].notna().any():
@@ -114,8 +144,34 @@ def plot_trace(trace: pd.DataFrame, items_total: int, phases: list[dict], path: 
                      xytext=(3, -12), textcoords="offset points", fontsize=8)
     top.set_yscale("log")
     top.set_ylabel("batch size")
-    top.set_title("Adaptive: batch size and throughput over time" + (" (drift phases dashed, repeat 0)" if phases else ""))
+    marked = f" (drift phases dashed, repeat {first['repeat'].iloc[0] + 1})" if phases else ""
+    top.set_title("Adaptive: batch size and throughput over time" + marked)
     top.legend(fontsize=8)
     bottom.set_ylabel("items/s so far\n(dotted: controller's estimate)")
     bottom.set_xlabel("time since the stage started, s")
     return _save(fig, path)
+
+
+def history_figure(walls: pd.DataFrame, marks: dict[tuple[int, str], str], workload: str) -> plt.Figure:
+    """Median wall per strategy (one line each) across runs in order (`walls`: runs as rows,
+    labelled by commit), a step change marked ▲ (REGRESSION) or ▼ (faster) where `marks` says."""
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0], FIGSIZE[1] + 0.5))
+    x = list(range(len(walls)))
+    for strategy in walls.columns:
+        line, = ax.plot(x, walls[strategy], "o-", ms=4, label=strategy)
+        for (i, name), verdict in marks.items():
+            if name == strategy:
+                ax.plot([i], [walls[strategy].iloc[i]], "^" if verdict == "REGRESSION" else "v", ms=11,
+                        color="#d62728" if verdict == "REGRESSION" else "#2ca02c", mec=line.get_color())
+    ax.set_xticks(x, list(walls.index), rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("median wall, s (whole workload)")
+    ax.set_xlabel("run (in start order): commit")
+    ax.set_title(f"{workload}: wall time across runs (▲ regression, ▼ faster)")
+    ax.legend(fontsize=7, ncols=2, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(walls: pd.DataFrame, marks: dict[tuple[int, str], str], workload: str, path: Path) -> Path:
+    return _save(history_figure(walls, marks, workload), path)

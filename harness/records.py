@@ -5,7 +5,10 @@ when complete."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -36,6 +39,14 @@ RUN_COLUMNS = (
     "overhead_per_task_ms", "flow_s", "checksum", "order", "profile", "rss_growth_mb",
     "pattern", "variant", "flow_runs", "routes", "mode_changes",
     "load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct",
+    "fixed_ms_per_task", "transfer_us_per_item", "idle_s", "tail_idle_s", "peak_rss_above_start_mb",
+)
+# tasks.csv: one row per task of per_item, static:N, adaptive and raw_dask:N (thinned to
+# harness.overhead.TASKS_CSV_MAX_PER_RUN per strategy x repeat); times in seconds from the
+# stage's start as the flow saw them, start_s replayed (harness.overhead).
+TASKS_COLUMNS = (
+    "strategy", "repeat", "variant", "runtime", "task", "items", "submit_s", "start_s", "finish_s", "compute_s",
+    "seen_late",
 )
 TRACE_COLUMNS = (
     "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",
@@ -70,12 +81,14 @@ class RunRecord:
     projected_wall_s: float  # wall_s * items_total / items: stated as a projection, never mixed up
     compute_s: float
     throughput_items_s: float
-    overhead_per_task_ms: float  # (wall x threads - compute) / tasks
+    overhead_per_task_ms: float  # (wall x threads - compute) / tasks: fixed cost, transfer and idle threads
+    # mixed (the split is in fixed_ms_per_task, transfer_us_per_item, idle_s, tail_idle_s below)
     flow_s: float  # the whole flow call, including flow-run creation and the Dask client
     checksum: str
     order: int  # position in its repeat (the order rotates each repeat)
     profile: str
-    rss_growth_mb: float  # peak during the run minus RSS at its start: this run's own memory
+    rss_growth_mb: float  # peak during the run minus RSS at its start, freed heap not returned first:
+    # understates a run that reuses memory an earlier one freed (peak_rss_above_start_mb does not)
     # The dynamic-workflow pattern (harness.patterns): its [pattern] kind; "dynamic" (the pattern
     # as written, structure decided at run time) or "twin" (its static twin: same work, structure
     # fixed up front); the flow runs it created; what it built at run time ("name=count;...");
@@ -91,6 +104,18 @@ class RunRecord:
     load_after: float = math.nan
     cpu_idle_pct: float = math.nan
     cpu_steal_pct: float = math.nan
+    # The per-task overhead split (harness.overhead; README, "Where the overhead goes"): this run's
+    # fixed cost per task (busy - compute - t x items, median over its tasks), its runtime's
+    # per-item transfer cost t, thread time idle (threads x wall - sum of task busy time) and the
+    # part of it after the last task started. NaN where there are no per-task timings.
+    fixed_ms_per_task: float = math.nan
+    transfer_us_per_item: float = math.nan
+    idle_s: float = math.nan
+    tail_idle_s: float = math.nan
+    # This run's own memory: its peak RSS above the RSS at its start, measured after freed memory
+    # was collected and returned to the OS (RssSampler), so a strategy reusing heap that an earlier
+    # one freed still shows what it took. peak_rss_mb stays the process's high-water mark.
+    peak_rss_above_start_mb: float = math.nan
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -236,18 +261,39 @@ def environment(extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def release_free_memory() -> None:
+    """Collect garbage and hand the allocator's free pages back to the OS (glibc's malloc_trim;
+    elsewhere the collection alone): RSS then counts memory in use, not memory once used."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(libc).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to trim
+        pass
+
+
 class RssSampler:
-    """Peak resident memory of this process while the context is open (a daemon thread)."""
+    """Resident memory of this process while the context is open (a daemon thread samples it).
+
+    `peak_mb` is the process's high-water mark, RSS at entry included. `own_peak_mb` starts
+    after `release_free_memory()`: with `own_start_mb`, the RSS just after it, it measures what
+    the work inside the context took, even when an earlier run left freed heap it could reuse.
+    The collection runs before the caller's clock starts, and spares the run a collection of
+    the previous run's garbage.
+    """
 
     def __init__(self) -> None:
         self.peak_mb = 0.0
         self.start_mb = 0.0
+        self.own_peak_mb = 0.0
+        self.own_start_mb = 0.0
         self._stop = threading.Event()
         self._process = psutil.Process()
 
     def _sample(self) -> None:
         rss = self._process.memory_info().rss / 2**20
         self.peak_mb = max(self.peak_mb, rss)
+        self.own_peak_mb = max(self.own_peak_mb, rss)
 
     def _loop(self) -> None:
         while not self._stop.wait(RSS_SAMPLE_PERIOD_S):
@@ -256,6 +302,10 @@ class RssSampler:
     def __enter__(self) -> RssSampler:
         self._sample()
         self.start_mb = self.peak_mb
+        release_free_memory()
+        self.own_peak_mb = 0.0
+        self._sample()
+        self.own_start_mb = self.own_peak_mb
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self._thread.start()
         return self
@@ -268,6 +318,11 @@ class RssSampler:
     @property
     def growth_mb(self) -> float:
         return self.peak_mb - self.start_mb
+
+    @property
+    def own_growth_mb(self) -> float:
+        """Peak above the start, both after freed memory went back to the OS."""
+        return self.own_peak_mb - self.own_start_mb
 
 
 def new_run_id() -> str:

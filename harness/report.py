@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from harness import conditions, plots, settle, stats
+from harness import advice, conditions, overhead, plots, settle, stats
 from harness.records import read_run_folder
 
 PLOT_FILES = {"walls": "wall_per_strategy.png", "sweep": "wall_vs_batch_size.png", "trace": "adaptive_over_time.png"}
@@ -37,8 +37,27 @@ LEGEND = (
     "half of the repeats); items/s: all items / median wall; × per_item: how many times faster "
     "than one task per item; / oracle and / ideal: wall over the best static's and over total item "
     "compute / worker threads; efficiency: ideal / wall (1 = every worker thread computing all the "
-    "time); overhead: (wall × threads − compute) / tasks, what each task cost beyond its work."
+    "time); overhead: (wall × threads − compute) / tasks, what each task cost beyond its work, all "
+    "causes mixed (split below, under \"Where the overhead goes\"); memory: the strategy's own peak "
+    "RSS above its start, freed memory returned to the OS first (the largest over repeats); Prefect: "
+    "whether the strategy runs Prefect tasks in a flow (yes) or Dask alone (no). Repeats are "
+    "numbered from 1, as in the progress line (runs.csv's `repeat` column counts from 0)."
 )
+OVERHEAD_INTRO = (
+    "Each task's busy time is from its start on a worker thread (replayed: a first-come-first-served "
+    "queue of the submitted tasks on the threads) to when the flow saw it finish. "
+    "fixed ms/task: o in busy − compute = o + t × items, the cost of a task whatever it carries "
+    "(this strategy's median of busy − compute − t × items); "
+    "transfer µs/item: t, the cost of moving and serialising one item, fitted per runtime (Prefect, "
+    "or Dask alone) across tasks of different sizes (Theil-Sen through each size's median); "
+    "idle ms/task: (threads × wall − Σ busy) / tasks, thread time with no task on it, so "
+    "fixed + t × batch + idle ≈ the mixed overhead; tail idle s: the part of that idle time after "
+    "the last task started, threads with nothing left to run (smaller last batches cut it). "
+    "Prefect's map submits a static or per_item stage's tasks one after another in one call: their "
+    "submit times are spread over it, and tasks that finished before it returned (the flow could not "
+    "look) stay out of the fit."
+)
+
 
 REFERENCES_INTRO = ("Ratio of median wall times with an exact distribution-free 95 % interval (Mann-Whitney, "
                     "README \"How sure is a ratio\"; below 1: adaptive is faster). With fewer repeats than a "
@@ -111,6 +130,24 @@ class Settling:
 
 
 @dataclass(frozen=True)
+class AdviceSection:
+    """Choosing a batch size: the near-optimal band, a warning when the sweep did not bracket the
+    best size, and which strategies run through Prefect."""
+
+    lines: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OverheadSection:
+    """Where the per-task overhead goes (harness.overhead): one row per strategy, the fits."""
+
+    intro: str = ""
+    fits: tuple[str, ...] = ()  # one line per runtime: o and t and what they were fitted on
+    table: Table = Table((), ())
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything report.md and report.html show, computed once from the run folder."""
 
@@ -129,6 +166,8 @@ class Report:
     notes: tuple[str, ...]  # "strategy: note", from env.json's strategy_notes
     plots: tuple[Plot, ...]
     environment: tuple[str, ...]
+    batch_advice: AdviceSection = AdviceSection()
+    overhead: OverheadSection = OverheadSection()
 
     @property
     def title(self) -> str:
@@ -144,8 +183,19 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _strategy_table(t: pd.DataFrame) -> Table:
+def own_memory_mb(runs: pd.DataFrame) -> pd.Series:
+    """Per strategy, the largest over repeats of its own peak RSS above its start (older runs.csv:
+    rss_growth_mb, the same without freed memory returned first)."""
+    column = next((c for c in ("peak_rss_above_start_mb", "rss_growth_mb") if c in runs and runs[c].notna().any()), None)
+    if column is None:
+        return pd.Series(math.nan, index=runs["strategy"].unique())
+    return runs.groupby("strategy", sort=False)[column].max()
+
+
+def _strategy_table(t: pd.DataFrame, memory: pd.Series | None = None) -> Table:
     """The comparison table as display strings, one row per strategy."""
+    memory = pd.Series(math.nan, index=t.index) if memory is None else memory.reindex(t.index)
+    prefect, _ = advice.through_prefect(list(t.index))
     return Table.from_frame(pd.DataFrame({
         "strategy": t.index,
         "repeats": [int(v) for v in t["repeats"]],
@@ -160,7 +210,8 @@ def _strategy_table(t: pd.DataFrame) -> Table:
         "batch": [_fmt(v, 0) for v in t["batch_size"]],
         "overhead ms/task": [_fmt(v, 1) for v in t["overhead_ms_per_task"]],
         "failed": [_fmt(v, 0) for v in t["failed"]],
-        "peak RSS MB": [_fmt(v, 0) for v in t["peak_rss_mb"]],
+        "memory MB": [_fmt(v, 0) for v in memory],
+        "Prefect": ["yes" if s in prefect else "no" for s in t.index],
     }))
 
 
@@ -212,6 +263,69 @@ def environment_lines(env: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _advice_section(t: pd.DataFrame) -> AdviceSection:
+    prefect, bare = advice.through_prefect(list(t.index))
+    lines = []
+    warnings = []
+    if (a := advice.batch_advice(t)) is not None:
+        near = ", ".join(f"{n} ({_fmt(a.walls[n], 3)} s)" for n in a.band)
+        lines.append(f"Near-optimal static batch sizes, median wall within {advice.NEAR_OPTIMAL_FRACTION:.0%} of the "
+                     f"best (static:{a.best}, {_fmt(a.best_wall_s, 3)} s): {near}. Any of them will do; of those, "
+                     "the largest makes the fewest tasks.")
+        if a.edge:
+            tried = ", ".join(str(n) for n in a.walls)
+            way = "larger" if a.edge == "largest" else "smaller"
+            warnings.append(f"Warning: the best static size, {a.best}, is the {a.edge} one tried ({tried}): a {way} "
+                            f"size may be faster still. Add {way} sizes to [run] sweep to bracket the best.")
+    if prefect:
+        lines.append("Through Prefect (tasks of a flow on the Dask task runner): " + ", ".join(prefect) + ".")
+    if bare:
+        lines.append("Without Prefect (Dask alone, the references): " + ", ".join(bare) + ".")
+    return AdviceSection(tuple(lines), tuple(warnings))
+
+
+def _fit_lines(tasks: pd.DataFrame) -> tuple[str, ...]:
+    lines = []
+    for name, rows in tasks.groupby("runtime", sort=False):
+        cost = overhead.fit(rows, str(name))
+        if cost is None:
+            continue
+        if cost.identified:
+            lines.append(f"{name}: o = {cost.fixed_s * 1000:,.2f} ms per task, t = {cost.transfer_s * 1e6:,.2f} µs per "
+                         f"item, fitted over {cost.tasks:,} tasks of {cost.sizes} sizes (tasks.csv).")
+        else:
+            lines.append(f"{name}: busy − compute = {cost.fixed_s * 1000:,.2f} ms per task over {cost.tasks:,} tasks, "
+                         "all of one size: o and t cannot be told apart (o includes t × that size).")
+    return tuple(lines)
+
+
+def _overhead_section(runs: pd.DataFrame, tasks: pd.DataFrame | None) -> OverheadSection:
+    split = overhead.per_strategy(runs)
+    if split.empty or split[list(overhead.SPLIT_COLUMNS)].isna().all().all():
+        return OverheadSection()
+    prefect, _ = advice.through_prefect(list(split.index))
+    table = Table.from_frame(pd.DataFrame({
+        "strategy": split.index,
+        "Prefect": ["yes" if s in prefect else "no" for s in split.index],
+        "batch": [_fmt(v, 0) for v in split["batch_size_median"]],
+        "overhead ms/task (mixed)": [_fmt(v, 1) for v in split["overhead_per_task_ms"]],
+        "fixed ms/task": [_fmt(v, 1) for v in split["fixed_ms_per_task"]],
+        "transfer µs/item": [_fmt(v, 2) for v in split["transfer_us_per_item"]],
+        "idle ms/task": [_fmt(v, 1) for v in split["idle_ms_per_task"]],
+        "tail idle s": [_fmt(v, 3) for v in split["tail_idle_s"]],
+    }))
+    fits = _fit_lines(tasks) if tasks is not None and len(tasks) else ()
+    return OverheadSection(OVERHEAD_INTRO, fits, table)
+
+
+def _read_tasks(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / "tasks.csv"
+    try:
+        return pd.read_csv(path) if path.is_file() else None
+    except pd.errors.EmptyDataError:
+        return None
+
+
 def _settling(runs: pd.DataFrame, env: dict[str, Any]) -> Settling | None:
     block = env.get("settling")
     if not block:
@@ -235,9 +349,10 @@ def _read_trace(run_dir: Path) -> pd.DataFrame:
 def _draw(table: pd.DataFrame, samples: dict[str, Any], trace: pd.DataFrame, env: dict[str, Any],
           folder: Path) -> tuple[Plot, ...]:
     """Write the PNGs into `folder`; the plots that exist (a run without a sweep has no sweep plot)."""
+    near = advice.batch_advice(table)
     made = {
         "walls": plots.plot_walls(table, samples, folder / PLOT_FILES["walls"]),
-        "sweep": plots.plot_sweep(table, folder / PLOT_FILES["sweep"]),
+        "sweep": plots.plot_sweep(table, folder / PLOT_FILES["sweep"], near.band if near else ()),
         "trace": plots.plot_trace(trace, table.attrs["items_total"], env.get("phases", []), folder / PLOT_FILES["trace"])
         if not trace.empty else None,
     }
@@ -245,8 +360,9 @@ def _draw(table: pd.DataFrame, samples: dict[str, Any], trace: pd.DataFrame, env
 
 
 def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = None,
-          plots_into: Path | None = None) -> Report:
-    """The report of one run; with `plots_into`, its PNGs are drawn there (from `trace` too)."""
+          plots_into: Path | None = None, tasks: pd.DataFrame | None = None) -> Report:
+    """The report of one run; with `plots_into`, its PNGs are drawn there (from `trace` too);
+    `tasks` (tasks.csv) adds the overhead fits."""
     rows = stats.main_rows(runs)
     table = stats.summarize(rows)
     refs = stats.adaptive_references(rows, table)
@@ -259,7 +375,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         threads=env.get("runtime", {}).get("worker_threads", "?"),
         headline=stats.headline(refs),
         findings=_findings(table),
-        strategies=_strategy_table(table),
+        strategies=_strategy_table(table, own_memory_mb(rows)),
         sampled_note=_sampled_note(table),
         legend=LEGEND,
         references=ComparisonSection(
@@ -274,6 +390,8 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         notes=tuple(f"{s}: {note}" for s, said in (env.get("strategy_notes") or {}).items() for note in said),
         plots=drawn,
         environment=tuple(environment_lines(env)),
+        batch_advice=_advice_section(table),
+        overhead=_overhead_section(rows, None if tasks is None else stats.main_rows(tasks)),
     )
 
 
@@ -282,9 +400,10 @@ def read_report(run_dir: Path, draw_plots: bool = False) -> Report:
     run_dir = Path(run_dir)
     folder = read_run_folder(run_dir, writable=draw_plots)  # SpecError naming a damaged file
     runs, env = folder.runs, folder.env
+    tasks = _read_tasks(run_dir)
     if not draw_plots:
-        return build(runs, env)
-    return build(runs, env, _read_trace(run_dir), plots_into=run_dir)
+        return build(runs, env, tasks=tasks)
+    return build(runs, env, _read_trace(run_dir), plots_into=run_dir, tasks=tasks)
 
 
 def load(run_dir: Path) -> tuple[Report, pd.DataFrame]:

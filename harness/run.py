@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import settle
+from harness import overhead, settle
 from harness.conditions import LoadProbe, load_now, workload_digest
 from harness.errors import RunError
 from harness.patterns import pattern_variants, run_pattern
 from harness.patterns.trace import mode_changes
 from harness.records import (
+    TASKS_COLUMNS,
     TRACE_COLUMNS,
     RssSampler,
     RunRecord,
@@ -74,14 +75,43 @@ def rotated(strategies: tuple[Strategy, ...], repeat: int) -> list[Strategy]:
     return list(strategies[k:] + strategies[:k])
 
 
+def task_frame(result: StageResult, strategy: Strategy, repeat: int, variant: str, threads: int) -> pd.DataFrame:
+    """The stage's tasks as tasks.csv rows (all of them; thinned when written), starts replayed."""
+    rows = result.timings.records() if result.timings is not None else []
+    if not rows:
+        return pd.DataFrame(columns=list(TASKS_COLUMNS))
+    tasks = overhead.with_starts(pd.DataFrame(rows), threads)
+    return tasks.assign(strategy=str(strategy), repeat=repeat, variant=variant,
+                        runtime=overhead.runtime_of(strategy.needs_flow))[list(TASKS_COLUMNS)]
+
+
+def with_overhead_split(records: list[RunRecord], tasks: pd.DataFrame) -> list[RunRecord]:
+    """Each record with its fixed cost per task and its runtime's per-item transfer cost, from
+    one fit per runtime over every strategy's tasks (different batch sizes tell o from t)."""
+    costs = {name: overhead.fit(rows, name) for name, rows in tasks.groupby("runtime")} if len(tasks) else {}
+    out = []
+    for r in records:
+        mine = tasks[(tasks["strategy"] == r.strategy) & (tasks["repeat"] == r.repeat) & (tasks["variant"] == r.variant)] \
+            if len(tasks) else tasks
+        cost = costs.get(mine["runtime"].iloc[0]) if len(mine) else None
+        if cost is None:
+            out.append(r)
+            continue
+        out.append(dataclasses.replace(
+            r, fixed_ms_per_task=round(overhead.fixed_per_task(mine, cost) * 1000, 3),
+            transfer_us_per_item=round(cost.transfer_s * 1e6, 3) if cost.identified else math.nan))
+    return out
+
+
 def _record(spec: WorkloadSpec, strategy: Strategy, repeat: int, order: int, result: StageResult,
             runtime: Runtime, items_total: int, rss: RssSampler, flow_s: float,
-            variant: str = "dynamic") -> RunRecord:
+            variant: str = "dynamic", tasks: pd.DataFrame | None = None) -> RunRecord:
     tally = result.tally
     threads = runtime.worker_threads
     items = tally.items
     sampled = items < items_total
     wall = result.wall_s
+    idle_s, tail_idle_s = overhead.idle(tasks, wall, threads) if tasks is not None else (math.nan, math.nan)
     return RunRecord(
         workload=spec.name,
         strategy=str(strategy),
@@ -112,7 +142,19 @@ def _record(spec: WorkloadSpec, strategy: Strategy, repeat: int, order: int, res
         flow_runs=result.flow_runs,
         routes=result.routes,
         mode_changes=len(mode_changes(result.trace)),
+        idle_s=round(idle_s, 6),
+        tail_idle_s=round(tail_idle_s, 6),
+        peak_rss_above_start_mb=round(rss.own_growth_mb, 1),
     )
+
+
+def which_repeats(note: str, repeats: list[int], of: int) -> str:
+    """A strategy's note with the repeats it was made in, numbered from 1 as the progress line
+    does ("... (repeats 1, 3)"); a note every repeat made, or none in particular, stays as it is."""
+    seen = sorted(set(repeats))
+    if not seen or len(seen) == of:  # no repeats: a note about the whole run
+        return note
+    return f"{note} (repeat{'s' if len(seen) > 1 else ''} {', '.join(str(r + 1) for r in seen)})"
 
 
 def check_accounting(records: list[RunRecord], strict: bool = True) -> list[str]:
@@ -210,9 +252,10 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
         warm_up_s = time.perf_counter() - t0
         records: list[RunRecord] = []
         traces: list[pd.DataFrame] = []
-        notes: dict[str, list[str]] = {}  # what a strategy says about its own numbers
-        if task is not None:  # the report says whose work it measured
-            notes["task"] = [f"{task.kernel.function} over {len(workload):,} items from {task.items_from}"]
+        task_rows: list[pd.DataFrame] = []  # tasks.csv and the fit's input: each run's tasks, thinned
+        notes: dict[str, dict[str, list[int]]] = {}  # what a strategy says about its numbers, in which repeats
+        if task is not None:  # the report says whose work it measured (in every repeat: no repeat named)
+            notes["task"] = {f"{task.kernel.function} over {len(workload):,} items from {task.items_from}": []}
         round_s: list[float] = []  # each round's duration, for the budget
         decision: settle.Decision | None = None
         rounds_t0 = time.perf_counter()
@@ -250,15 +293,16 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                         result = run_pattern(spec, strategy, stage, runtime, variant)
                         flow_s = time.perf_counter() - t0
                     result.notes.extend(workers.notes())
+                    tasks = task_frame(result, strategy, repeat, variant, runtime.worker_threads)
                     record = dataclasses.replace(
-                        _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s, variant),
+                        _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s, variant,
+                                tasks),
                         **load.columns())
+                    task_rows.append(overhead.thinned(tasks))
                     records.append(record)
                     for note in result.notes + ([failure_note(result.tally)] if task and result.tally.items_failed
                                                 else []):
-                        notes.setdefault(str(strategy), [])
-                        if note not in notes[str(strategy)]:
-                            notes[str(strategy)].append(note)
+                        notes.setdefault(str(strategy), {}).setdefault(note, []).append(repeat)
                     if result.trace:
                         traces.append(pd.DataFrame(result.trace).assign(strategy=str(strategy), repeat=repeat,
                                                                         variant=variant))
@@ -269,12 +313,16 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                 repeat += 1
             rounds_elapsed_s = time.perf_counter() - rounds_t0  # rounds and the decisions between them
             for note in check_accounting(records, strict=task is None):
-                notes.setdefault("results", []).append(note)
+                notes.setdefault("results", {}).setdefault(note, [])
+            tasks_csv = pd.concat(task_rows, ignore_index=True) if task_rows else pd.DataFrame(columns=list(TASKS_COLUMNS))
+            records = with_overhead_split(records, tasks_csv)
+            tasks_csv.to_csv(tmp / "tasks.csv", index=False)
             runs = records_frame(records)
             runs.to_csv(tmp / "runs.csv", index=False)
             trace = pd.concat(traces) if traces else pd.DataFrame()
             trace.reindex(columns=list(TRACE_COLUMNS) + [c for c in trace.columns if c not in TRACE_COLUMNS]).to_csv(
                 tmp / "trace.csv", index=False)
+            repeats_run = len({r.repeat for r in records})
             env = environment({
                 "workload": {"name": spec.name, "source": spec.source, "items": items_total, "seed": spec.seed,
                              "cost": {"kind": spec.cost.kind, "distribution": spec.cost.distribution,
@@ -293,7 +341,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                 "runtime": runtime.describe(),
                 "warm_up_s": round(warm_up_s, 3),
                 "warm_up_overhead_ms": round(overhead_hint * 1000, 3) if overhead_hint is not None else None,
-                "strategy_notes": notes,
+                "strategy_notes": {s: [which_repeats(note, seen, repeats_run) for note, seen in said.items()]
+                                   for s, said in notes.items()},
                 "phases": [{"at": p.at, "mean_ms": p.mean_ms} for p in (spec.cost.phases if spec.cost else ())],  # for the report's trace plot
                 "sampling": {"prefect_task_budget": PREFECT_TASK_BUDGET, "dask_task_budget": DASK_TASK_BUDGET},
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),

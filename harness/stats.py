@@ -226,6 +226,8 @@ class Ratio:
         if self.estimate < 1 and self.significant:
             fast = self.inverted()
             return f"{_times(fast.estimate)} {fast.interval(_digits(fast.estimate))} faster than {reference}"
+        # Says what is not significant: after "static:50, the best static" a bare "(not
+        # significant)" would read as if it qualified the best static.
         tail = "" if self.significant else " (difference not significant)"
         return f"{_times(self.estimate)} {self.interval(_digits(self.estimate))} the wall time of {reference}{tail}"
 
@@ -351,13 +353,13 @@ def instability_warnings(runs: pd.DataFrame) -> list[str]:
             q1, q3 = np.quantile(walls, [0.25, 0.75])
             spread = (q3 - q1) / median
             if spread > UNSTABLE_IQR_FRACTION:
-                warnings.append(f"{strategy}: unstable, IQR is {spread:.0%} of the median "
-                                f"(> {UNSTABLE_IQR_FRACTION:.0%}); more repeats or a quieter machine would help")
+                warnings.append(f"{strategy}: unstable, IQR is {spread:.1%} of the median, over the "
+                                f"{UNSTABLE_IQR_FRACTION:.0%} limit; more repeats or a quieter machine would help")
         if len(walls) >= 3:
             rest = float(np.median(walls[1:]))
             if rest > 0 and walls[0] > FIRST_RUN_SLOW_FACTOR * rest:
-                warnings.append(f"{strategy}: the first repeat took {walls[0] / rest:.1f}× the median of the "
-                                "others; the warm-up may not have warmed everything")
+                warnings.append(f"{strategy}: the first repeat (repeat 1) took {walls[0] / rest:.1f}× the median "
+                                "of the others; the warm-up may not have warmed everything")
     return warnings
 
 

@@ -53,11 +53,47 @@ def make_runs(walls: dict[str, float] = TRUE_WALL_S, spread: tuple[float, ...] =
                 "compute_s": compute, "throughput_items_s": items / wall,
                 "overhead_per_task_ms": (wall * THREADS - compute) / tasks * 1000, "flow_s": wall + 0.5,
                 "checksum": "00000000deadbeef", "order": order, "profile": "lean", "rss_growth_mb": 1.0,
+                **overhead_split(strategy, wall, compute, tasks), "peak_rss_above_start_mb": 10.0 * (order + 1),
             })
     runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     if variant is not None:
         runs["variant"] = variant
     return runs
+
+
+# The per-task overhead split of the fixture (harness.overhead): o per task and t per item for
+# Prefect strategies and for raw Dask; joblib_auto has no per-task timings.
+FIXED_S = {"Prefect": 0.020, "Dask alone": 0.002}
+TRANSFER_S = {"Prefect": 5e-6, "Dask alone": 1e-6}
+
+
+def overhead_split(strategy: str, wall: float, compute: float, tasks: int) -> dict:
+    if strategy == "joblib_auto":
+        return {}
+    runtime = "Dask alone" if strategy.startswith("raw_dask") else "Prefect"
+    idle = max(0.0, wall * THREADS - compute - tasks * FIXED_S[runtime])
+    return {"fixed_ms_per_task": FIXED_S[runtime] * 1000, "transfer_us_per_item": TRANSFER_S[runtime] * 1e6,
+            "idle_s": idle, "tail_idle_s": idle / 2}
+
+
+def make_tasks(fixed_s: float, transfer_s: float, sizes: tuple[int, ...] = (1, 5, 50, 500), per_size: int = 40,
+               noise: float = 0.2, seed: int = 5, runtime: str = "Prefect") -> pd.DataFrame:
+    """Synthetic tasks.csv rows whose busy - compute is fixed_s + transfer_s x items, times a
+    lognormal noise of sigma `noise`, with a few wild outliers (a robust fit must shrug them off)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in sizes:
+        t = 0.0
+        for task in range(per_size):
+            compute = size * 0.0005
+            extra = (fixed_s + transfer_s * size) * rng.lognormal(0.0, noise)
+            if task % 13 == 0:
+                extra *= 20  # an outlier: a task that waited on something else
+            rows.append({"strategy": "per_item" if size == 1 else f"static:{size}", "repeat": 0, "variant": "dynamic",
+                         "runtime": runtime, "task": task, "items": size, "submit_s": t, "start_s": t,
+                         "finish_s": t + compute + extra, "compute_s": compute, "seen_late": False})
+            t += compute + extra
+    return pd.DataFrame(rows)
 
 
 def make_trace(repeats: int = len(SPREAD)) -> pd.DataFrame:

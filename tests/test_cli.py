@@ -239,7 +239,7 @@ def test_a_failed_report_keeps_the_run_and_names_the_command_that_re_renders_it(
     assert code == 1, err
     folder = Path(stdout.rstrip("\n").splitlines()[-1])
     assert folder.parent == out / "cli-tiny" and (folder.parent / "latest").resolve() == folder.resolve()
-    for name in ("runs.csv", "trace.csv", "env.json"):
+    for name in ("runs.csv", "trace.csv", "tasks.csv", "env.json"):
         assert (folder / name).is_file(), name
     assert not (folder / "report.md").exists()
     assert [p.name for p in folder.parent.iterdir() if p.name.endswith(".partial")] == []

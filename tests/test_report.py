@@ -158,8 +158,8 @@ def test_markdown_and_html_show_the_same_sections(tmp_path):
     md, page = render_markdown(report), render_html(report)
     md_headings = re.findall(r"^## (.+)$", md, re.MULTILINE)
     assert md_headings == re.findall(r"<h2>(.+?)</h2>", page)
-    assert md_headings == ["adaptive against the references", "Dynamic vs static twin", "Warnings", "Notes",
-                           "Environment"]
+    assert md_headings == ["adaptive against the references", "Dynamic vs static twin", "Choosing a batch size",
+                           "Where the overhead goes", "Warnings", "Notes", "Environment"]
     md_items = re.findall(r"^- (.+)$", md, re.MULTILINE)
     assert md_items == [html.unescape(i) for i in re.findall(r"<li[^>]*>(.+?)</li>", page)]
     assert len(md_items) == len(report.warnings) + len(report.notes) + len(report.environment)
@@ -190,7 +190,7 @@ def test_noisy_runs_carry_warnings(tmp_path):
     folder = write_run(tmp_path / "run", runs=make_runs(spread=(0.6, -0.2, 0.0, 0.1, 0.2)))
     md = write_report(folder).read_text()
     warnings = md.split("## Warnings")[1].split("##")[0]
-    assert "adaptive: unstable" in warnings and "first repeat took" in warnings
+    assert "adaptive: unstable" in warnings and "first repeat (repeat 1) took" in warnings
 
 
 def test_report_command_renders_both_files_from_the_csvs(tmp_path, capsys):

@@ -259,7 +259,7 @@ def test_controller_holds_every_batch_to_its_max():
                                             0.0001 * decision.batch_size, decision.batch_size, 0,
                                             decision.strategy))
         t += 0.06
-    assert "max batch size" in decision.reason
+    assert "max_batch_size" in decision.reason
 
 
 # --- a failed run leaves nothing; an unexpected failure is one line and a log -------------

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import SpecError
 
 if TYPE_CHECKING:
+    from harness.strategies.timings import TaskTimings
     from harness.workloads import Item, Kernel, Tally, Workload
 
 # A strategy whose structure is fixed up front is measured on an evenly spread sample of the
@@ -102,6 +103,7 @@ class StageResult:
     notes: list[str] = field(default_factory=list)
     flow_runs: int = 0  # flow runs created (the pattern's flow and its subflows; harness.patterns)
     routes: str = ""  # what the pattern built at run time, "name=count;..." (harness.patterns)
+    timings: TaskTimings | None = None  # per-task timings (harness.strategies.timings), for tasks.csv
 
 
 class _BadSize(ValueError):

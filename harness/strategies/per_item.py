@@ -10,22 +10,26 @@ from typing import Any
 
 from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult, Strategy
 from harness.strategies.tasks import process_item, windowed
+from harness.strategies.timings import TaskTimings
 from harness.workloads import PermanentFault, Tally, TransientFault
 
 
-def _fold_item_future(future: Any, tally: Tally) -> None:
+def _fold_item_future(future: Any, tally: Tally, timings: TaskTimings) -> None:
     outcome = future.result(raise_on_failure=False)
     if isinstance(outcome, (PermanentFault, TransientFault)):
+        timings.finished(id(future), None)
         tally.add_failure(outcome.index, outcome.attempt, type(outcome).__name__)
     elif isinstance(outcome, BaseException):
         raise outcome
     else:
+        timings.finished(id(future), outcome.compute_s)
         tally.add(outcome)
 
 
 def execute(strategy: Strategy, stage: Stage) -> StageResult:
     tally = Tally()
     started = time.perf_counter()
+    timings = TaskTimings(started)
     task = process_item.with_options(retries=stage.retries)
     tasks = 0
 
@@ -33,13 +37,14 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         nonlocal tasks
         for item in stage.iter_items():
             future = task.submit(item, stage.cost_kind)
+            timings.submitted(id(future), 1)
             tasks += 1
             if not tally.items:  # the progress line counts submissions until results arrive
                 stage.submitted(tasks)
             yield future
 
     for future in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
-        _fold_item_future(future, tally)
+        _fold_item_future(future, tally, timings)
         stage.progress(tally)
     wall = time.perf_counter() - started
-    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=Counter({1: tasks}))
+    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=Counter({1: tasks}), timings=timings)

@@ -10,6 +10,7 @@ from typing import Any
 from distributed import as_completed
 
 from harness.strategies.base import Stage, StageResult, Strategy
+from harness.strategies.timings import TaskTimings
 from harness.workloads import Tally, run_batch
 
 # At most this many Dask futures per worker thread are alive at once: enough to keep any
@@ -27,6 +28,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     batches = stage.iter_batches(strategy.batch_size)
     tasks = 0
     started = time.perf_counter()
+    timings = TaskTimings(started)
 
     def submit_next() -> Any:
         nonlocal tasks
@@ -36,17 +38,21 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         tasks += 1
         sizes[len(batch)] += 1
         # pure=False: identical batches (same items) must still run, as they would in Prefect.
-        return client.submit(run_batch, batch, stage.cost_kind, stage.retries, pure=False)
+        future = client.submit(run_batch, batch, stage.cost_kind, stage.retries, pure=False)
+        timings.submitted(id(future), len(batch))
+        return future
 
     first = [f for f in (submit_next() for _ in range(window)) if f is not None]
     with client.as_current():  # distributed.as_completed finds its client through this
         pending = as_completed(first)
         for future in pending:
-            tally.add_batch(future.result())
+            result = future.result()
+            timings.finished(id(future), result.compute_s)
+            tally.add_batch(result)
             future.release()
             stage.progress(tally)
             nxt = submit_next()
             if nxt is not None:
                 pending.add(nxt)
     wall = time.perf_counter() - started
-    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=sizes)
+    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=sizes, timings=timings)

@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult, Strategy
 from harness.strategies.tasks import Opaque, process_batch, windowed
+from harness.strategies.timings import TaskTimings
 from harness.workloads import Tally
 
 
@@ -18,14 +19,19 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     tally = Tally()
     sizes: Counter[int] = Counter()
     started = time.perf_counter()
+    timings = TaskTimings(started)
 
     def submissions() -> Iterator[Any]:
         for batch in stage.iter_batches(strategy.batch_size):
             sizes[len(batch)] += 1
-            yield process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
+            future = process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
+            timings.submitted(id(future), len(batch))
+            yield future
 
     for future in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
-        tally.add_batch(future.result().value)
+        result = future.result().value
+        timings.finished(id(future), result.compute_s)
+        tally.add_batch(result)
         stage.progress(tally)
     wall = time.perf_counter() - started
-    return StageResult(tally, tasks=sum(sizes.values()), wall_s=wall, batch_sizes=sizes)
+    return StageResult(tally, tasks=sum(sizes.values()), wall_s=wall, batch_sizes=sizes, timings=timings)

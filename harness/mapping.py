@@ -1,0 +1,238 @@
+"""`adaptive_map(fn, items)`: a user's function over their items inside their own Prefect flow,
+in batches the adaptive controller sizes as the run goes (README, "Use adaptive batching in
+your flow").
+
+The same mechanism as the `adaptive` strategy (harness.strategies.window) and the same policy
+(harness.controller); only what a batch runs differs: `fn` applied to each item inside one
+Prefect task, with the work of each call timed so the controller tells work from overhead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from harness.errors import RunError, SpecError
+
+ON_FAILURE = ("raise", "return")
+# Failed items an ItemsFailed message lists (all of them are on its `failures`).
+FAILURES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An item whose every attempt raised: its place in the items, the last exception, and
+    that exception's traceback as text (a traceback does not travel from a worker)."""
+
+    index: int
+    error: BaseException
+    attempts: int = 1
+    traceback: str = field(default="", repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"item {self.index}: {type(self.error).__name__}: {self.error}"
+
+
+class ItemsFailed(RunError):
+    """Some items failed (`on_failure="raise"`): `failures` lists them in item order, `results`
+    is the whole result list with a `Failed` in place of each."""
+
+    def __init__(self, failures: list[Failed], results: list[Any]) -> None:
+        self.failures = failures
+        self.results = results
+        shown = "; ".join(str(f) for f in failures[:FAILURES_SHOWN])
+        more = f"; and {len(failures) - FAILURES_SHOWN} more" if len(failures) > FAILURES_SHOWN else ""
+        super().__init__(f"{len(failures)} of {len(results)} items failed: {shown}{more}")
+
+
+class RemoteError(Exception):
+    """Stands in for an item's exception that could not be pickled back from the worker."""
+
+
+class _Indexed(NamedTuple):
+    index: int  # the item's place in the caller's items (the window's batches carry `.index`)
+    value: Any
+
+
+class _Outcome(NamedTuple):
+    index: int
+    ok: bool
+    value: Any  # fn's result, or a Failed
+    compute_s: float
+
+
+class _MapBatch(NamedTuple):
+    """One batch's outcomes, and the time spent inside `fn` (the window's batch-result shape)."""
+
+    outcomes: tuple[_Outcome, ...]
+    compute_s: float
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """`exc` if it pickles (it must travel back from a worker), else a RemoteError naming it."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(exc)
+        return exc
+    except Exception:  # noqa: BLE001  (any pickling failure: keep its type name and message)
+        return RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+
+
+def apply_batch(fn: Callable[[Any], Any], batch: list[_Indexed], retries: int) -> _MapBatch:
+    """`fn` on each item, each retried up to `retries` more times when it raises; wall time
+    around each call is the work (user code may wait or release the GIL)."""
+    outcomes = []
+    compute = 0.0
+    for item in batch:
+        for attempt in range(1, retries + 2):
+            started = time.perf_counter()
+            try:
+                value, ok = fn(item.value), True
+            except Exception as exc:  # noqa: BLE001  (an item's failure is its outcome)
+                value, ok = Failed(item.index, _portable(exc), attempt, traceback.format_exc()), False
+            spent = time.perf_counter() - started
+            compute += spent
+            if ok:
+                break
+        outcomes.append(_Outcome(item.index, ok, value, spent))
+    return _MapBatch(tuple(outcomes), compute)
+
+
+def _map_batch(batch: Any, label: str) -> Any:
+    """The Prefect task: `batch` is an Opaque of (fn, items, retries); `label` names the run."""
+    from harness.strategies.tasks import Opaque
+
+    fn, items, retries = batch.value
+    return Opaque(apply_batch(fn, items, retries))
+
+
+def _task() -> Any:
+    from prefect import task
+    from prefect.cache_policies import NONE
+
+    global _MAP_TASK
+    if _MAP_TASK is None:
+        # A distinct name from its function's, so Dask workers unpickle the function by reference.
+        _MAP_TASK = task(_map_batch, name="adaptive_map", cache_policy=NONE, task_run_name="{label}")
+    return _MAP_TASK
+
+
+_MAP_TASK: Any = None
+
+
+def _worker_threads(explicit: int | None) -> int:
+    """Threads the current flow's task runner runs tasks on (the controller's W)."""
+    if explicit is not None:
+        return explicit
+    from prefect.context import FlowRunContext
+
+    from prefect_dask import DaskTaskRunner
+
+    runner = FlowRunContext.get().task_runner
+    if isinstance(runner, DaskTaskRunner):
+        threads = sum(runner.client.nthreads().values())  # the client its first submit would open
+        if threads:
+            return threads
+    cores = os.cpu_count() or 1
+    # ThreadPoolTaskRunner: unbounded by default, but Python work beyond the cores only queues.
+    max_workers = getattr(runner, "_max_workers", None)
+    return max(1, min(max_workers, cores)) if isinstance(max_workers, int) else cores
+
+
+def adaptive_map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    max_batch_size: int | None = None,
+    inline: bool = False,
+    retries: int = 0,
+    on_failure: Literal["raise", "return"] = "raise",
+    trace: list[dict[str, Any]] | None = None,
+    workers: int | None = None,
+) -> list[Any]:
+    """`[fn(x) for x in items]`, run as Prefect tasks over adaptive batches; call it in a flow.
+
+    Works on whatever task runner the flow has (DaskTaskRunner, ThreadPoolTaskRunner). Items
+    stream: `len(items)` is used when it exists, otherwise a generator is read ahead as the
+    batches need, never whole. Results come back in item order. Each task run is named
+    `<fn name>[first-last]` after the item indices it holds.
+
+    - `max_batch_size`: no task gets more items than this (None: as the controller sees fit).
+    - `inline`: may the flow process run items itself, while it would otherwise wait (the
+      first task in flight, the last few items)? Default False: in a user's flow that
+      process is often a small orchestrator, and `fn` may need what only the workers have
+      (memory, libraries, data, a GPU); the harness's own runs measure it on (it saves
+      about one task's overhead at the start and the tail), so turn it on when the flow
+      process can run `fn`.
+    - `retries`: further attempts of an item whose call raised, inside the same task.
+    - `on_failure`: "raise" (default) runs every item, then raises one `ItemsFailed` naming
+      the failed items (its `results` has a `Failed` in place of each); "return" returns
+      the list with a `Failed(index, error, attempts)` in place of each failed item.
+    - `trace`: a list to append one row per batch to, with the columns of trace.csv.
+    - `workers`: threads the task runner runs tasks on (default: read from the runner).
+
+    A task that fails as a whole (a worker lost) is re-run elsewhere, its items counted once;
+    an item's exception never fails its task. Stock Prefect settings propagation applies
+    unless the runtime opted into `lean` (harness.local_runtime).
+    """
+    from prefect.context import FlowRunContext
+
+    from harness.controller import Controller
+    from harness.resilience import PathGuard
+    from harness.strategies.tasks import Opaque
+    from harness.strategies.window import run_window
+
+    if on_failure not in ON_FAILURE:
+        raise SpecError(f"adaptive_map on_failure: found {on_failure!r}, expected one of {', '.join(ON_FAILURE)}")
+    for name, value, low in (("max_batch_size", max_batch_size, 1), ("workers", workers, 1), ("retries", retries, 0)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise SpecError(f"adaptive_map {name}: found {value!r}, expected an integer >= {low}")
+    if FlowRunContext.get() is None:
+        raise SpecError("adaptive_map: call it inside a Prefect flow (it submits Prefect tasks)")
+    try:
+        count: int | None = len(items)  # type: ignore[arg-type]
+    except TypeError:
+        count = None
+    threads = _worker_threads(workers)
+    label = getattr(fn, "__name__", type(fn).__name__)
+    map_task = _task()
+    values: dict[int, Any] = {}
+    failures: list[Failed] = []
+
+    def submit(batch: list[_Indexed]) -> Any:
+        return map_task.submit(Opaque((fn, batch, retries)), f"{label}[{batch[0].index}-{batch[-1].index}]")
+
+    def fold(result: _MapBatch) -> None:
+        for outcome in result.outcomes:
+            if outcome.index in values:  # the window folds each batch once; say so if it did not
+                raise RunError(f"adaptive_map: item {outcome.index} came back twice (a harness bug)")
+            values[outcome.index] = outcome.value
+            if not outcome.ok:
+                failures.append(outcome.value)
+
+    run = run_window(
+        (_Indexed(i, x) for i, x in enumerate(items)),
+        count,
+        controller=lambda total: Controller(total, threads, max_batch_size=max_batch_size,
+                                            allow_inline=inline),
+        guard=PathGuard(("batched", "inline") if inline else ("batched",), seed=0, fault_rate=0.0,
+                        fault_path="batched"),
+        submit=submit,
+        run_inline=lambda batch: apply_batch(fn, batch, retries),
+        fold=fold,
+        allow_inline=inline,
+    )
+    if trace is not None:
+        trace.extend(run.trace)
+    missing = [i for i in range(run.items) if i not in values]
+    if missing or len(values) != run.items:
+        raise RunError(f"adaptive_map lost items {missing[:FAILURES_SHOWN]} of {run.items} (a harness bug)")
+    results = [values[i] for i in range(run.items)]
+    if failures and on_failure == "raise":
+        raise ItemsFailed(sorted(failures, key=lambda f: f.index), results)
+    return results

@@ -1,0 +1,150 @@
+"""Where the per-task overhead goes: Prefect's fixed cost per task, the per-item transfer and
+serialisation cost, and worker threads idle, from the per-task timings of tasks.csv.
+
+runs.csv's `overhead_per_task_ms`, (wall x threads - compute) / tasks, mixes all three: it grows
+with the batch size although no single task got dearer, because a few big tasks leave threads
+idle at the tail. Here each task is placed on the worker threads by replaying them as a
+first-come-first-served queue (W threads: the i-th task submitted starts when it was submitted
+or when the (i - W + 1)-th completion was seen, whichever is later), which gives
+
+- busy time = seen finished - replayed start; idle_s = threads x wall - the thread-seconds with
+  a task in progress (sum of busy, at most `threads` tasks at any moment); tail_idle_s = the part
+  of idle_s after the last task started (threads with nothing left to run);
+- per task, busy - compute = o + t·b (b items): o the fixed cost of a task, t the transfer and
+  serialisation cost of one item, fitted per runtime (Prefect, or Dask alone for raw_dask)
+  across tasks of different sizes with a Theil-Sen line through the median of each size.
+  Tasks the flow saw late (done before a `map` call returned: it could not look) stay out of
+  the fit (tasks.csv `seen_late`).
+
+Pure: pandas and numpy in, numbers out (README, "Where the overhead goes").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+# tasks.csv keeps at most this many tasks per strategy x repeat, evenly spread over submit
+# order: enough for a robust fit (the fit takes each size's median), small enough that a run
+# with a dozen strategies x repeats writes a few MB at most. idle_s and tail_idle_s are
+# computed on every task before the file is thinned.
+TASKS_CSV_MAX_PER_RUN = 2_000
+# runs.csv gets these columns from this module, at the end (README, "The run folder").
+SPLIT_COLUMNS = ("fixed_ms_per_task", "transfer_us_per_item", "idle_s", "tail_idle_s")
+PREFECT, DASK = "Prefect", "Dask alone"
+
+
+def replayed_starts(submit_s: np.ndarray, finish_s: np.ndarray, threads: int) -> np.ndarray:
+    """When each task (in submit order) started on one of `threads` threads, first come first served."""
+    submit_s, finish_s = np.asarray(submit_s, dtype=float), np.asarray(finish_s, dtype=float)
+    starts = submit_s.copy()
+    if threads >= 1 and len(submit_s) > threads:
+        freed = np.sort(finish_s)[: len(submit_s) - threads]  # the i-th completion frees task i + W
+        starts[threads:] = np.maximum(submit_s[threads:], freed)
+    return np.minimum(starts, finish_s)
+
+
+def with_starts(tasks: pd.DataFrame, threads: int) -> pd.DataFrame:
+    """One stage's tasks (submit order) with `start_s` replayed from their submit and finish times."""
+    tasks = tasks.sort_values("task")
+    return tasks.assign(start_s=replayed_starts(tasks["submit_s"], tasks["finish_s"], threads))
+
+
+def _busy_threads(start: np.ndarray, finish: np.ndarray, threads: int, since: float) -> float:
+    """Thread-seconds after `since` with a task on the thread: the time integral of the number of
+    tasks in progress, capped at `threads` (tasks completing out of submit order can make the
+    replay overlap more than `threads` of them; no thread runs two)."""
+    start, finish = np.maximum(start, since), np.maximum(finish, since)
+    times = np.concatenate([start, finish])
+    steps = np.concatenate([np.ones(len(start)), -np.ones(len(finish))])
+    order = np.lexsort((steps, times))  # at a tie, a finish before a start
+    times, running = times[order], np.cumsum(steps[order])
+    return float(np.sum(np.minimum(running[:-1], threads) * np.diff(times)))
+
+
+def idle(tasks: pd.DataFrame, wall_s: float, threads: int) -> tuple[float, float]:
+    """(idle_s, tail_idle_s) of one stage from its tasks with `start_s` (see the module docstring)."""
+    if tasks.empty or not threads:
+        return math.nan, math.nan
+    start, finish = tasks["start_s"].to_numpy(float), tasks["finish_s"].to_numpy(float)
+    total = threads * wall_s - _busy_threads(start, finish, threads, 0.0)
+    last = float(start.max())
+    tail = threads * max(0.0, wall_s - last) - _busy_threads(start, finish, threads, last)
+    return max(0.0, total), max(0.0, tail)
+
+
+@dataclass(frozen=True)
+class TaskCost:
+    """busy - compute = fixed_s + transfer_s x items, fitted over one runtime's tasks."""
+
+    runtime: str  # PREFECT or DASK
+    fixed_s: float
+    transfer_s: float  # NaN when every task had the same size: o and t cannot be told apart
+    tasks: int
+    sizes: int  # distinct batch sizes the fit saw
+
+    @property
+    def identified(self) -> bool:
+        return not math.isnan(self.transfer_s)
+
+
+def _timed(tasks: pd.DataFrame) -> pd.DataFrame:
+    """The tasks whose busy time means something: a compute time (the task did not fail as a
+    whole) and seen finishing when it did (not `seen_late`, see harness.strategies.timings)."""
+    tasks = tasks.dropna(subset=["compute_s"])
+    if "seen_late" in tasks:
+        tasks = tasks[~tasks["seen_late"].astype(bool)]
+    return tasks
+
+
+def _residual(tasks: pd.DataFrame) -> pd.Series:
+    return tasks["finish_s"] - tasks["start_s"] - tasks["compute_s"]
+
+
+def fit(tasks: pd.DataFrame, runtime: str) -> TaskCost | None:
+    """o and t over `tasks` (rows with start_s, finish_s, compute_s, items); None without tasks.
+    Tasks the flow saw late (finished while it was still submitting a map) are left out."""
+    tasks = _timed(tasks)
+    if tasks.empty:
+        return None
+    y = _residual(tasks)
+    by_size = y.groupby(tasks["items"]).median()
+    if len(by_size) < 2:
+        return TaskCost(runtime, float(y.median()), math.nan, len(tasks), 1)
+    slope = sps.theilslopes(by_size.to_numpy(float), by_size.index.to_numpy(float)).slope
+    t = max(0.0, float(slope))  # a negative slope is noise: items cost nothing measurable to move
+    return TaskCost(runtime, float((y - t * tasks["items"]).median()), t, len(tasks), len(by_size))
+
+
+def runtime_of(needs_flow: bool) -> str:
+    return PREFECT if needs_flow else DASK
+
+
+def fixed_per_task(tasks: pd.DataFrame, cost: TaskCost) -> float:
+    """One run's own fixed cost per task: median of busy - compute - t x items over its tasks."""
+    tasks = _timed(tasks)
+    if tasks.empty:
+        return math.nan
+    t = cost.transfer_s if cost.identified else 0.0
+    return float((_residual(tasks) - t * tasks["items"]).median())
+
+
+def thinned(tasks: pd.DataFrame, limit: int = TASKS_CSV_MAX_PER_RUN) -> pd.DataFrame:
+    """At most `limit` of one run's tasks, evenly spread over submit order."""
+    if len(tasks) <= limit:
+        return tasks
+    return tasks.iloc[np.unique(np.linspace(0, len(tasks) - 1, limit).round().astype(int))]
+
+
+def per_strategy(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy (first-seen order), medians over repeats: the mixed overhead per task, the
+    split's columns, and idle per task (idle_s / tasks, so fixed + t x batch + idle ≈ mixed)."""
+    if not set(SPLIT_COLUMNS) <= set(runs.columns):
+        return pd.DataFrame()
+    runs = runs.assign(idle_ms_per_task=runs["idle_s"] / runs["tasks"].where(runs["tasks"] > 0) * 1000)
+    columns = ["overhead_per_task_ms", *SPLIT_COLUMNS, "idle_ms_per_task", "tasks", "batch_size_median"]
+    return runs.groupby("strategy", sort=False)[columns].median()

@@ -1,0 +1,262 @@
+"""The adaptive window: stream items through a bounded window of in-flight Prefect tasks, sized
+and shaped by the controller as the run goes. One mechanism, two users: the `adaptive`
+strategy (harness.strategies.adaptive) and `harness.adaptive_map` in a user's own flow.
+
+Mechanism only: before each submit it asks `Controller.decide` and answers it with exactly
+one of `submitted`, `rerouted` (a breaker chose another path, or inline is not allowed) or
+`cancel` (every path refused); it reports every finished task with `Controller.observe`
+(`task_failed` for one that failed as a whole); it never chooses a size itself. Finished
+futures are dropped as soon as their result is folded, so the flow process holds at most one
+window of tasks, whatever the item count.
+
+What a batch runs is the caller's: `submit(batch)` returns a Prefect future whose result is an
+`Opaque` holding the batch's result, `run_inline(batch)` returns that result directly. A
+batch result has `outcomes` (each with `ok`) and `compute_s` (work measured inside the batch,
+so the controller can tell work from overhead); `fold(result)` takes each one in.
+
+The item count may be unknown (a generator): items are then read ahead into a buffer, and the
+controller is given the buffer's length as `remaining`, a lower bound that becomes the exact
+count once the source is exhausted. The lookahead grows with the batches, so the bound never
+caps a batch the controller would otherwise choose (see `_Lookahead`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import queue
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from harness.controller import BatchObservation, Controller, Decision
+from harness.resilience import PathFault, PathGuard, fail_on_path
+from harness.strategies.tasks import Opaque
+
+# Items read ahead of an unknown-length source before the first decision: enough for the
+# controller's "learn one item inline" rule (8 per thread) on up to 32 threads, small enough
+# that a stream of large items costs little memory before the first task.
+LOOKAHEAD_MIN_ITEMS = 256
+# ... and then this many windows of the latest batch size: the tail rules cap a batch at
+# (remaining + outstanding) / threads, and a window holds 2 tasks per thread, so 4 windows
+# keep that cap at 8x the current size, beyond the controller's 2x growth per step.
+LOOKAHEAD_WINDOWS = 4
+
+
+class _Lookahead:
+    """The items not yet submitted: an iterator over the source, with a known count or a
+    read-ahead buffer whose length is a lower bound on what is left."""
+
+    def __init__(self, items: Iterable[Any], count: int | None) -> None:
+        self._source = iter(items)
+        self._buffer: deque[Any] = deque()
+        self.count = count  # total, when known up front
+        self.taken = 0
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._buffer:
+            item = self._buffer.popleft()
+        else:
+            try:
+                item = next(self._source)
+            except StopIteration:
+                self.exhausted = True
+                raise
+        self.taken += 1
+        return item
+
+    def read_ahead(self, target: int) -> None:
+        """Unknown count: buffer until `target` items wait or the source ends (no-op when known)."""
+        if self.count is not None or self.exhausted:
+            return
+        while len(self._buffer) < target:
+            try:
+                self._buffer.append(next(self._source))
+            except StopIteration:
+                self.exhausted = True
+                return
+
+    @property
+    def remaining(self) -> int:
+        """Items not yet taken: exact with a known count or an exhausted source, else a lower bound."""
+        if self.count is not None:
+            return 0 if self.exhausted else max(0, self.count - self.taken)
+        return len(self._buffer)
+
+
+@dataclasses.dataclass
+class WindowRun:
+    """What a window run did: the trace rows (trace.csv's columns), tasks, sizes and notes."""
+
+    trace: list[dict[str, Any]]
+    tasks: int
+    batch_sizes: Counter[int]
+    wall_s: float
+    items: int
+    notes: list[str]
+
+
+def trace_row(t0: float, obs: BatchObservation, decision: Decision, controller: Controller,
+              in_flight: int) -> dict[str, Any]:
+    """One row of trace.csv: a finished task or inline batch, and the estimates after it."""
+    per_item, overhead, rate = controller.per_item_s, controller.overhead_s, controller.throughput
+    return {
+        "t_s": round(obs.finished - t0, 6),
+        "batch_size": obs.batch_size,
+        "items": obs.items,
+        "duration_s": round(obs.duration_s, 6),
+        "compute_s": round(obs.compute_s, 6),
+        "throughput_items_s": round(rate, 3) if rate else None,
+        "reason": decision.reason,
+        "mode": obs.strategy,  # trace.csv's name for the strategy a batch ran on
+        "submitted_s": round(obs.started - t0, 6),
+        "in_flight": in_flight,
+        "window": decision.window,
+        "per_item_ms": round(per_item * 1000, 4) if per_item is not None else None,
+        "overhead_ms": round(overhead * 1000, 3) if overhead is not None else None,  # fixed part o
+        "failed": obs.failed,
+        "transfer_ms_per_item": round(controller.transfer_s * 1000, 5),  # per-item part t
+    }
+
+
+def _observation(decision: Decision, started: float, finished: float, result: Any) -> BatchObservation:
+    failed = sum(1 for o in result.outcomes if not o.ok)
+    return BatchObservation(
+        batch_size=decision.batch_size,
+        items=len(result.outcomes),
+        started=started,
+        finished=finished,
+        compute_s=result.compute_s,
+        ok=len(result.outcomes) - failed,
+        failed=failed,
+        strategy=decision.strategy,
+    )
+
+
+def run_window(
+    items: Iterable[Any],
+    count: int | None,
+    *,
+    controller: Callable[[int], Controller],
+    guard: PathGuard,
+    submit: Callable[[list[Any]], Any],
+    run_inline: Callable[[list[Any]], Any],
+    fold: Callable[[Any], None],
+    allow_inline: bool = True,
+) -> WindowRun:
+    """Run every item through the window (inside a flow); `fold` gets each batch's result once.
+
+    `controller(total)` builds the controller once the first items are known (`total` is the
+    count, or a lower bound on it while streaming). `guard` routes batches through the circuit
+    breakers and re-runs batches whose task failed as a whole; its strategies must include
+    "inline" exactly when `allow_inline`. Without inline, the controller's inline decisions go
+    out as tasks (`rerouted`) and the flow never fills in while it waits.
+    """
+    source = _Lookahead(items, count)
+    source.read_ahead(LOOKAHEAD_MIN_ITEMS)
+    run = WindowRun(trace=[], tasks=0, batch_sizes=Counter(), wall_s=0.0, items=0, notes=[])
+    if source.remaining == 0:
+        return run
+    ctl = controller(source.remaining)
+    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    in_flight: dict[Any, tuple[Decision, float, Any]] = {}  # future -> decision, submit time, batch
+    window = 1  # until the first decision says otherwise
+    latest_size = 1
+    t0 = time.perf_counter()
+    blocked = False  # every strategy refuses: wait for a task in flight before routing again
+
+    def inline(decision: Decision, batch: list[Any]) -> None:
+        submitted = time.perf_counter()
+        result = run_inline(batch)
+        obs = _observation(decision, submitted, time.perf_counter(), result)
+        ctl.observe(obs)
+        run.items += obs.items
+        fold(result)
+        run.trace.append(trace_row(t0, obs, decision, ctl, len(in_flight)))
+
+    while True:
+        source.read_ahead(max(LOOKAHEAD_MIN_ITEMS, LOOKAHEAD_WINDOWS * window * latest_size))
+        remaining = source.remaining
+        if not (remaining or in_flight or guard.reruns):
+            break
+        if (remaining or guard.reruns) and len(in_flight) < window and not blocked:
+            decision = ctl.decide(remaining + guard.queued_items, len(in_flight))
+            window = decision.window
+            latest_size = max(1, decision.batch_size)
+            job, _ = guard.next_batch(source, decision.batch_size)
+            batch = job.items
+            if not batch:  # the source held fewer items than its len() said
+                ctl.cancel(decision)
+                continue
+            wanted = decision.strategy if allow_inline else "batched"
+            batch_strategy = guard.route(wanted, job)
+            if batch_strategy is None:
+                ctl.cancel(decision)
+                guard.reruns.appendleft(job)
+                blocked = bool(in_flight)
+                continue
+            if batch_strategy != decision.strategy:
+                ctl.rerouted(decision, batch_strategy)
+                why = "breaker" if wanted == decision.strategy else "inline not allowed"
+                decision = dataclasses.replace(decision, strategy=batch_strategy,
+                                               reason=f"{decision.reason}; routed to {batch_strategy} ({why})")
+            else:
+                ctl.submitted(decision)
+            run.batch_sizes[len(batch)] += 1
+            submitted = time.perf_counter()
+            if batch_strategy == "inline":
+                if guard.injected(batch_strategy, job):
+                    guard.failed(batch_strategy, job, PathFault(batch_strategy, batch[0].index, job.attempt))
+                    continue
+                # Cheaper than any task: the flow process runs the batch itself.
+                inline(decision, batch)
+                guard.succeeded(batch_strategy)
+                continue
+            if guard.injected(batch_strategy, job):
+                future = fail_on_path.submit(Opaque(batch), batch_strategy, batch[0].index, job.attempt)
+            else:
+                future = submit(batch)
+            run.tasks += 1
+            in_flight[future] = (decision, submitted, job)
+            future.add_done_callback(done.put)
+            continue
+        try:
+            future = done.get_nowait()
+        except queue.Empty:
+            fill = ctl.fill(remaining, len(in_flight)) if remaining and allow_inline else None
+            if fill is not None:  # a worker thread idles and the window is full: work meanwhile
+                batch = list(itertools.islice(source, fill.batch_size))
+                window = fill.window
+                if batch:  # not a task: left out of the batch-size tally
+                    inline(fill, batch)
+                continue
+            future = done.get()
+        seen = time.perf_counter()
+        decision, submitted, job = in_flight.pop(future)
+        blocked = False
+        try:
+            result = future.result().value
+        except Exception as exc:  # noqa: BLE001  (a task failed as a whole, items never do: re-run its batch)
+            del future
+            ctl.task_failed(submitted, seen, decision.batch_size)
+            guard.failed(decision.strategy, job, exc)
+            continue
+        guard.succeeded(decision.strategy)
+        del future  # release it: Dask may otherwise re-run finished tasks (prefect#15442)
+        obs = _observation(decision, submitted, seen, result)
+        ctl.observe(obs)
+        run.items += obs.items
+        fold(result)
+        run.trace.append(trace_row(t0, obs, decision, ctl, len(in_flight)))
+
+    run.wall_s = time.perf_counter() - t0
+    inline_items = [row["items"] for row in run.trace if row["mode"] == "inline"]
+    if inline_items:
+        run.notes.append(f"{len(inline_items)} batches ({sum(inline_items)} items) ran inline in the flow process")
+    run.notes += guard.notes()
+    return run
