@@ -10,14 +10,13 @@ results.json figures instead.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from harness import stats
 from harness.errors import SpecError
-from harness.records import read_runs
+from harness.records import read_run_folder
 from harness.results import read_results
 from harness.strategies import Strategy
 
@@ -50,11 +49,8 @@ def _ratio_cell(ref: stats.Reference | None, *, speedup: bool = False) -> str:
 
 def run_line(run_dir: Path) -> dict[str, str]:
     """The table's line for one run folder (raises SpecError when it is not one)."""
-    for needed in ("runs.csv", "env.json"):
-        if not (run_dir / needed).is_file():
-            raise SpecError(f"{run_dir}: not a run folder (no {needed})")
-    runs = stats.main_rows(read_runs(run_dir))
-    env = json.loads((run_dir / "env.json").read_text())
+    folder = read_run_folder(run_dir)  # SpecError naming a damaged or missing file
+    runs, env = stats.main_rows(folder.runs), folder.env
     table = stats.summarize(runs)
     refs = {r.role: r for r in stats.adaptive_references(runs, table)}
     oracle = table.attrs.get("oracle")
@@ -84,9 +80,7 @@ def table_json(run_dirs: list[Path]) -> list[dict]:
         raise SpecError("table: no run folders given")
     out = []
     for d in map(Path, run_dirs):
-        for needed in ("runs.csv", "env.json"):
-            if not (d / needed).is_file():
-                raise SpecError(f"{d}: not a run folder (no {needed})")
+        read_run_folder(d)  # SpecError naming a damaged or missing file
         out.append({"run_dir": str(d), **read_results(d)})
     return out
 

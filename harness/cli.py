@@ -8,6 +8,7 @@ imports Prefect, Dask or pandas until a command runs.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import textwrap
@@ -65,6 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
                           budget_s=args.budget, address=args.dask_address, quick=args.quick,
                           security=load_security(args.dask_security) if args.dask_security else None)
+    # What can be checked without the runtime is checked before it starts (exit 2, nothing written).
+    from harness.prestart import check_memory, check_out
+
+    check_out(Path(args.out), spec.name)
+    check_memory(spec)
     # Imported after the spec is known to be good: Prefect and Dask take seconds to import.
     from harness.progress import ProgressDisplay
     from harness.run import run_workload
@@ -91,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder = run_workload(spec, Path(args.out), profile=args.profile,
                               allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
                               on_committed=present, worker_timeout_s=args.worker_timeout,
-                              dask_report=args.dask_report, quiet_prefect=args.quiet_prefect)
+                              dask_report=args.dask_report, quiet_prefect=args.quiet_prefect,
+                              on_stage=display.startup)
     if report_failed:
         exc = report_failed[0]
         print(f"harness: error: the run's data is complete in {folder}, but its report failed: "
@@ -106,11 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
-    run_dir = Path(args.run_dir)
-    for needed in ("runs.csv", "env.json"):
-        if not (run_dir / needed).is_file():
-            raise SpecError(f"{run_dir}: not a run folder (no {needed})")
-    path = write_report(run_dir)
+    path = write_report(Path(args.run_dir))  # checks the folder first (records.read_run_folder)
     print(path.read_text())
     print(path)
     return 0
@@ -455,3 +458,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted; no run folder was written", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - anything else: one line for the user, the traceback to a file
+        log = _write_traceback(args)
+        print(f"harness: error: {args.command} failed: {type(exc).__name__}: {exc}\n"
+              f"the traceback is in {log}; include that file when you report this", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(args: argparse.Namespace) -> Path | str:
+    """The current exception's traceback in <cache>/logs/<time>.log, and that path ("(not
+    written: why)" when even that fails)."""
+    import time
+    import traceback
+
+    try:
+        from harness.runtime.cache import cache_dir
+
+        folder = cache_dir() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(f"harness {' '.join(sys.argv[1:]) or args.command}\n\n{traceback.format_exc()}")
+        return path
+    except Exception as exc:  # noqa: BLE001 - the message still goes out, without its log
+        return f"(not written: {exc})"

@@ -12,7 +12,6 @@ repeats are too few for that test to reject at all, the comparison refuses to gi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pandas as pd
 
 from harness import conditions, stats
 from harness.errors import SpecError
-from harness.records import read_runs
+from harness.records import read_run_folder
 
 # asv's default regression factor is 10 %; below that, run-to-run drift on a shared machine
 # (docs/runtime-notes.md) makes a "regression" mostly noise.
@@ -104,30 +103,11 @@ class Comparison:
 
 def read_run(folder: Path) -> pd.DataFrame:
     """runs.csv of a run folder (the dynamic rows when it has variants), or a SpecError saying what is missing."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SpecError(f"{folder}: no such run folder")
-    if not (folder / "runs.csv").is_file():
-        raise SpecError(f"{folder}: not a run folder (no runs.csv)")
-    try:
-        runs = read_runs(folder)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{folder / 'runs.csv'}: cannot be read as CSV ({exc})") from exc
-    missing = {"strategy", "wall_s"} - set(runs.columns)
-    if missing or runs.empty:
-        raise SpecError(f"{folder / 'runs.csv'}: found {'no rows' if runs.empty else 'no column ' + ', '.join(sorted(missing))}, "
-                        "expected runs.csv as `python -m harness run` writes it")
-    return runs
+    return read_run_folder(folder).runs  # SpecError naming a damaged or missing file
 
 
 def read_env(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / "env.json"
-    if not path.is_file():
-        raise SpecError(f"{folder}: not a run folder (no env.json)")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot be read as JSON ({exc})") from exc
+    return read_run_folder(folder).env  # SpecError naming a damaged or missing file
 
 
 def _too_few(sa: dict, sb: dict, common: list[str]) -> str:
@@ -156,8 +136,8 @@ def judge(sa: dict[str, Any], sb: dict[str, Any], threshold: float = DEFAULT_THR
 def compare_runs(a: Path, b: Path, threshold: float = DEFAULT_THRESHOLD, *, force: bool = False) -> Comparison:
     if not threshold >= 0:
         raise SpecError(f"--threshold: found {threshold}, expected a fraction >= 0 (0.10 = 10 %)")
-    runs_a, runs_b = read_run(a), read_run(b)
-    env_a, env_b = read_env(a), read_env(b)
+    folder_a, folder_b = read_run_folder(a), read_run_folder(b)  # each checked whole (records.read_run_folder)
+    runs_a, runs_b, env_a, env_b = folder_a.runs, folder_b.runs, folder_a.env, folder_b.env
     differences = conditions.differences(env_a, env_b)
     if differences and not force:
         raise CompareRefused(Path(a), Path(b), differences)

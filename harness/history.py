@@ -14,7 +14,6 @@ Pure apart from reading the folders and writing index.html and its PNGs; cli.py 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pandas as pd
 from harness import plots, stats
 from harness.compare import DEFAULT_THRESHOLD, compare_runs
 from harness.errors import HarnessError, SpecError
-from harness.records import read_runs
+from harness.records import read_run_folder
 
 INDEX = "index.html"
 COLUMNS = ("date", "commit", "workload", "run", "adaptive / oracle", "95 % CI (oracle)", "adaptive / per_item",
@@ -93,12 +92,8 @@ def find_runs(results_dir: Path) -> list[Path]:
 
 
 def _entry(folder: Path) -> RunEntry:
-    try:
-        runs = stats.main_rows(read_runs(folder))
-        env = json.loads((folder / "env.json").read_text())
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{folder}: found a run folder whose runs.csv or env.json cannot be read ({exc}), "
-                        "expected them as `harness run` writes them; move it out of the results folder") from exc
+    checked = read_run_folder(folder)  # SpecError naming the damaged file and the damage
+    runs, env = stats.main_rows(checked.runs), checked.env
     if runs.empty or not {"strategy", "workload", "wall_s"} <= set(runs.columns):
         raise SpecError(f"{folder / 'runs.csv'}: found no rows or no strategy/workload/wall_s columns, "
                         "expected runs.csv as `harness run` writes it")

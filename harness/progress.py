@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self, TextIO
 
@@ -52,25 +51,41 @@ class ProgressDisplay:
                  tb: TracebackType | None) -> None:
         self._progress.__exit__(exc_type, exc, tb)
 
-    def stage(self, name: str, items: int) -> Callable[[int], None]:
-        """Start a progress bar for one measured stage and return its `on_progress` callback."""
+    def _replace(self, name: str, total: int | None, **fields: str) -> object:
         if self._current is not None:
             self._progress.remove_task(self._current)
-        task = self._progress.add_task(name, total=items, rate="—", batch="—")
-        self._current = task
-        started = time.perf_counter()
-        last = [0]
+        self._current = self._progress.add_task(name, total=total, **fields)
+        return self._current
 
-        def update(done: int) -> None:
-            batch, last[0] = done - last[0], done
-            elapsed = time.perf_counter() - started
-            rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "—"
-            self._progress.update(task, completed=done, rate=rate, batch=str(batch))
+    def startup(self, name: str) -> None:
+        """Show a start-up stage (server, cluster, worker check, warm-up) and its elapsed time."""
+        self._replace(f"start-up: {name}", None, rate="", batch="—")
 
-        return update
+    def stage(self, name: str, items: int) -> StageLine:
+        """Start a progress bar for one measured stage and return its `on_progress` callback."""
+        return StageLine(self._progress, self._replace(name, items, rate="—", batch="—"))
 
     @property
     def rows(self) -> list[dict[str, object]]:
         """What the display shows now (for tests and for a final summary)."""
         return [{"name": t.description, "completed": t.completed, "total": t.total, **t.fields}
                 for t in self._progress.tasks]
+
+
+class StageLine:
+    """One measured stage's progress line: call it with the items finished so far; `submitted`
+    shows tasks submitted while no result has arrived yet (per_item's first window)."""
+
+    def __init__(self, progress: Progress, task: object) -> None:
+        self._progress, self._task = progress, task
+        self._started = time.perf_counter()
+        self._last = 0
+
+    def __call__(self, done: int) -> None:
+        batch, self._last = done - self._last, done
+        elapsed = time.perf_counter() - self._started
+        rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "—"
+        self._progress.update(self._task, completed=done, rate=rate, batch=str(batch))
+
+    def submitted(self, tasks: int) -> None:
+        self._progress.update(self._task, rate=f"{tasks:,} sent")

@@ -29,7 +29,7 @@ import pandas as pd
 import psutil
 
 from harness.conditions import cpu_model
-from harness.errors import RunError
+from harness.errors import RunError, SpecError
 
 # runs.csv columns in order: the original minimum first (README, "The run folder"; scripts rely on them), then the rest, appended.
 RUN_COLUMNS = (
@@ -136,6 +136,108 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
 
 def read_runs(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(run_dir / "runs.csv", dtype={"checksum": str})
+
+
+# The runs.csv columns every reader (report, compare, table) needs; older folders may lack
+# the later ones, which the readers treat as absent.
+NEEDED_RUN_COLUMNS = ("workload", "strategy", "repeat", "wall_s")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder read and checked whole: runs.csv and env.json as the readers need them."""
+
+    path: Path
+    runs: pd.DataFrame
+    env: dict[str, Any]
+
+
+def _damaged(path: Path, damage: str, what: str = "as `harness run` writes it") -> SpecError:
+    return SpecError(f"{path}: {damage}; expected {path.name} {what} (rerun the workload, "
+                     "or restore the file from a copy)")
+
+
+def _check_runs_csv(path: Path) -> pd.DataFrame:
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _damaged(path, f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise _damaged(path, f"cannot be read ({exc.strerror or exc})") from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise _damaged(path, "found an empty file")
+    header = rows[0]
+    missing = [c for c in NEEDED_RUN_COLUMNS if c not in header]
+    if missing:
+        raise _damaged(path, f"found no column {', '.join(missing)}")
+    if len(rows) < 2:
+        raise _damaged(path, "found a header and no rows")
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise _damaged(path, f"line {number} has {len(row)} fields, the header {len(header)} (truncated?)")
+    if not text.endswith("\n"):
+        raise _damaged(path, "the last line ends without a newline (truncated?)")
+    try:
+        runs = pd.read_csv(path, dtype={"checksum": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise _damaged(path, f"cannot be read as CSV ({exc})") from None
+    empty = runs[list(NEEDED_RUN_COLUMNS)].isna().any(axis=1)
+    if empty.any():
+        raise _damaged(path, f"line {int(empty.to_numpy().argmax()) + 2} has no value for "
+                       f"{', '.join(c for c in NEEDED_RUN_COLUMNS if pd.isna(runs.loc[empty.idxmax(), c]))}")
+    numeric = [f.name for f in dataclasses.fields(RunRecord) if f.type in ("int", "float") and f.name in runs]
+    for column in numeric:
+        if not pd.api.types.is_numeric_dtype(runs[column]) and runs[column].notna().any():
+            raise _damaged(path, f"column {column} holds values that are not numbers")
+    return runs
+
+
+def _check_rows_present(path: Path, runs: pd.DataFrame, env: dict[str, Any]) -> None:
+    """Every strategy x repeat env.json lists has its rows (a truncated runs.csv drops whole rows)."""
+    strategies, repeats = env.get("strategies"), env.get("repeats")
+    if not isinstance(strategies, list) or not isinstance(repeats, int) or isinstance(repeats, bool):
+        return  # an older env.json: nothing to check against
+    counts = runs.groupby([runs["strategy"].astype(str), runs["repeat"]]).size()
+    per_run = int(counts.max())  # a pattern's run has a dynamic and a twin row per strategy x repeat
+    short = [f"{s} repeat {r}" for s in map(str, strategies) for r in range(repeats)
+             if int(counts.get((s, r), 0)) < per_run]
+    if short:
+        shown = ", ".join(short[:4]) + (f" and {len(short) - 4} more" if len(short) > 4 else "")
+        raise _damaged(path, f"found no rows for {shown}, which env.json lists ({len(strategies)} strategies x "
+                       f"{repeats} repeats)", "with a row for every strategy and repeat")
+
+
+def read_run_folder(path: str | os.PathLike[str], *, writable: bool = False) -> RunFolder:
+    """Read a run folder's runs.csv and env.json, checked: every row complete, the needed
+    columns present, env.json an object, a row for each strategy x repeat it lists, and (with
+    `writable`) write access to the folder and its report files. SpecError naming the file
+    and the damage otherwise; nothing is written either way."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise SpecError(f"{folder}: not a run folder (no such folder)")
+    for needed in ("runs.csv", "env.json"):
+        if not (folder / needed).is_file():
+            raise SpecError(f"{folder}: not a run folder (no {needed})")
+    env_path = folder / "env.json"
+    try:
+        env = json.loads(env_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _damaged(env_path, f"not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise _damaged(env_path, f"cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(env, dict):
+        raise _damaged(env_path, f"found a JSON {type(env).__name__}, not an object")
+    runs = _check_runs_csv(folder / "runs.csv")
+    _check_rows_present(folder / "runs.csv", runs, env)
+    if writable:
+        for target in (folder, *(folder / name for name in ("report.md", "report.html") if (folder / name).exists())):
+            if not os.access(target, os.W_OK):
+                raise SpecError(f"{target}: not writable; the report is written into the run folder "
+                                "(copy the folder somewhere writable and report on the copy)")
+    return RunFolder(folder, runs, env)
 
 
 def _git_commit() -> str:

@@ -13,7 +13,6 @@ both files from the CSVs.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import jinja2
 import pandas as pd
 
 from harness import advice, conditions, overhead, plots, settle, stats
-from harness.records import read_runs
+from harness.records import read_run_folder
 
 PLOT_FILES = {"walls": "wall_per_strategy.png", "sweep": "wall_vs_batch_size.png", "trace": "adaptive_over_time.png"}
 PLOT_TITLES = {
@@ -461,8 +460,8 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
 def read_report(run_dir: Path, draw_plots: bool = False) -> Report:
     """The report of the run in `run_dir`; with `draw_plots`, its PNGs are (re)drawn beside it."""
     run_dir = Path(run_dir)
-    runs = read_runs(run_dir)
-    env = json.loads((run_dir / "env.json").read_text())
+    folder = read_run_folder(run_dir, writable=draw_plots)  # SpecError naming a damaged file
+    runs, env = folder.runs, folder.env
     tasks = _read_tasks(run_dir)
     if not draw_plots:
         return build(runs, env, tasks=tasks)
@@ -545,7 +544,14 @@ def write_report(run_dir: Path) -> Path:
     """Write report.md, report.html and their PNGs into `run_dir`; return report.md's path."""
     run_dir = Path(run_dir)
     report = read_report(run_dir, draw_plots=True)
-    (run_dir / "report.html").write_text(render_html(report))
+    html, markdown = render_html(report), render_markdown(report)
     path = run_dir / "report.md"
-    path.write_text(render_markdown(report))
+    for name, text in (("report.html", html), ("report.md", markdown)):
+        # Whole or not at all: a full disk leaves the previous report, never half of a new one.
+        tmp = run_dir / f".{name}.tmp"
+        try:
+            tmp.write_text(text)
+            tmp.replace(run_dir / name)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path

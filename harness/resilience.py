@@ -145,26 +145,6 @@ class PathGuard:
             shown = ", ".join(f"{n} {name}" for name, n in sorted(self.errors.items()))
             notes.append(f"{sum(self.errors.values())} tasks failed as a whole ({shown}); "
                          f"{self.rerun_tasks} batches ({self.rerun_items} items) re-run, each item counted once")
-        notes += self.router.summary()
-        notes += lost_worker_notes(self.client, self._since)
+        notes += self.router.summary()  # lost workers: harness.worker_watch, for every strategy
         return notes
 
-
-def lost_worker_notes(client: Any, since: float) -> list[str]:
-    """Workers the scheduler removed since `since`, and the tasks Dask re-ran because of it
-    (from the scheduler's own event log, so it sees what the flow cannot)."""
-    if client is None:
-        return []
-    try:
-        events = client.get_events("all")
-    except Exception as exc:  # noqa: BLE001  (a scheduler without the event log: say so, go on)
-        return [f"could not read the scheduler's event log for lost workers ({type(exc).__name__}: {exc})"]
-    notes = []
-    for stamp, event in events:
-        if stamp < since or not isinstance(event, dict) or event.get("action") != "remove-worker":
-            continue
-        running = len(event.get("processing-tasks") or ())
-        lost = len(event.get("lost-computed-tasks") or ())
-        notes.append(f"worker {event.get('worker')} lost: Dask re-ran {running} running and "
-                     f"{lost} finished tasks elsewhere")
-    return notes

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from harness import conditions, settle, stats
-from harness.records import read_runs, write_json
+from harness.records import read_run_folder, write_json
 
 SCHEMA_ID = "harness.results/1"
 # History: harness.results/1 (this version): strategies, references, twins, verdicts, settling, load.
@@ -86,7 +86,8 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "results.json"
     if path.is_file():
         return json.loads(path.read_text())
-    return build(read_runs(run_dir), json.loads((run_dir / "env.json").read_text()))
+    folder = read_run_folder(run_dir)  # SpecError naming a damaged file
+    return build(folder.runs, folder.env)
 
 
 @cache

@@ -44,6 +44,7 @@ from harness.runtime.diagnostics import DaskSeen, watch_stage
 from harness.spec import AUTO, WorkloadSpec, strategies_to_run
 from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
 from harness.usertask import UserTask, load_task
+from harness.worker_watch import WorkerWatch
 from harness.workloads import Kernel, Tally, Workload
 
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
@@ -56,6 +57,9 @@ ProgressSink = Callable[[str, int], Callable[[int], None]]
 # committed(run folder): called once the folder is in place, while the runtime is still up (the
 # Prefect artifacts need its API server); what it raises propagates, the folder stays.
 CommittedSink = Callable[[Path], None]
+# on_stage(start-up stage name): called as each start-up stage begins (server, cluster, worker
+# check, warm-up), for the progress line.
+StartupSink = Callable[[str], None]
 
 
 def weighted_median(sizes: Counter[int]) -> float:
@@ -230,7 +234,8 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: st
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
                  on_committed: CommittedSink | None = None, worker_timeout_s: float | None = None,
-                 task: UserTask | None = None, dask_report: bool = False, quiet_prefect: bool = False) -> Path:
+                 task: UserTask | None = None, dask_report: bool = False, quiet_prefect: bool = False,
+                 on_stage: StartupSink | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder.
 
     `profile` None is the default for what runs: `lean` for the harness's own synthetic tasks,
@@ -267,7 +272,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
     run_id = fresh_run_id(out, spec.name)
     with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
                       worker_timeout_s=worker_timeout_s, results_dir=Path(out), run_id=run_id,
-                      quiet_prefect=quiet_prefect) as runtime:
+                      quiet_prefect=quiet_prefect, on_stage=on_stage) as runtime:
         say(f"runtime up: {runtime.startup}")
         say(f"Dask dashboard: {runtime.dashboard}" if runtime.dashboard
             else "Dask dashboard: none (the scheduler serves none; Dask needs bokeh for it)")
@@ -275,6 +280,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
             from harness.task_workers import prepare_workers
 
             prepare_workers(runtime.client, task.kernel, spec.source or "harness.benchmark")
+        if on_stage is not None:
+            on_stage("warm-up")
         t0 = time.perf_counter()
         overhead_hint = warm_up(spec, workload, runtime, kernel)
         warm_up_s = time.perf_counter() - t0
@@ -320,11 +327,13 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                     # the later repeats stay free of its cost (README, "Dask's own diagnostics").
                     report_to = tmp / dask_report_file(strategy, variant) if dask_report and repeat == 0 else None
                     label = RunLabel(spec.name, str(strategy), repeat, run_id, variant)
+                    stage.on_submitted = getattr(stage.on_progress, "submitted", None)
                     with watch_stage(runtime.client, report_to) as watched:
-                        with LoadProbe() as load, RssSampler() as rss:
+                        with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client) as workers:
                             t0 = time.perf_counter()
                             result = run_pattern(spec, strategy, stage, runtime, variant, label)
                             flow_s = time.perf_counter() - t0
+                    result.notes.extend(workers.notes())
                     tasks = task_frame(result, strategy, repeat, variant, runtime.worker_threads)
                     record = with_dask_seen(dataclasses.replace(
                         _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s, variant,

@@ -29,6 +29,8 @@ import dataclasses
 import difflib
 import json
 import os
+import stat
+import sys
 import tomllib
 import types
 import typing
@@ -233,7 +235,7 @@ class RunSpec:
         StrategyName("static", 64),
         StrategyName("adaptive"),
     )
-    sweep: Annotated[tuple[integer(1), ...], distinct("value"),
+    sweep: Annotated[tuple[integer(1, sys.maxsize), ...], distinct("value"),
                      Expected("an array of distinct integers >= 1 (static batch sizes), e.g. [1, 16, 256]")] = ()
     # "auto": rounds until adaptive's ratios settle or the budget is spent (harness.run); an
     # integer: exactly that many rounds.
@@ -296,12 +298,25 @@ class WorkloadSpec:
 # --- public API ---------------------------------------------------------------------------
 
 
+# A workload file is a few dozen lines (the largest bundled one is under 2 KiB); anything over
+# this is not one, and `harness run /dev/zero` must be refused before it is read whole.
+MAX_WORKLOAD_FILE_BYTES = 1024 * 1024
+
+
 def load_spec(path: str | os.PathLike[str]) -> WorkloadSpec:
-    """Read, parse and validate the workload file at `path`."""
+    """Read, parse and validate the workload file at `path` (a regular file of at most
+    MAX_WORKLOAD_FILE_BYTES, checked before reading it)."""
     source = str(path)
-    try:
+    try:  # stat first: opening a FIFO would block, reading /dev/zero would never end
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
+            raise SpecError(f"{source}: cannot read the workload file: found {kind}, expected a regular TOML file")
+        if info.st_size > MAX_WORKLOAD_FILE_BYTES:
+            raise SpecError(f"{source}: found {info.st_size:,} bytes, expected a workload TOML file of at most "
+                            f"{MAX_WORKLOAD_FILE_BYTES:,} bytes")
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_WORKLOAD_FILE_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{source}: no such workload file") from None
     except OSError as exc:

@@ -354,7 +354,7 @@ MALFORMED = [
     ),
     pytest.param(
         {"rest": "[run]\nsweep = [1, 0]"},
-        ["[run] sweep #2: found 0, expected an integer >= 1"],
+        ["[run] sweep #2: found 0, expected an integer from 1 to 9_223_372_036_854_775_807"],
         id="sweep-with-0",
     ),
     pytest.param(

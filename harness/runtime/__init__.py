@@ -168,7 +168,8 @@ class Runtime:
 @contextlib.contextmanager
 def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, worker_timeout_s: float | None = None,
-                 results_dir: Path | None = None, run_id: str = "", quiet_prefect: bool = False) -> Iterator[Runtime]:
+                 results_dir: Path | None = None, run_id: str = "", quiet_prefect: bool = False,
+                 on_stage: Callable[[str], None] | None = None) -> Iterator[Runtime]:
     """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started.
 
     `profile` is how Prefect context reaches the workers (PROFILES says what each keeps and
@@ -184,6 +185,7 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
     A server we start keeps its database under `results_dir` (a scratch one without it) and
     `run_id` tags the flow runs. Logging: `quiet_prefect` applies QUIET_LOGGING on any API; else
     the harness's own server gets OWN_SERVER_LOGGING and a user's API none (client_env.py).
+    `on_stage(name)` is called as each start-up stage begins (for the progress line).
     """
     if profile not in PROFILES:
         raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
@@ -202,9 +204,11 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
     if profile == LEAN and (why := lean_unavailable()):
         profile = STOCK
         notes.append(why)
+    stage = on_stage or (lambda name: None)
     with contextlib.ExitStack() as stack:
         stack.enter_context(quiet_loggers(("distributed",)))  # first in, last out: through teardown too
         startup: dict[str, Any] = {}
+        stage("Prefect API server")
         api_url = open_api(stack, startup, on_event, existing, results_dir, run_id)
         own_server = startup["prefect_server"] == "started"
         if own_server or quiet_prefect:  # on a user's API, Prefect's loggers are theirs
@@ -212,10 +216,12 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
         settings = client_settings(api_url, logging_settings(own_server, quiet_prefect))
         stack.enter_context(applied(settings))
 
+        stage("Dask cluster")
         started = time.perf_counter()
         client, address = open_cluster(cluster, settings, stack, startup)
         startup["dask_cluster_s"] = round(time.perf_counter() - started, 3)
 
+        stage("worker check")
         started = time.perf_counter()
         check_workers(client, api_url)
         settings_check = check_settings(client, allow_setting_loss) if profile == LEAN else None

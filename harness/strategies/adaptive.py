@@ -35,7 +35,8 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     run = run_window(
         stage.cursor(),  # batches built where they run (harness.workloads.ItemSlice)
         stage.items,
-        controller=lambda total: Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s),
+        controller=lambda total: Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s,
+                                            max_batch_size=stage.max_batch_size),  # bytes cap (base.py)
         guard=guard,
         submit=submit,
         run_inline=lambda batch: run_batch_folded(batch, stage.cost_kind, stage.retries),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ if TYPE_CHECKING:
 PREFECT_TASK_BUDGET = 500
 # Raw Dask costs 1.5-3 ms per task: 5,000 tasks is a comparable 8-15 s.
 DASK_TASK_BUDGET = 5_000
+# per_item and static:N submit their fixed tasks through a window of this many per worker
+# thread, fed lazily from the batch iterator: the flow process holds what is in flight, not
+# the item count. 8, as raw_dask's window: the scheduler's queue never runs dry while the flow
+# folds a result and submits the next (a Prefect submit takes 10-50 ms here, a task at least
+# that), and 8 x threads tasks of items stay small next to the runtime.
+SUBMIT_WINDOW_PER_THREAD = 8
+# The adaptive strategy's largest batch in bytes of item payload: the controller's upper bound
+# on batch size is this / payload_bytes. A batch is pickled whole in the flow and unpickled on
+# a worker; at 8 MiB that takes ~5-10 ms here, more than a task's own overhead, so a bigger
+# batch buys no smaller overhead share, only memory (up to the controller's widest window).
+ADAPTIVE_MAX_BATCH_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -51,6 +63,7 @@ class Stage:
     # Per-task overhead of this runtime measured at warm-up (not a property of the items):
     # the adaptive controller's stand-in until its own first task has finished.
     overhead_hint_s: float | None = None
+    on_submitted: Callable[[int], None] | None = None  # called with tasks submitted so far
 
     @property
     def items(self) -> int:
@@ -60,6 +73,17 @@ class Stage:
         if self.indices is None:
             return self.workload.items()
         return iter(self.workload.take(self.indices))
+
+    def submitted(self, tasks: int) -> None:
+        """Tasks submitted so far, for the progress line before the first result arrives."""
+        if self.on_submitted is not None:
+            self.on_submitted(tasks)
+
+    @property
+    def max_batch_size(self) -> int | None:
+        """The adaptive strategy's batch-size cap from ADAPTIVE_MAX_BATCH_BYTES, None when items carry no payload."""
+        payload = self.workload.spec.items.payload_bytes
+        return max(1, ADAPTIVE_MAX_BATCH_BYTES // payload) if payload else None
 
     def iter_batches(self, size: int) -> Iterator[Sequence[Item]]:
         return self.workload.batches(size, self.indices)
@@ -120,6 +144,9 @@ class StrategyKind:
         if not colon:
             raise _BadSize(f"{self.name} needs a batch size, e.g. '{self.name}:64'")
         if size.isascii() and size.isdecimal() and int(size) >= 1:
+            # sys.maxsize: the largest length Python's sequences and numpy's indices can take.
+            if int(size) > sys.maxsize:
+                raise _BadSize(f"the batch size must be at most {sys.maxsize:_}")
             return int(size)
         raise _BadSize("the batch size must be an integer >= 1")
 

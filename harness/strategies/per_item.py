@@ -1,16 +1,15 @@
-"""`per_item`: one Prefect task per item, the plain dynamic-mapping idiom `task.map(items)`."""
+"""`per_item`: one Prefect task per item (what `task.map(items)` builds), submitted through a
+bounded window (base.SUBMIT_WINDOW_PER_THREAD per worker thread) fed lazily from the items."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
-from prefect import unmapped
-from prefect.futures import as_completed
-
-from harness.strategies.base import Stage, StageResult, Strategy
-from harness.strategies.tasks import process_item
+from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult, Strategy
+from harness.strategies.tasks import process_item, windowed
 from harness.strategies.timings import TaskTimings
 from harness.workloads import PermanentFault, Tally, TransientFault
 
@@ -31,13 +30,21 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     tally = Tally()
     started = time.perf_counter()
     timings = TaskTimings(started)
-    futures = process_item.with_options(retries=stage.retries).map(
-        list(stage.iter_items()), unmapped(stage.cost_kind)
-    )
-    timings.mapped(futures, [1] * len(futures))
-    for future in as_completed(futures):
+    task = process_item.with_options(retries=stage.retries)
+    tasks = 0
+
+    def submissions() -> Iterator[Any]:
+        nonlocal tasks
+        for item in stage.iter_items():
+            future = task.submit(item, stage.cost_kind)
+            timings.submitted(id(future), 1)
+            tasks += 1
+            if not tally.items:  # the progress line counts submissions until results arrive
+                stage.submitted(tasks)
+            yield future
+
+    for future in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
         _fold_item_future(future, tally, timings)
         stage.progress(tally)
     wall = time.perf_counter() - started
-    return StageResult(tally, tasks=len(futures), wall_s=wall, batch_sizes=Counter({1: len(futures)}),
-                       timings=timings)
+    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=Counter({1: tasks}), timings=timings)

@@ -1,15 +1,15 @@
-"""`static:N`: fixed batches of N items, one Prefect task per batch, mapped all at once."""
+"""`static:N`: fixed batches of N items, one Prefect task per batch, submitted through a
+bounded window (base.SUBMIT_WINDOW_PER_THREAD per worker thread) fed lazily from the batches."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 
-from prefect import unmapped
-from prefect.futures import as_completed
-
-from harness.strategies.base import Stage, StageResult, Strategy
-from harness.strategies.tasks import Opaque, process_batch
+from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult, Strategy
+from harness.strategies.tasks import Opaque, process_batch, windowed
 from harness.strategies.timings import TaskTimings
 from harness.workloads import Tally
 
@@ -20,16 +20,18 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     sizes: Counter[int] = Counter()
     started = time.perf_counter()
     timings = TaskTimings(started)
-    batches = list(stage.iter_batches(strategy.batch_size))
-    for batch in batches:
-        sizes[len(batch)] += 1
-    futures = process_batch.map([Opaque(b) for b in batches], unmapped(stage.cost_kind), unmapped(stage.retries))
-    timings.mapped(futures, [len(b) for b in batches])
-    del batches
-    for future in as_completed(futures):
+
+    def submissions() -> Iterator[Any]:
+        for batch in stage.iter_batches(strategy.batch_size):
+            sizes[len(batch)] += 1
+            future = process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
+            timings.submitted(id(future), len(batch))
+            yield future
+
+    for future in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
         result = future.result().value
         timings.finished(id(future), result.compute_s)
         tally.add_batch(result)
         stage.progress(tally)
     wall = time.perf_counter() - started
-    return StageResult(tally, tasks=len(futures), wall_s=wall, batch_sizes=sizes, timings=timings)
+    return StageResult(tally, tasks=sum(sizes.values()), wall_s=wall, batch_sizes=sizes, timings=timings)

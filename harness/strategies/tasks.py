@@ -3,11 +3,14 @@ the wrapper their batches travel in."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.futures import PrefectFuture, as_completed
 
 from harness.workloads import Item, TransientFault, run_batch_folded, run_item
 
@@ -89,3 +92,19 @@ def batch_run_name(parameters: dict[str, Any]) -> str:
 process_item = task(_process_item, name="process_item", cache_policy=NONE, retry_condition_fn=_is_transient,
                     task_run_name=item_run_name)
 process_batch = task(_process_batch, name="process_batch", cache_policy=NONE, task_run_name=batch_run_name)
+
+
+def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator[PrefectFuture[Any]]:
+    """Each future of `submissions` as it finishes, with at most `window` in flight.
+
+    `submissions` is lazy (a generator calling `task.submit`): it is advanced once to fill each
+    free place, so the flow process holds one window of tasks and their items, not the stage.
+    Completion order comes from Prefect's `as_completed` over the futures in flight.
+    """
+    source = iter(submissions)
+    pending = set(itertools.islice(source, window))
+    while pending:
+        finished = next(as_completed(list(pending)))
+        pending.discard(finished)
+        pending.update(itertools.islice(source, 1))
+        yield finished

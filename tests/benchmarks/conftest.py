@@ -22,10 +22,10 @@ def bench_runtime(request: pytest.FixtureRequest) -> Iterator[Any]:
     if not address:
         yield request.getfixturevalue("runtime")
         return
-    from harness.runtime import open_runtime
+    from harness.runtime import LEAN, open_runtime
     from harness.spec import ClusterSpec
 
-    with open_runtime(ClusterSpec(address=address)) as rt:
+    with open_runtime(ClusterSpec(address=address), LEAN) as rt:  # as the session's runtime fixture
         yield rt
 
 

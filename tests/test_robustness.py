@@ -1,0 +1,385 @@
+"""The harness under hostile input (issue 16): damaged run folders are named, not crashed on;
+bad --out, oversized files and workloads that do not fit the machine are refused before
+anything starts; an unexpected failure is one line with a log; a lost worker is noted for a
+static run; start-up and per_item submissions show on the progress line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.errors import SpecError
+from harness.prestart import check_memory, check_out, memory_need
+from harness.records import read_run_folder, run_folder
+from harness.spec import MAX_WORKLOAD_FILE_BYTES, load_spec
+from run_fixture import TRUE_WALL_S, make_env, make_runs, write_run
+
+
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers(keep_signal_handlers):
+    """main() installs signal handlers for the CLI process (conftest.keep_signal_handlers)."""
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Logs of unexpected failures go to this test's own cache folder."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _good_run(folder: Path) -> Path:
+    env = {**make_env(), "strategies": list(TRUE_WALL_S)}
+    return write_run(folder, env=env)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """`folder` (with what it holds) on a read-only file system: chmod is no barrier to root,
+    so as root a tmpfs is mounted and remounted read-only; skipped where mounting is refused."""
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
+        for p in modes:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        try:
+            yield folder
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+        return
+    saved = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    if mount.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        for name, data in saved.items():
+            (folder / name).write_bytes(data)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False, capture_output=True)
+
+
+# --- damaged run folders: report, compare and table name the file and the damage ----------
+
+
+def _header_only(folder: Path) -> str:
+    path = folder / "runs.csv"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    return "runs.csv: found a header and no rows"
+
+
+def _broken_env(folder: Path) -> str:
+    (folder / "env.json").write_text('{"python": "3.11", "strategies": [')
+    return "env.json: not valid JSON"
+
+
+def _cut_mid_line(folder: Path) -> str:
+    path = folder / "runs.csv"
+    text = path.read_text()
+    path.write_text(text[: len(text) - 40])
+    return "runs.csv: line"
+
+
+def _rows_dropped(folder: Path) -> str:
+    """Truncated on a line boundary: the last strategy's rows of the last repeat are gone."""
+    path = folder / "runs.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+    return "runs.csv: found no rows for adaptive repeat 4"
+
+
+DAMAGES = {"header-only": _header_only, "broken-env": _broken_env, "cut-mid-line": _cut_mid_line,
+           "rows-dropped": _rows_dropped}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("command", ["report", "compare", "table"])
+def test_damaged_folder_is_named_and_a_good_report_is_kept(tmp_path, capsys, damage, command):
+    good = _good_run(tmp_path / "good")
+    run = _good_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    before = {name: (run / name).read_bytes() for name in ("report.md", "report.html")}
+    capsys.readouterr()
+    named = DAMAGES[damage](run)
+    argv = {"report": ["report", str(run)], "compare": ["compare", str(good), str(run)],
+            "table": ["table", str(good), str(run)]}[command]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"harness: error: {run}/"), err
+    assert named in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert {name: (run / name).read_bytes() for name in before} == before  # never overwritten
+
+
+def test_a_complete_folder_reads_whole(tmp_path):
+    folder = read_run_folder(_good_run(tmp_path / "run"))
+    assert set(folder.runs["strategy"]) == set(TRUE_WALL_S)
+    assert folder.env["strategies"] == list(TRUE_WALL_S)
+
+
+def test_report_on_a_read_only_folder_is_refused(tmp_path, capsys):
+    run = _good_run(tmp_path / "run")
+    with read_only(run):
+        assert main(["report", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"{run}: not writable" in err
+        assert not (run / "report.md").exists()
+
+
+# --- refused before anything starts -------------------------------------------------------
+
+
+def _run_quietly(argv: list[str]) -> subprocess.CompletedProcess:
+    """`harness ...` in a child that reports whether Prefect or Dask were imported."""
+    code = textwrap.dedent(f"""\
+        import sys
+        from harness.cli import main
+        code = main({argv!r})
+        print("imported:", sorted(m for m in ("prefect", "distributed") if m in sys.modules))
+        sys.exit(code)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_dev_zero_is_refused_before_it_is_read(tmp_path):
+    proc = _run_quietly(["run", "/dev/zero", "--out", str(tmp_path / "out")])
+    assert proc.returncode == 2, proc.stderr
+    assert "/dev/zero: cannot read the workload file: found a device" in proc.stderr
+    assert "imported: []" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_oversized_workload_file_is_refused(tmp_path, make_toml):
+    path = tmp_path / "big.toml"
+    path.write_text(make_toml() + "#" * MAX_WORKLOAD_FILE_BYTES)
+    with pytest.raises(SpecError, match=f"expected a workload TOML file of at most {MAX_WORKLOAD_FILE_BYTES:,} bytes"):
+        load_spec(path)
+
+
+def _bad_out_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    return {
+        "a file": (["--out", str(a_file)], f"{a_file} is a file, expected a folder"),
+        "a file on the way": (["--out", str(a_file / "below")], f"{a_file} is a file, expected a folder"),
+    }
+
+
+@pytest.mark.parametrize("case", ["a file", "a file on the way"])
+def test_bad_out_exits_2_before_starting_anything(tmp_path, make_toml, case):
+    workload = tmp_path / "w.toml"
+    workload.write_text(make_toml())
+    args, named = _bad_out_cases(tmp_path)[case]
+    proc = _run_quietly(["run", str(workload), *args])
+    assert proc.returncode == 2, proc.stderr
+    assert named in proc.stderr
+    assert "imported: []" in proc.stdout
+
+
+def test_a_name_over_the_file_system_limit_exits_2(tmp_path, make_toml, capsys):
+    workload = tmp_path / "w.toml"
+    workload.write_text(make_toml(name="n" * 300))
+    out = tmp_path / "out"
+    assert main(["run", str(workload), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is 300 bytes, expected a name of at most 255 bytes" in err
+    assert not out.exists()
+
+
+def test_a_read_only_out_exits_2(tmp_path, make_toml, capsys):
+    workload = tmp_path / "w.toml"
+    workload.write_text(make_toml())
+    out = tmp_path / "ro"
+    out.mkdir()
+    with read_only(out):
+        assert main(["run", str(workload), "--out", str(out)]) == 2
+        assert f"--out {out}: {out} is not writable" in capsys.readouterr().err
+        assert list(out.iterdir()) == []
+
+
+def test_a_batch_size_beyond_the_platform_exits_2(tmp_path, make_toml, capsys):
+    workload = tmp_path / "w.toml"
+    workload.write_text(make_toml(strategies=("per_item", f"static:{sys.maxsize + 1}")))
+    assert main(["run", str(workload), "--out", str(tmp_path / "out")]) == 2
+    assert f"the batch size must be at most {sys.maxsize:_}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_workload_that_does_not_fit_the_machine_is_refused_naming_the_figure(tmp_path, make_toml, capsys):
+    text = make_toml(count=10_000_000, strategies=("static:1000000",)).replace(
+        "payload_bytes = 32", f"payload_bytes = {16 * 2**20}")
+    workload = tmp_path / "w.toml"
+    workload.write_text(text)
+    spec = load_spec(workload)
+    need = memory_need(spec)
+    assert need.strategy == "static:1000000"
+    assert main(["run", str(workload), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"needs about {need.bytes / 2**30:,.2f} GiB of memory" in err and "available" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_small_workload_fits(make_spec, tmp_path):
+    spec = make_spec(count=40)
+    assert check_memory(spec).bytes < 2**31
+    check_out(tmp_path / "out", spec.name)  # creates nothing
+    assert not (tmp_path / "out").exists()
+
+
+def test_adaptive_batches_are_capped_in_bytes(make_spec):
+    from harness.strategies import Stage
+    from harness.strategies.base import ADAPTIVE_MAX_BATCH_BYTES
+    from harness.workloads import Workload
+
+    spec = make_spec(count=40, payload_bytes=2**20)
+    stage = Stage(Workload(spec), None, "cpu", 0, 2)
+    assert stage.max_batch_size == ADAPTIVE_MAX_BATCH_BYTES // 2**20
+    assert Stage(Workload(make_spec(count=40, payload_bytes=0)), None, "cpu", 0, 2).max_batch_size is None
+
+
+def test_controller_holds_every_batch_to_its_max():
+    from harness.controller import BatchObservation, Controller
+
+    controller = Controller(100_000, 2, max_batch_size=7, prior_overhead_s=0.05)
+    t = 0.0
+    for _ in range(40):
+        decision = controller.decide(50_000, 0)
+        assert decision.batch_size <= 7
+        controller.submitted(decision)
+        controller.observe(BatchObservation(decision.batch_size, decision.batch_size, t, t + 0.06,
+                                            0.0001 * decision.batch_size, decision.batch_size, 0,
+                                            decision.strategy))
+        t += 0.06
+    assert "max_batch_size" in decision.reason
+
+
+# --- a failed run leaves nothing; an unexpected failure is one line and a log -------------
+
+
+def test_a_failed_run_leaves_no_empty_workload_folder(tmp_path):
+    out = tmp_path / "results"
+    with pytest.raises(RuntimeError), run_folder(out, "w") as (partial, _final):
+        (partial / "runs.csv").write_text("half")
+        raise RuntimeError("the run failed")
+    assert not out.exists()
+
+
+def test_a_column_of_non_numbers_is_damage(tmp_path, capsys):
+    run = _good_run(tmp_path / "run")
+    make_runs().assign(items="x").to_csv(run / "runs.csv", index=False)
+    assert main(["report", str(run)]) == 2
+    assert f"{run}/runs.csv: column items holds values that are not numbers" in capsys.readouterr().err
+
+
+def test_an_unexpected_failure_is_one_line_with_the_log_path(tmp_path, capsys, monkeypatch):
+    """A full disk while the report is written (injected: mounting a full file system needs
+    privileges): one line naming the failure and the log, the previous report kept whole."""
+    import errno
+
+    import harness.report
+
+    run = _good_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    before = (run / "report.md").read_bytes()
+    capsys.readouterr()
+
+    def disk_full(report):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(harness.report, "render_markdown", disk_full)
+    assert main(["report", str(run)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0] == f"harness: error: report failed: OSError: [Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}"
+    log = Path(lines[1].split("the traceback is in ")[1].split(";")[0])
+    assert log.parent == tmp_path / "cache" / "logs"
+    assert "Traceback" in log.read_text() and "disk_full" in log.read_text()
+    assert (run / "report.md").read_bytes() == before
+    assert not list(run.glob(".*.tmp"))
+
+
+# --- progress: start-up stages and per_item submissions -----------------------------------
+
+
+def test_start_up_stages_show_on_the_progress_line():
+    import io
+
+    from harness.progress import ProgressDisplay
+
+    with ProgressDisplay(io.StringIO(), force=True) as display:
+        display.startup("Prefect API server")
+        assert display.rows[0]["name"] == "start-up: Prefect API server"
+        display.startup("Dask cluster")
+        assert [r["name"] for r in display.rows] == ["start-up: Dask cluster"]
+        line = display.stage("per_item 1/1", 10)
+        line.submitted(4)
+        assert display.rows[0]["rate"] == "4 sent" and display.rows[0]["completed"] == 0
+
+
+@pytest.mark.cluster
+def test_per_item_counts_submissions_before_results(runtime, make_spec):
+    from harness.patterns import run_pattern
+    from harness.spec import StrategyName
+    from harness.strategies import Stage
+    from harness.workloads import Workload
+
+    spec = make_spec(name="submitted", count=40, kind="sleep", mean_ms=20.0)
+    sent: list[int] = []
+    done: list[int] = []
+    stage = Stage(Workload(spec), None, "sleep", 0, runtime.worker_threads, runtime.client,
+                  on_progress=done.append, on_submitted=sent.append)
+    result = run_pattern(spec, StrategyName.parse("per_item"), stage, runtime)
+    assert result.tally.items == 40 and result.tasks == 40
+    assert sent[:3] == [1, 2, 3] and sent == sorted(sent)
+    assert done[-1] == 40
+
+
+# --- a lost worker is noted, here in a static stage ---------------------------------------
+
+
+@pytest.mark.cluster
+def test_a_worker_killed_mid_stage_is_noted_for_a_static_run(runtime, make_spec):
+    """A worker process SIGKILLed while static:4 runs: the stage still accounts for every item,
+    and the watch notes the lost worker (its own 2-worker cluster, so the session's is untouched)."""
+    import dataclasses
+    import signal
+
+    from harness.patterns import run_pattern
+    from harness.runtime.client_env import client_settings
+    from harness.runtime.cluster import open_cluster, worker_layout
+    from harness.spec import ClusterSpec, StrategyName
+    from harness.strategies import Stage
+    from harness.worker_watch import WorkerWatch
+    from harness.workloads import Workload
+
+    spec = make_spec(name="lost-worker", count=120, kind="sleep", mean_ms=30.0, strategies=("static:4",))
+    with contextlib.ExitStack() as stack:
+        client, address = open_cluster(ClusterSpec(workers=2, threads_per_worker=1),
+                                       client_settings(runtime.api_url), stack, {})
+        own = dataclasses.replace(runtime, scheduler_address=address, client=client,
+                                  worker_threads=sum(w["nthreads"] for w in worker_layout(client)))
+        pids = client.run(os.getpid)
+        victim = sorted(pids)[0]
+        killed = threading.Event()
+
+        def kill_once(done: int) -> None:
+            if done and not killed.is_set():
+                killed.set()
+                os.kill(pids[victim], signal.SIGKILL)
+
+        stage = Stage(Workload(spec), None, "sleep", 0, own.worker_threads, client, on_progress=kill_once)
+        with WorkerWatch(client) as watch:
+            result = run_pattern(spec, StrategyName.parse("static:4"), stage, own)
+        assert killed.is_set()
+        assert result.tally.items == 120
+        notes = watch.notes()
+        assert any(note.startswith(f"worker {victim} lost") for note in notes), notes
