@@ -260,7 +260,7 @@ def test_history_refuses_an_unreadable_run_folder_naming_it(tmp_path, capsys, ke
     (bad / "env.json").write_text("{}")
     assert main(["history", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
-    assert str(bad) in err and "cannot be read" in err
+    assert str(bad) in err and "empty file" in err
     assert not (tmp_path / "results" / "index.html").exists()
     assert main(["history", str(tmp_path / "nowhere")]) == 2
     assert "no such results folder" in capsys.readouterr().err
