@@ -444,7 +444,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         twins=ComparisonSection(
             "Dynamic vs static twin", TWINS_INTRO, "dynamic / twin (wall)",
             tuple(_comparison("static twin", r.numerator.rsplit(" ", 1)[0], r,
-                              f"dynamic took {r.phrase('its static twin')}") for r in twins)),
+                              f"dynamic was {r.phrase('its static twin')}") for r in twins)),
         dask_seen=_dask_seen(rows, threads),
         dask_reports=_dask_reports(env, plots_into),
         settling=_settling(runs, env),

@@ -221,8 +221,10 @@ class Ratio:
     def phrase(self, reference: str) -> str:
         """'41× [38, 44] faster than per_item' or '1.03× [0.98, 1.08] the wall time of static:50'."""
         if not self.has_interval:
-            return (f"{_times(self.estimate)} the wall time of {reference} "
-                    f"(too few repeats for a verdict: need ≥ {self.need or repeats_needed()})")
+            too_few = f"(too few repeats for a verdict: need ≥ {self.need or repeats_needed()})"
+            if self.estimate < 0.1:  # "0.00× the wall time" says nothing: say how many times faster
+                return f"{_times(1 / self.estimate)} faster than {reference} {too_few}"
+            return f"{_times(self.estimate)} the wall time of {reference} {too_few}"
         if self.estimate < 1 and self.significant:
             fast = self.inverted()
             return f"{_times(fast.estimate)} {fast.interval(_digits(fast.estimate))} faster than {reference}"

@@ -141,3 +141,13 @@ def test_variants_split_into_main_rows_and_twin_ratios():
     assert [r.numerator for r in ratios] == [f"{s} dynamic" for s in TRUE_WALL_S]
     assert all(r.estimate == pytest.approx(1.25) and r.significant for r in ratios)
     assert stats.variant_ratios(make_runs()) == []  # an old runs.csv has no variant column
+
+
+def test_a_large_speed_up_without_a_verdict_reads_as_times_faster():
+    """'0.00× the wall time of per_item' says nothing; the inverse says how much faster."""
+    from harness.stats import Ratio
+
+    fast = Ratio("adaptive", "per_item", 1 / 1116, math.nan, math.nan)
+    assert fast.phrase("per_item").startswith("1,116× faster than per_item (too few repeats")
+    near = Ratio("adaptive", "static:64", 0.97, math.nan, math.nan)
+    assert near.phrase("static:64").startswith("0.97× the wall time of static:64 (too few repeats")
