@@ -264,3 +264,13 @@ def test_history_refuses_an_unreadable_run_folder_naming_it(tmp_path, capsys, ke
     assert not (tmp_path / "results" / "index.html").exists()
     assert main(["history", str(tmp_path / "nowhere")]) == 2
     assert "no such results folder" in capsys.readouterr().err
+
+
+def test_a_lone_remainder_batch_does_not_make_a_slope():
+    """static:N's last, smaller batch is one task: a line through it and the full batches is
+    noise, so one well-populated size stays unidentified, as a single size does."""
+    full = make_tasks(0.025, 0.0, sizes=(4096,), per_size=48, runtime="Dask alone")
+    remainder = full.iloc[:1].assign(items=3392, finish_s=full["finish_s"].iloc[0] - 0.09)
+    cost = overhead.fit(pd.concat([full, remainder], ignore_index=True), "Dask alone")
+    assert not cost.identified and cost.sizes == 1
+    assert cost.fixed_s == pytest.approx(0.025, rel=0.25)
