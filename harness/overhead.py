@@ -13,7 +13,7 @@ or when the (i - W + 1)-th completion was seen, whichever is later), which gives
 - per task, busy - compute = o + t·b (b items): o the fixed cost of a task, t the transfer and
   serialisation cost of one item, fitted per runtime (Prefect, or Dask alone for raw_dask)
   across tasks of different sizes with a Theil-Sen line through the median of each size
-  (sizes seen in at least MIN_TASKS_PER_SIZE tasks).
+  (sizes seen in at least MIN_TASKS_PER_SIZE tasks, spanning at least MIN_SIZE_RATIO).
   Tasks the flow saw late (done before a `map` call returned: it could not look) stay out of
   the fit (tasks.csv `seen_late`).
 
@@ -37,11 +37,13 @@ TASKS_CSV_MAX_PER_RUN = 2_000
 # runs.csv gets these columns from this module, at the end (README, "The run folder").
 SPLIT_COLUMNS = ("fixed_ms_per_task", "transfer_us_per_item", "idle_s", "tail_idle_s")
 PREFECT, DASK = "Prefect", "Dask alone"
-# A batch size counts towards the slope t only when this many tasks had it: static:N's last,
-# smaller remainder batch is one task, and a line through it and the full batches is noise.
-# On large.toml raw_dask:4096 (48 batches of 4,096 and one of 3,392) it gave t = 23 µs per item
-# and a fixed cost of -77 ms per task.
+# A batch size counts towards the slope t only when this many tasks had it, and the sizes that
+# count must span at least this ratio (the controller's fit asks the same, FIT_MIN_SIZE_RATIO):
+# static:N's smaller remainder batch is one task per repeat, a few per cent off N, and a line
+# through it and the full batches is noise. On large.toml raw_dask:4096 (48 batches of 4,096 and
+# one of 3,392 per repeat) it gave t = 23 µs per item and a fixed cost of -77 ms per task.
 MIN_TASKS_PER_SIZE = 3
+MIN_SIZE_RATIO = 1.5
 
 
 def replayed_starts(submit_s: np.ndarray, finish_s: np.ndarray, threads: int) -> np.ndarray:
@@ -120,7 +122,7 @@ def fit(tasks: pd.DataFrame, runtime: str) -> TaskCost | None:
     y = _residual(tasks)
     counts = tasks.groupby("items").size()
     by_size = y.groupby(tasks["items"]).median()[counts >= MIN_TASKS_PER_SIZE]
-    if len(by_size) < 2:
+    if len(by_size) < 2 or by_size.index.max() < MIN_SIZE_RATIO * by_size.index.min():
         return TaskCost(runtime, float(y.median()), math.nan, len(tasks), 1)
     slope = sps.theilslopes(by_size.to_numpy(float), by_size.index.to_numpy(float)).slope
     t = max(0.0, float(slope))  # a negative slope is noise: items cost nothing measurable to move
