@@ -1,4 +1,4 @@
-"""The example run folders committed under results/examples/ (scripts/regenerate-examples.sh)
+"""The example run folders committed under docs/examples/ (scripts/regenerate-examples.sh)
 re-render to exactly the reports committed beside them: a change to the report's format
 without regenerating (or re-rendering) the examples fails here."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from harness.cli import main
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "results" / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 FOLDERS = sorted(p for p in EXAMPLES.glob("*") if (p / "runs.csv").is_file()) if EXAMPLES.is_dir() else []
 RENDERED = ("report.md", "report.html")
 
@@ -33,5 +33,5 @@ def test_an_example_re_renders_to_its_committed_report(folder, tmp_path, capsys)
     for name in RENDERED:
         assert (copy / name).read_text() == (folder / name).read_text(), (
             f"{folder.name}/{name} differs from what today's code renders: run "
-            f"`.venv/bin/harness report results/examples/{folder.name}` (presentation only) or "
+            f"`.venv/bin/harness report docs/examples/{folder.name}` (presentation only) or "
             f"scripts/regenerate-examples.sh, and commit the result")

@@ -257,7 +257,7 @@ def test_readme_uses_the_venv_for_every_command():
     shell, synopsis = _readme_code()
     fenced = [line for lang, body in FENCE.findall(README) if lang in ("sh", "text") for line in body.splitlines()]
     venv = r"(?<![\w/.])"
-    bare = [line for line in shell + synopsis if re.search(venv + r"(python3? (-m )?(harness|tests/)|harness (run|report|compare|table)\b)", line)]
+    bare = [line for line in shell + synopsis if re.search(venv + r"(python3? (-m )?(harness|tests/)|(?<!-m )harness (run|report|compare|table)\b)", line)]
     bare += [line for line in fenced if re.search(venv + r"(prefect server|dask (scheduler|worker))", line)]
     assert bare == [], "README commands must use .venv/bin/...: " + "; ".join(bare)
 
