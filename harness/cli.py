@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategies", help="comma-separated, overrides [run] strategies (e.g. per_item,static:64,adaptive)")
     run.add_argument("--repeats", type=_repeats_arg, metavar="N|auto",
                      help='overrides [run] repeats: a count, or "auto" (the default): rounds until adaptive\'s '
-                          "ratios settle within ±5 %%, within the budget")
+                          "ratios settle within ±10 %% (or lie beyond 2x), within the budget")
     run.add_argument("--budget", type=float, metavar="SECONDS",
                      help="overrides [run] budget_s: at most this long in measured rounds for --repeats auto "
                           "(default 600)")

@@ -1,7 +1,8 @@
 """Where the per-task overhead goes: Prefect's fixed cost per task, the per-item transfer and
-serialisation cost, and worker threads idle, from the per-task timings of tasks.csv.
+serialisation cost, tasks waiting on the flow process, and worker threads idle, from the
+per-task timings of tasks.csv.
 
-runs.csv's `overhead_per_task_ms`, (wall x threads - compute) / tasks, mixes all three: it grows
+runs.csv's `overhead_per_task_ms`, (wall x threads - compute) / tasks, mixes them all: it grows
 with the batch size although no single task got dearer, because a few big tasks leave threads
 idle at the tail. Here each task is placed on the worker threads by replaying them as a
 first-come-first-served queue (W threads: the i-th task submitted starts when it was submitted
@@ -14,8 +15,16 @@ or when the (i - W + 1)-th completion was seen, whichever is later), which gives
   serialisation cost of one item, fitted per runtime (Prefect, or Dask alone for raw_dask)
   across tasks of different sizes with a Theil-Sen line through the median of each size
   (sizes seen in at least MIN_TASKS_PER_SIZE tasks, spanning at least MIN_SIZE_RATIO).
-  Tasks the flow saw late (done before a `map` call returned: it could not look) stay out of
-  the fit (tasks.csv `seen_late`).
+  Tasks the flow saw late (already done when it looked, or done before a `map` call returned:
+  their finish time is unknown) stay out of the fit (tasks.csv `seen_late`), and a strategy
+  whose tasks were all seen late gets its runtime's o;
+- flow lag = what is left of the mixed overhead: busy time beyond the typical task's o + t·b.
+  o is a median, so the few tasks that absorb long waits do not move it; their busy time is
+  mostly the wait between finishing on a worker and the flow process looking at the result,
+  while it was busy submitting or folding other tasks. per_item on fine work is all flow lag:
+  its tasks take a few ms, the flow process spends ~15 ms submitting each one.
+
+So, per task and exactly: mixed = fixed + t x items per task + flow lag + idle.
 
 Pure: pandas and numpy in, numbers out (README, "Where the overhead goes").
 """
@@ -115,7 +124,7 @@ def _residual(tasks: pd.DataFrame) -> pd.Series:
 
 def fit(tasks: pd.DataFrame, runtime: str) -> TaskCost | None:
     """o and t over `tasks` (rows with start_s, finish_s, compute_s, items); None without tasks.
-    Tasks the flow saw late (finished while it was still submitting a map) are left out."""
+    Tasks the flow saw late (already done when it looked) are left out."""
     tasks = _timed(tasks)
     if tasks.empty:
         return None
@@ -134,10 +143,12 @@ def runtime_of(needs_flow: bool) -> str:
 
 
 def fixed_per_task(tasks: pd.DataFrame, cost: TaskCost) -> float:
-    """One run's own fixed cost per task: median of busy - compute - t x items over its tasks."""
+    """One run's own fixed cost per task: median of busy - compute - t x items over its tasks;
+    the runtime's o when the flow saw none of them finish (all seen late: per_item on fine work,
+    whose flow process is always busy submitting the next task when one finishes)."""
     tasks = _timed(tasks)
     if tasks.empty:
-        return math.nan
+        return cost.fixed_s
     t = cost.transfer_s if cost.identified else 0.0
     return float((_residual(tasks) - t * tasks["items"]).median())
 
@@ -149,11 +160,24 @@ def thinned(tasks: pd.DataFrame, limit: int = TASKS_CSV_MAX_PER_RUN) -> pd.DataF
     return tasks.iloc[np.unique(np.linspace(0, len(tasks) - 1, limit).round().astype(int))]
 
 
+def flow_lag_ms_per_task(runs: pd.DataFrame) -> pd.Series:
+    """Per runs.csv row, the rest of the mixed overhead once the fixed cost, the items' transfer
+    and idle threads are taken out (module docstring): mixed - fixed - t x items per task - idle
+    per task. Without an identified t, `fixed` already holds t x the one size seen."""
+    tasks = runs["tasks"].where(runs["tasks"] > 0)
+    transfer_ms = runs["transfer_us_per_item"].fillna(0.0) / 1000 * runs["items"] / tasks
+    idle_ms = runs["idle_s"] / tasks * 1000
+    return runs["overhead_per_task_ms"] - runs["fixed_ms_per_task"] - transfer_ms - idle_ms
+
+
 def per_strategy(runs: pd.DataFrame) -> pd.DataFrame:
     """Per strategy (first-seen order), medians over repeats: the mixed overhead per task, the
-    split's columns, and idle per task (idle_s / tasks, so fixed + t x batch + idle ≈ mixed)."""
+    split's columns, idle per task (idle_s / tasks) and flow lag per task; in each row
+    fixed + t x items per task + flow lag + idle = mixed (medians of the four add up nearly)."""
     if not set(SPLIT_COLUMNS) <= set(runs.columns):
         return pd.DataFrame()
-    runs = runs.assign(idle_ms_per_task=runs["idle_s"] / runs["tasks"].where(runs["tasks"] > 0) * 1000)
-    columns = ["overhead_per_task_ms", *SPLIT_COLUMNS, "idle_ms_per_task", "tasks", "batch_size_median"]
+    runs = runs.assign(idle_ms_per_task=runs["idle_s"] / runs["tasks"].where(runs["tasks"] > 0) * 1000,
+                       flow_lag_ms_per_task=flow_lag_ms_per_task(runs))
+    columns = ["overhead_per_task_ms", *SPLIT_COLUMNS, "flow_lag_ms_per_task", "idle_ms_per_task", "tasks",
+               "batch_size_median"]
     return runs.groupby("strategy", sort=False)[columns].median()

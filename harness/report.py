@@ -50,12 +50,17 @@ OVERHEAD_INTRO = (
     "(this strategy's median of busy − compute − t × items); "
     "transfer µs/item: t, the cost of moving and serialising one item, fitted per runtime (Prefect, "
     "or Dask alone) across tasks of different sizes (Theil-Sen through each size's median); "
-    "idle ms/task: (threads × wall − Σ busy) / tasks, thread time with no task on it, so "
-    "fixed + t × batch + idle ≈ the mixed overhead; tail idle s: the part of that idle time after "
-    "the last task started, threads with nothing left to run (smaller last batches cut it). "
-    "Prefect's map submits a static or per_item stage's tasks one after another in one call: their "
-    "submit times are spread over it, and tasks that finished before it returned (the flow could not "
-    "look) stay out of the fit."
+    "flow lag ms/task: the rest, mixed − fixed − t × items per task − idle, busy time beyond a "
+    "typical task's o + t × items: mostly tasks done on a worker whose result waited for the flow "
+    "process, busy submitting or reading other tasks (per_item's overhead on fine work is nearly all "
+    "here: the flow process is its bottleneck); "
+    "idle ms/task: (threads × wall − Σ busy) / tasks, thread time with no task on it; "
+    "so fixed + t × items per task + flow lag + idle = the mixed overhead. tail idle s: the part of "
+    "that idle time after the last task started, threads with nothing left to run (smaller last "
+    "batches cut it). "
+    "Tasks seen late (already done when the flow looked after more than 2 ms away: their finish "
+    "time is unknown) stay out of "
+    "the fit; a strategy whose tasks were all seen late gets its runtime's o."
 )
 
 
@@ -369,6 +374,7 @@ def _overhead_section(runs: pd.DataFrame, tasks: pd.DataFrame | None) -> Overhea
         "overhead ms/task (mixed)": [_fmt(v, 1) for v in split["overhead_per_task_ms"]],
         "fixed ms/task": [_fmt(v, 1) for v in split["fixed_ms_per_task"]],
         "transfer µs/item": [_fmt(v, 2) for v in split["transfer_us_per_item"]],
+        "flow lag ms/task": [_fmt(v, 1) for v in split["flow_lag_ms_per_task"]],
         "idle ms/task": [_fmt(v, 1) for v in split["idle_ms_per_task"]],
         "tail idle s": [_fmt(v, 3) for v in split["tail_idle_s"]],
     }))
@@ -391,8 +397,10 @@ def _settling(runs: pd.DataFrame, env: dict[str, Any]) -> Settling | None:
     summary = (f"repeats = \"auto\": {block['rounds']} rounds in {block['rounds_s']:.0f} s of a {block['budget_s']:.0f} s "
                f"budget; stopped: {block['stopped_because']}. A run stops no earlier than the "
                f"{block.get('floor', '?')} rounds its verdicts need; a ratio settles when its 95 % interval "
-               f"reaches no further than ±{block['target_half_width']:.0%} from its estimate.")
-    lines = tuple(f"adaptive / {s.strategy} ({s.role}): {s.why}" for s in settle.ratio_statuses(runs))
+               f"reaches no further than ±{block['target_half_width']:.0%} from its estimate"
+               + (f", or lies wholly beyond {block['decisive_factor']:g}× either way." if block.get("decisive_factor")
+                  else "."))
+    lines = tuple(f"adaptive / {s.strategy} ({s.role}): {s.why}" for s in settle.statuses_of(runs, block))
     return Settling(summary, lines)
 
 

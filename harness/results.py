@@ -17,11 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from harness import conditions, settle, stats
+from harness import conditions, overhead, settle, stats
 from harness.records import read_run_folder, write_json
 
 SCHEMA_ID = "harness.results/1"
-# History: harness.results/1 (this version): strategies, references, twins, verdicts, settling, load.
+# History: harness.results/1 (this version): strategies, references, twins, verdicts, settling, load;
+# later the optional `overhead` block (additive: readers of the first documents are unaffected).
 
 # The per-strategy figures, as harness.stats.summarize names them.
 STRATEGY_FIELDS = ("repeats", "items", "sampled", "wall_s", "q1_s", "q3_s", "iqr_s", "throughput_items_s",
@@ -53,17 +54,29 @@ def build(runs: pd.DataFrame, env: dict[str, Any]) -> dict[str, Any]:
                     "requested": env.get("repeats_requested", env.get("repeats")),
                     "needed_for_a_verdict": stats.repeats_needed(), "confidence": stats.CONFIDENCE},
         "settling": None if not settling else {
-            **settling, "ratios": [s.as_dict() for s in settle.ratio_statuses(runs)]},
+            **settling, "ratios": [s.as_dict() for s in settle.statuses_of(runs, settling)]},
         "oracle": table.attrs["oracle"],
         "headline": stats.headline(refs),
         "strategies": [{"strategy": str(name), **{k: _plain(table.loc[name, k]) for k in STRATEGY_FIELDS}}
                        for name in table.index],
         "references": [{"role": r.role, "strategy": r.strategy, "ratio": r.ratio.as_dict()} for r in refs],
         "twins": [r.as_dict() for r in stats.variant_ratios(runs)],
+        "overhead": _overhead(rows),
         "warnings": stats.instability_warnings(rows) + conditions.load_warnings(runs, env.get("cpu_count")),
         "load": _load(runs, env),
         "environment": env,
     }
+
+
+OVERHEAD_FIELDS = ("overhead_ms_per_task", "fixed_ms_per_task", "transfer_us_per_item", "flow_lag_ms_per_task",
+                   "idle_ms_per_task", "tail_idle_s")
+
+
+def _overhead(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The report's "Where the overhead goes" table (harness.overhead.per_strategy)."""
+    split = overhead.per_strategy(rows).rename(columns={"overhead_per_task_ms": "overhead_ms_per_task"})
+    return [{"strategy": str(name), **{k: _plain(split.loc[name, k]) for k in OVERHEAD_FIELDS}}
+            for name in split.index]
 
 
 def _load(runs: pd.DataFrame, env: dict[str, Any]) -> dict[str, Any]:

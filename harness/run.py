@@ -381,7 +381,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                     "budget_s": spec.run.budget_s, "rounds": repeat,
                     "rounds_s": round(rounds_elapsed_s, 3), "round_s": [round(x, 3) for x in round_s],
                     "stopped_because": decision.reason, "target_half_width": settle.TARGET_HALF_WIDTH,
-                    "floor": settle.floor_rounds(len(strategies))},
+                    "decisive_factor": settle.DECISIVE_FACTOR, "floor": settle.floor_rounds(len(strategies))},
                 "runtime": runtime.describe(),
                 # Figures of a run with Dask performance reports include their cost: compare says so.
                 "dask_report": dask_report,

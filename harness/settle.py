@@ -2,9 +2,10 @@
 
 A run settles when each of adaptive's ratios that the headline quotes (to the best static, the
 oracle, and to per_item) has a verdict whose interval reaches no further than TARGET_HALF_WIDTH
-from its estimate. Rounds (every strategy once, order rotated) are added until then, or until
-the next round would not fit in the budget: its duration is estimated from the rounds so far,
-so the budget is never knowingly overrun. run.py measures; this module only decides.
+from its estimate, or lies wholly beyond DECISIVE_FACTOR from 1. Rounds (every strategy once,
+order rotated) are added until then, or until the next round would not fit in the budget: its
+duration is estimated from the rounds so far, so the budget is never knowingly overrun. run.py
+measures; this module only decides.
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ import pandas as pd
 
 from harness import stats
 
-# ±5 %: finer than the 10 % compare threshold (DEFAULT_THRESHOLD in harness.compare), so a
-# settled run can tell a 10 % regression from noise, and coarse enough that a quiet machine
-# gets there in the 4-6 rounds a 10-minute budget holds on large.toml.
-TARGET_HALF_WIDTH = 0.05
+# ±10 %: what this machine's noise lets a run reach. Repeats of one strategy spread with a log
+# standard deviation of 0.04-0.10 here (docs/examples: large.toml 0.04-0.09, branching 0.04-0.10),
+# and at 0.08 the exact interval's median half-width is ±16 % at 5 rounds, ±10 % at 8, ±9 % at
+# 10 and ±5 % only at 30 (simulated with harness.stats.interval_batch; README, "Repeats"). ±5 %
+# would run nearly every workload to its budget; ±10 % settles a short workload in ~10 rounds
+# and still resolves the 10 % step that compare flags (DEFAULT_THRESHOLD in harness.compare).
+TARGET_HALF_WIDTH = 0.10
+# A ratio whose whole interval lies beyond this factor either side of 1 is settled whatever its
+# width: "244× [205, 286] faster than per_item" will not change its verdict with more rounds, and
+# how much more than twice as fast is not what more rounds are for.
+DECISIVE_FACTOR = 2.0
 # Never more rounds than an integer `repeats` may ask for ([run] repeats <= 100).
 MAX_ROUNDS = 100
 # The next round is estimated as the slowest round so far plus this margin: rounds of the same
@@ -51,8 +59,10 @@ class Decision:
     more_within_budget: int  # rounds that would still fit after this one
 
 
-def ratio_statuses(runs: pd.DataFrame) -> tuple[RatioStatus, ...]:
-    """adaptive's settling ratios on the rows so far, each settled or not and why."""
+def ratio_statuses(runs: pd.DataFrame, target: float = TARGET_HALF_WIDTH,
+                   decisive_factor: float | None = DECISIVE_FACTOR) -> tuple[RatioStatus, ...]:
+    """adaptive's settling ratios on the rows so far, each settled or not and why. A run folder
+    is judged by the target and factor it ran with (env.json's settling block; None: no factor)."""
     rows = stats.main_rows(runs)
     table = stats.summarize(rows)
     out = []
@@ -62,12 +72,36 @@ def ratio_statuses(runs: pd.DataFrame) -> tuple[RatioStatus, ...]:
         r = ref.ratio
         if not r.has_interval:
             why, settled = r.too_few, False
-        elif r.half_width <= TARGET_HALF_WIDTH:
-            why, settled = f"settled: interval ±{r.half_width:.1%} within ±{TARGET_HALF_WIDTH:.0%}", True
+        elif r.half_width <= target:
+            why, settled = f"settled: interval ±{r.half_width:.1%} within ±{target:.0%}", True
+        elif decisive_factor and decisive(r, decisive_factor):
+            why, settled = (f"settled: the whole interval {r.interval()} lies beyond {decisive_factor:g}× "
+                            f"(±{r.half_width:.1%})"), True
         else:
-            why, settled = f"interval ±{r.half_width:.1%}, wider than ±{TARGET_HALF_WIDTH:.0%}", False
+            rounds = int(rows["repeat"].nunique())
+            why, settled = (f"interval ±{r.half_width:.1%}, wider than ±{target:.0%} "
+                            f"(~{rounds_to_target(r.half_width, rounds, target)} rounds would reach it)"), False
         out.append(RatioStatus(ref.role, ref.strategy, r, settled, why))
     return tuple(out)
+
+
+def decisive(r: stats.Ratio, factor: float = DECISIVE_FACTOR) -> bool:
+    """The interval lies wholly beyond `factor` either way: the verdict cannot turn."""
+    return r.has_interval and (r.low > factor or r.high < 1 / factor)
+
+
+def rounds_to_target(half_width: float, rounds: int, target: float = TARGET_HALF_WIDTH) -> int:
+    """A rough count of rounds that would bring `half_width` (after `rounds`) to `target`: the
+    interval narrows about as 1 / sqrt(rounds), a little faster below ~10 rounds, where the exact
+    interval's ranks are coarse (README, "Repeats"), so this errs long."""
+    return max(rounds + 1, math.ceil(rounds * (half_width / target) ** 2))
+
+
+def statuses_of(runs: pd.DataFrame, settling: dict[str, object]) -> tuple[RatioStatus, ...]:
+    """The ratio statuses of a finished run, judged as it ran (env.json's settling block; a run
+    written before DECISIVE_FACTOR existed had none)."""
+    return ratio_statuses(runs, float(settling.get("target_half_width", TARGET_HALF_WIDTH)),  # type: ignore[arg-type]
+                          settling.get("decisive_factor"))  # type: ignore[arg-type]
 
 
 def floor_rounds(strategies: int) -> int:

@@ -91,6 +91,22 @@ def test_settling_waits_for_the_floor_then_stops_when_the_ratios_are_tight():
     assert {s.role for s in stop.statuses} == set(settle.SETTLING_ROLES)
 
 
+def test_a_ratio_far_beyond_2x_settles_however_wide_and_a_wide_near_one_says_how_many_rounds():
+    """adaptive is ~29x faster than per_item here: a ±40 % interval cannot turn that verdict.
+    Against the best static (1.05x) the same width settles nothing, and says roughly how many
+    rounds would reach the target; a run made before the decisive rule is judged as it ran."""
+    noisy = make_runs(spread=(-0.3, 0.2, -0.1, 0.3, 0.0))
+    by_role = {s.role: s for s in settle.ratio_statuses(noisy)}
+    per_item, best = by_role["per_item"], by_role["best static"]
+    assert per_item.settled and per_item.ratio.half_width > settle.TARGET_HALF_WIDTH
+    assert "lies beyond 2×" in per_item.why
+    assert not best.settled and "rounds would reach it" in best.why
+    wanted = settle.rounds_to_target(best.ratio.half_width, 5)
+    assert wanted > 5 and f"~{wanted} rounds" in best.why
+    old_run = {"target_half_width": 0.05}  # env.json of a run without decisive_factor
+    assert not any(s.settled for s in settle.statuses_of(noisy, old_run))
+
+
 def test_settling_stops_before_a_round_that_would_overrun_the_budget():
     noisy = make_runs(spread=(-0.3, 0.2, -0.1, 0.3, 0.0))
     decision = settle.decide(noisy, [10.0, 12.0], 30.0, 40.0)  # next ~13.2 s, 10 s left

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from run_fixture import TRUE_WALL_S, make_runs, make_tasks, write_run
+from run_fixture import FLOW_LAG_S, TRUE_WALL_S, make_runs, make_tasks, write_run
 
 from harness import advice, overhead, stats
 from harness.plots import sweep_figure
@@ -43,6 +43,32 @@ def test_one_size_cannot_tell_fixed_from_transfer():
     cost = overhead.fit(tasks, "Dask alone")
     assert not cost.identified and math.isnan(cost.transfer_s) and cost.sizes == 1
     assert cost.fixed_s == pytest.approx(0.002 + 50e-6, rel=0.1)  # o and t x 50 together
+
+
+def test_flow_lag_is_what_the_split_leaves_so_the_parts_add_up_to_the_mixed_overhead():
+    runs = make_runs()
+    lag = overhead.flow_lag_ms_per_task(runs)
+    for r, lag_ms in zip(runs.itertuples(), lag):
+        if r.strategy == "joblib_auto":  # no per-task timings: nothing to split
+            assert math.isnan(lag_ms)
+            continue
+        runtime = "Dask alone" if r.strategy.startswith("raw_dask") else "Prefect"
+        assert lag_ms == pytest.approx(FLOW_LAG_S[runtime] * 1000, abs=1e-9), r.strategy
+        parts = r.fixed_ms_per_task + r.transfer_us_per_item / 1000 * r.items / r.tasks + lag_ms \
+            + r.idle_s / r.tasks * 1000
+        assert parts == pytest.approx(r.overhead_per_task_ms, rel=1e-9), r.strategy
+    split = overhead.per_strategy(runs)
+    assert split.loc["static:50", "flow_lag_ms_per_task"] == pytest.approx(3.0)
+
+
+def test_a_strategy_whose_tasks_were_all_seen_late_gets_its_runtimes_fixed_cost():
+    """per_item on fine work: every task already done when the flow looked, so none has a finish
+    time; its fixed cost is the runtime's o, fitted over the tasks the flow waited for."""
+    tasks = make_tasks(0.020, 5e-6, sizes=(5, 50, 500), per_size=40)
+    cost = overhead.fit(tasks, "Prefect")
+    late = make_tasks(0.020, 5e-6, sizes=(1,), per_size=40).assign(seen_late=True, finish_s=lambda t: t["finish_s"] + 1)
+    assert overhead.fit(pd.concat([tasks, late]), "Prefect").fixed_s == pytest.approx(cost.fixed_s)
+    assert overhead.fixed_per_task(late, cost) == cost.fixed_s
 
 
 def test_replayed_queue_busy_and_tail_idle():

@@ -84,3 +84,49 @@ def test_a_new_kind_is_one_module_and_one_registry_line(monkeypatch):
 
     result = strategy.execute(Stage(FakeWorkload(), None, "cpu", 0, 1))  # type: ignore[arg-type]
     assert result.tally.items == 7
+
+
+# ---------------------------------------------------------------- seen late, on a real flow
+
+
+@pytest.mark.cluster
+def test_windowed_says_how_long_the_flow_was_away_from_tasks_done_before_it_looked(runtime):
+    """A task the flow waited for was seen when it finished (away 0); one already done when the
+    flow looked, after it was busy for longer than SEEN_LATE_AFTER_S, is seen late and the
+    overhead fit leaves it out."""
+    import time
+
+    from prefect import flow, task
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from harness.strategies.tasks import windowed
+    from harness.strategies.timings import SEEN_LATE_AFTER_S, TaskTimings
+
+    @task
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    def seen(task_s: float, busy_s: float) -> tuple[list[float], list[bool]]:
+        timings, away = TaskTimings(), []
+        submissions = (nap.submit(task_s) for _ in range(4))
+
+        def tracked():
+            for future in submissions:
+                timings.submitted(id(future), 1)
+                yield future
+
+        for future, away_s in windowed(tracked(), window=1):
+            future.result()
+            timings.finished(id(future), 0.0, away_s=away_s)
+            away.append(away_s)
+            time.sleep(busy_s)  # the flow folding a result: nothing is looked at meanwhile
+        return away, [row["seen_late"] for row in timings.records()]
+
+    away, late = seen(0.3, 0.0)  # each task takes longer than the flow: it waits for each
+    assert away == [0.0] * 4 and late == [False] * 4
+    # window 1: the next task is submitted only after the flow looked, so with the flow busy
+    # longer than a task, every later task is done before the flow looks again
+    away, late = seen(0.0, 0.3)
+    assert all(a >= 0.3 > SEEN_LATE_AFTER_S for a in away[1:]) and late[1:] == [True] * 3

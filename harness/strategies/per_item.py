@@ -14,15 +14,15 @@ from harness.strategies.timings import TaskTimings
 from harness.workloads import PermanentFault, Tally, TransientFault
 
 
-def _fold_item_future(future: Any, tally: Tally, timings: TaskTimings) -> None:
+def _fold_item_future(future: Any, tally: Tally, timings: TaskTimings, away_s: float) -> None:
     outcome = future.result(raise_on_failure=False)
     if isinstance(outcome, (PermanentFault, TransientFault)):
-        timings.finished(id(future), None)
+        timings.finished(id(future), None, away_s=away_s)
         tally.add_failure(outcome.index, outcome.attempt, type(outcome).__name__)
     elif isinstance(outcome, BaseException):
         raise outcome
     else:
-        timings.finished(id(future), outcome.compute_s)
+        timings.finished(id(future), outcome.compute_s, away_s=away_s)
         tally.add(outcome)
 
 
@@ -43,8 +43,8 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
                 stage.submitted(tasks)
             yield future
 
-    for future in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
-        _fold_item_future(future, tally, timings)
+    for future, away_s in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
+        _fold_item_future(future, tally, timings, away_s)
         stage.progress(tally)
     wall = time.perf_counter() - started
     return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=Counter({1: tasks}), timings=timings)

@@ -45,9 +45,14 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     first = [f for f in (submit_next() for _ in range(window)) if f is not None]
     with client.as_current():  # distributed.as_completed finds its client through this
         pending = as_completed(first)
-        for future in pending:
+        looked = time.perf_counter()
+        while not pending.is_empty():
+            # Already done when the flow looks: it finished at some point since the last look.
+            away_s = time.perf_counter() - looked if pending.has_ready() else 0.0
+            future = next(pending)
+            looked = time.perf_counter()
             result = future.result()
-            timings.finished(id(future), result.compute_s)
+            timings.finished(id(future), result.compute_s, away_s=away_s)
             tally.add_batch(result)
             future.release()
             stage.progress(tally)

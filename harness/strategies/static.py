@@ -28,9 +28,9 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
             timings.submitted(id(future), len(batch))
             yield future
 
-    for future in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
+    for future, away_s in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
         result = future.result().value
-        timings.finished(id(future), result.compute_s)
+        timings.finished(id(future), result.compute_s, away_s=away_s)
         tally.add_batch(result)
         stage.progress(tally)
     wall = time.perf_counter() - started

@@ -4,6 +4,7 @@ the wrapper their batches travel in."""
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -94,8 +95,11 @@ process_item = task(_process_item, name="process_item", cache_policy=NONE, retry
 process_batch = task(_process_batch, name="process_batch", cache_policy=NONE, task_run_name=batch_run_name)
 
 
-def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator[PrefectFuture[Any]]:
-    """Each future of `submissions` as it finishes, with at most `window` in flight.
+def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator[tuple[PrefectFuture[Any], float]]:
+    """Each future of `submissions` as it finishes, with at most `window` in flight, and how long
+    the flow had been away when it looked: 0 when it waited for the task, else the time since it
+    last looked, when it was already done (busy folding or submitting, the flow cannot tell when
+    within that span it finished; TaskTimings.finished decides whether that makes it late).
 
     `submissions` is lazy (a generator calling `task.submit`): it is advanced once to fill each
     free place, so the flow process holds one window of tasks and their items, not the stage.
@@ -103,8 +107,18 @@ def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator
     """
     source = iter(submissions)
     pending = set(itertools.islice(source, window))
+    looked = time.perf_counter()
     while pending:
+        now = time.perf_counter()
+        away_s = now - looked if any(_done(future) for future in pending) else 0.0
         finished = next(as_completed(list(pending)))
+        looked = time.perf_counter()
         pending.discard(finished)
         pending.update(itertools.islice(source, 1))
-        yield finished
+        yield finished, away_s
+
+
+def _done(future: PrefectFuture[Any]) -> bool:
+    """Whether the task behind a Prefect future has finished, without waiting (its runner's own
+    future: a Dask future under prefect-dask, a concurrent one under the thread pool)."""
+    return bool(getattr(future, "wrapped_future", future).done())

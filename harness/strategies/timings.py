@@ -16,6 +16,12 @@ from collections.abc import Hashable
 from typing import Any
 
 TASK_COLUMNS = ("task", "items", "submit_s", "finish_s", "compute_s", "seen_late")
+# A task already done when the flow looked finished at some point in the time the flow was away
+# (folding results, submitting). Up to 2 ms away its finish time is still good: a tenth of a
+# Prefect task's fixed cost here (20-40 ms) and about one raw Dask task's (README, "Where the
+# overhead goes"); two tasks finishing together on two threads are both kept. Beyond, the task
+# is seen late: per_item's flow spends ~15 ms submitting between looks.
+SEEN_LATE_AFTER_S = 0.002
 
 
 class TaskTimings:
@@ -43,11 +49,16 @@ class TaskTimings:
             self.submitted(id(future), items, first + (i + 1) / len(futures) * (now - first))
             self.rows[-1][5] = bool(getattr(future, "wrapped_future", future).done())
 
-    def finished(self, key: Hashable, compute_s: float | None, at: float | None = None) -> None:
-        """The flow read the task's result; `compute_s` None when the task failed as a whole."""
+    def finished(self, key: Hashable, compute_s: float | None, at: float | None = None, *,
+                 away_s: float = 0.0) -> None:
+        """The flow read the task's result; `compute_s` None when the task failed as a whole.
+        `away_s`: the task was already done when the flow looked, after this long away (0: the
+        flow waited for it). Beyond SEEN_LATE_AFTER_S its finish time is too uncertain and it is
+        `seen_late` (out of the overhead fit)."""
         at = time.perf_counter() if at is None else at
         row = self.rows[self._pending.pop(key)]
         row[3], row[4] = at - self.t0, compute_s
+        row[5] = row[5] or away_s > SEEN_LATE_AFTER_S
 
     @classmethod
     def from_trace(cls, trace: list[dict[str, Any]]) -> TaskTimings:
