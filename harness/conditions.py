@@ -4,8 +4,9 @@
   [cluster] and the description) and of the items it generates, recorded in env.json so that
   `compare` can refuse two runs of different work.
 - `cpu_model`: the processor, recorded beside the CPU count.
-- `LoadProbe`: the load average before and after a measured run, and the share of CPU time
-  idle and stolen (by a hypervisor) during it; appended to each row of runs.csv.
+- `LoadProbe`: the load average before and after a measured run, the share of CPU time
+  idle and stolen (by a hypervisor) during it, and the share of the machine's CPU time that
+  processes outside the harness used during it; appended to each row of runs.csv.
 - `differences`: what differs between two env.json files in workload, profile, cluster layout,
   machine and package versions, one sentence each.
 - `load_warnings`: a run's rows that ran on a busy machine.
@@ -13,25 +14,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import psutil
 
-# A run keeps about one runnable thread per core busy itself (worker threads = cores on the
-# default layout), so a 1-minute load average up to ~1x the CPU count is the harness's own.
-# Past 1.5x the cores, something else is competing for them: walls stretch by up to that much.
+# Runs written before `other_cpu_pct` existed are judged by their load average: past 1.5x the
+# cores, something was likely competing. It cannot tell the harness's own processes from
+# others: on the 2-core machine the flow process, two workers and the API server alone keep the
+# 1-minute load at 3-4 (17-33 of 35-45 runs of each bench workload, nothing else running).
 LOAD_PER_CPU_WARNING = 1.5
+# Other work: CPU time used during a run by processes outside the harness's own (this process
+# and its children: the LocalCluster's workers, the API server it started), as a share of all
+# the machine's CPU time in that run. Idle here it is 0-2 % (the kernel, the shell); at 10 %
+# another process held a fifth of one of the two cores for the whole run and stretches walls
+# measurably. Workers of an external cluster on this machine count as other work.
+OTHER_CPU_PCT_WARNING = 10.0
 # Steal is CPU time a hypervisor gave to other guests while this one wanted it; a few percent
 # is usual on shared cloud VMs, 10 % and more stretches every wall measurably.
 STEAL_PCT_WARNING = 10.0
-LOAD_COLUMNS = ("load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct")
+LOAD_COLUMNS = ("load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct", "other_cpu_pct")
 # The spec fields env.json recorded before it carried a workload_digest (old run folders).
 _LEGACY_WORKLOAD_FIELDS = ("name", "items", "seed", "cost")
 
@@ -61,11 +72,13 @@ def load_now() -> dict[str, float]:
 
 
 class LoadProbe:
-    """Around one measured run: load average before and after, CPU idle and steal during it."""
+    """Around one measured run: load average before and after, CPU idle and steal during it, and
+    the share of CPU time that processes outside the harness used (OTHER_CPU_PCT_WARNING)."""
 
     def __enter__(self) -> LoadProbe:
         self.load_before = os.getloadavg()[0]
         psutil.cpu_times_percent(interval=None)  # starts the interval the exit reads
+        self._busy0, self._own0, self._t0 = _machine_busy_s(), _own_cpu_s(), time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -73,10 +86,35 @@ class LoadProbe:
         self.load_after = os.getloadavg()[0]
         self.cpu_idle_pct = float(times.idle)
         self.cpu_steal_pct = float(getattr(times, "steal", 0.0))
+        span = (time.monotonic() - self._t0) * (psutil.cpu_count() or 1)
+        own = _own_cpu_s()
+        own_used = sum(cpu - self._own0.get(pid, 0.0) for pid, cpu in own.items())
+        other = _machine_busy_s() - self._busy0 - own_used
+        self.other_cpu_pct = max(0.0, 100 * other / span) if span > 0 else math.nan
 
     def columns(self) -> dict[str, float]:
         return {"load_before": round(self.load_before, 2), "load_after": round(self.load_after, 2),
-                "cpu_idle_pct": round(self.cpu_idle_pct, 1), "cpu_steal_pct": round(self.cpu_steal_pct, 1)}
+                "cpu_idle_pct": round(self.cpu_idle_pct, 1), "cpu_steal_pct": round(self.cpu_steal_pct, 1),
+                "other_cpu_pct": round(self.other_cpu_pct, 1)}
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all processes have used since boot (user, nice, system, interrupts; guest
+    time is inside user on Linux and not added twice)."""
+    t = psutil.cpu_times()
+    return sum(getattr(t, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
+
+
+def _own_cpu_s() -> dict[int, float]:
+    """CPU seconds used so far by this process and each of its live descendants, by pid (a
+    process that ended during the run takes its time with it: it counts as other work)."""
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+    return out
 
 
 def load_warnings(runs: pd.DataFrame, cpu_count: int | None) -> list[str]:
@@ -84,7 +122,16 @@ def load_warnings(runs: pd.DataFrame, cpu_count: int | None) -> list[str]:
     if "load_before" not in runs or not cpu_count:
         return []
     out = []
-    busy = runs[runs["load_before"] > LOAD_PER_CPU_WARNING * cpu_count]
+    if "other_cpu_pct" in runs and runs["other_cpu_pct"].notna().any():
+        other = runs[runs["other_cpu_pct"] > OTHER_CPU_PCT_WARNING]
+        if len(other):
+            out.append(f"{len(other)} of {len(runs)} measured runs had processes outside the harness use more "
+                       f"than {OTHER_CPU_PCT_WARNING:.0f} % of the machine's CPU time (highest "
+                       f"{other['other_cpu_pct'].max():.0f} %): other work was competing for the cores, walls "
+                       "may be stretched")
+        busy = runs.iloc[0:0]
+    else:  # an older run: only its load average, which counts the harness's own processes too
+        busy = runs[runs["load_before"] > LOAD_PER_CPU_WARNING * cpu_count]
     if len(busy):
         out.append(f"{len(busy)} of {len(runs)} measured runs started with a 1-minute load average above "
                    f"{LOAD_PER_CPU_WARNING}× the {cpu_count} CPUs (highest {busy['load_before'].max():.1f}): "

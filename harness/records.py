@@ -40,7 +40,7 @@ RUN_COLUMNS = (
     "pattern", "variant", "flow_runs", "routes", "mode_changes",
     "load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct",
     "fixed_ms_per_task", "transfer_us_per_item", "idle_s", "tail_idle_s", "peak_rss_above_start_mb",
-    "dask_tasks", "dask_compute_s", "dask_transfer_s", "dask_deserialize_s",
+    "dask_tasks", "dask_compute_s", "dask_transfer_s", "dask_deserialize_s", "other_cpu_pct",
 )
 # tasks.csv: one row per task of per_item, static:N, adaptive and raw_dask:N (thinned to
 # harness.overhead.TASKS_CSV_MAX_PER_RUN per strategy x repeat); times in seconds from the
@@ -105,6 +105,9 @@ class RunRecord:
     load_after: float = math.nan
     cpu_idle_pct: float = math.nan
     cpu_steal_pct: float = math.nan
+    # ... and the share of the machine's CPU time processes outside the harness used during it
+    # (harness.conditions.OTHER_CPU_PCT_WARNING). Last in runs.csv: it came after the others.
+    other_cpu_pct: float = math.nan
     # The per-task overhead split (harness.overhead; README, "Where the overhead goes"): this run's
     # fixed cost per task (busy - compute - t x items, median over its tasks), its runtime's
     # per-item transfer cost t, thread time idle (threads x wall - sum of task busy time) and the

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from controller_sim import SimWorkload, constant_cost, ratio_to_best_static, standard_workloads  # noqa: E402
+from controller_sim import SimWorkload, constant_cost, phased_cost, ratio_to_best_static, standard_workloads  # noqa: E402
 
 from harness import controller as ctl  # noqa: E402
 
@@ -60,6 +60,10 @@ def held_out() -> list[SimWorkload]:
                     noise=0.1, seed=25, transfer_s=0.00008),
         SimWorkload("sleep_64t_coarse", 2_000, 64, constant_cost(0.2), 0.030, 0.011, "uniform", 0.3,
                     noise=0.1, seed=26),
+        # workloads/bench/drift.toml: short enough that one wave is planned on the cheap first
+        # third, then the middle third costs 20x (added after the real run found it hard).
+        SimWorkload("drift_short", 12_000, 2, phased_cost(0.00005, [(1 / 3, 0.001), (2 / 3, 0.00005)], 12_000),
+                    0.040, 0.002, "lognormal", 0.3, noise=0.1, seed=27),
     ]
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 from run_fixture import TRUE_WALL_S, make_env, make_runs, scaled, write_run
 
-from harness import settle, stats
+from harness import conditions, settle, stats
 from harness.cli import main
 from harness.compare import compare_runs, judge
 from harness.errors import SpecError
@@ -135,6 +136,47 @@ def test_a_one_repeat_run_is_refused_not_passed(tmp_path, capsys):
     b = write_run(tmp_path / "b", runs=scaled(make_runs(spread=(0.0,)), 2.67))
     assert main(["compare", str(write_run(tmp_path / "a")), str(b)]) == 2
     assert "too few repeats" in capsys.readouterr().err
+
+
+def test_other_work_is_flagged_by_its_cpu_share_and_the_harnesss_own_load_is_not(tmp_path, capsys):
+    """A load average of 3-4 on 2 cores is the harness's own flow, workers and server: with
+    other_cpu_pct recorded, only CPU time used by processes outside the harness warns."""
+    own = make_runs().assign(load_before=3.8, load_after=3.5, cpu_idle_pct=0.0, cpu_steal_pct=0.0, other_cpu_pct=1.5)
+    assert conditions.load_warnings(own, 2) == []
+    other = own.assign(other_cpu_pct=[35.0 if i % 2 else 1.0 for i in range(len(own))])
+    [warning] = conditions.load_warnings(other, 2)
+    assert f"{len(other) // 2} of {len(other)} measured runs had processes outside the harness use more than 10 %" \
+        in warning and "highest 35 %" in warning
+    a, b = write_run(tmp_path / "a", runs=own), write_run(tmp_path / "b", runs=other)
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: B:" in out and "outside the harness" in out and "warning: A:" not in out
+
+
+def test_the_load_probe_counts_a_foreign_process_as_other_work_and_its_own_child_not():
+    """One core burnt for the probe's whole span: by a child of this process (a LocalCluster
+    worker, the API server) it is the harness's own; by a process outside its tree (here one
+    orphaned by a shell, as any unrelated program is) it is other work, about 1 / CPUs."""
+    import subprocess
+    import sys
+    import time
+
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 1.6: pass"
+    share = 100 / (os.cpu_count() or 1)  # one core, in % of the machine
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        time.sleep(0.3)  # the interpreter is up and burning
+        with conditions.LoadProbe() as own:
+            time.sleep(1.0)
+    finally:
+        child.wait()
+    subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{burn}" >/dev/null 2>&1 &'], check=True)
+    time.sleep(0.3)
+    with conditions.LoadProbe() as foreign:
+        time.sleep(1.0)
+    time.sleep(0.5)  # the orphan ends on its own
+    assert own.other_cpu_pct < 0.3 * share
+    assert foreign.other_cpu_pct > 0.6 * share
 
 
 def test_a_run_under_load_is_flagged(tmp_path, capsys):

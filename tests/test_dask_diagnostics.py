@@ -9,13 +9,13 @@ import datetime
 import ipaddress
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from processes import stop_groups
 
 from harness.cli import main
 from harness.errors import SpecError
@@ -230,16 +230,7 @@ def _tls_cluster(tmp_path: Path, files: dict[str, Path], worker_env: dict[str, s
             c.wait_for_workers(1, timeout=START_TIMEOUT_S)
         yield address
     finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_groups(procs)
 
 
 @pytest.mark.cluster

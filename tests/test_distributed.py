@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from processes import stop_groups
 
 from harness.cli import main
 from harness.runtime import client_settings, free_port, start_prefect_server
@@ -74,17 +75,7 @@ class ExternalCluster:
         os.killpg(self.workers[name].pid, signal.SIGKILL)
 
     def close(self) -> None:
-        procs = [*self.workers.values(), self.scheduler]
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_groups([*self.workers.values(), self.scheduler])
 
 
 @pytest.fixture
