@@ -16,8 +16,9 @@ or when the (i - W + 1)-th completion was seen, whichever is later), which gives
   across tasks of different sizes with a Theil-Sen line through the median of each size
   (sizes seen in at least MIN_TASKS_PER_SIZE tasks, spanning at least MIN_SIZE_RATIO).
   Tasks the flow saw late (already done when it looked, or done before a `map` call returned:
-  their finish time is unknown) stay out of the fit (tasks.csv `seen_late`), and a strategy
-  whose tasks were all seen late gets its runtime's o;
+  their finish time is unknown), and tasks whose replayed start is such a completion, stay out
+  of the fit (tasks.csv `seen_late`); a strategy whose tasks were all seen late gets its
+  runtime's o;
 - flow lag = what is left of the mixed overhead: busy time beyond the typical task's o + t·b.
   o is a median, so the few tasks that absorb long waits do not move it; their busy time is
   mostly the wait between finishing on a worker and the flow process looking at the result,
@@ -65,10 +66,28 @@ def replayed_starts(submit_s: np.ndarray, finish_s: np.ndarray, threads: int) ->
     return np.minimum(starts, finish_s)
 
 
+def freed_by_late(submit_s: np.ndarray, finish_s: np.ndarray, late: np.ndarray, threads: int) -> np.ndarray:
+    """Per task (submit order): whether its replayed start is a completion the flow saw late,
+    so that the start, and with it the task's busy time, is unknown."""
+    submit_s, finish_s = np.asarray(submit_s, dtype=float), np.asarray(finish_s, dtype=float)
+    out = np.zeros(len(submit_s), dtype=bool)
+    if threads >= 1 and len(submit_s) > threads:
+        order = np.argsort(finish_s, kind="stable")
+        freed = finish_s[order][: len(submit_s) - threads]
+        freed_late = np.asarray(late, dtype=bool)[order][: len(submit_s) - threads]
+        out[threads:] = freed_late & (freed > submit_s[threads:])  # it waited for that completion
+    return out
+
+
 def with_starts(tasks: pd.DataFrame, threads: int) -> pd.DataFrame:
-    """One stage's tasks (submit order) with `start_s` replayed from their submit and finish times."""
+    """One stage's tasks (submit order) with `start_s` replayed from their submit and finish
+    times; a task whose replayed start is a completion seen late is `seen_late` too (its busy
+    time is as unknown as that of a task seen late itself)."""
     tasks = tasks.sort_values("task")
-    return tasks.assign(start_s=replayed_starts(tasks["submit_s"], tasks["finish_s"], threads))
+    submit, finish = tasks["submit_s"].to_numpy(float), tasks["finish_s"].to_numpy(float)
+    late = tasks["seen_late"].to_numpy(bool) if "seen_late" in tasks else np.zeros(len(tasks), dtype=bool)
+    return tasks.assign(start_s=replayed_starts(submit, finish, threads),
+                        seen_late=late | freed_by_late(submit, finish, late, threads))
 
 
 def _busy_threads(start: np.ndarray, finish: np.ndarray, threads: int, since: float) -> float:
@@ -144,10 +163,11 @@ def runtime_of(needs_flow: bool) -> str:
 
 def fixed_per_task(tasks: pd.DataFrame, cost: TaskCost) -> float:
     """One run's own fixed cost per task: median of busy - compute - t x items over its tasks;
-    the runtime's o when the flow saw none of them finish (all seen late: per_item on fine work,
-    whose flow process is always busy submitting the next task when one finishes)."""
+    the runtime's o when the flow saw fewer than MIN_TASKS_PER_SIZE of them finish (the rest
+    seen late: per_item on fine work, whose flow process is busy submitting the next task when
+    one finishes; the one it waited for is often the first, whose latency is a cold start's)."""
     tasks = _timed(tasks)
-    if tasks.empty:
+    if len(tasks) < MIN_TASKS_PER_SIZE:  # one or two: the first task of a flow run is slow
         return cost.fixed_s
     t = cost.transfer_s if cost.identified else 0.0
     return float((_residual(tasks) - t * tasks["items"]).median())

@@ -58,9 +58,9 @@ OVERHEAD_INTRO = (
     "so fixed + t × items per task + flow lag + idle = the mixed overhead. tail idle s: the part of "
     "that idle time after the last task started, threads with nothing left to run (smaller last "
     "batches cut it). "
-    "Tasks seen late (already done when the flow looked after more than 2 ms away: their finish "
-    "time is unknown) stay out of "
-    "the fit; a strategy whose tasks were all seen late gets its runtime's o."
+    "Tasks seen late (already done when the flow looked after more than 2 ms away, or started in "
+    "the replay by such a task's completion: their busy time is unknown) stay out of "
+    "the fit; a strategy with fewer than 3 tasks left gets its runtime's o."
 )
 
 

@@ -69,6 +69,9 @@ def test_a_strategy_whose_tasks_were_all_seen_late_gets_its_runtimes_fixed_cost(
     late = make_tasks(0.020, 5e-6, sizes=(1,), per_size=40).assign(seen_late=True, finish_s=lambda t: t["finish_s"] + 1)
     assert overhead.fit(pd.concat([tasks, late]), "Prefect").fixed_s == pytest.approx(cost.fixed_s)
     assert overhead.fixed_per_task(late, cost) == cost.fixed_s
+    # two tasks the flow waited for (the cold first one, say) are too few for a median of its own
+    cold = late.assign(seen_late=[False, False] + [True] * (len(late) - 2))
+    assert overhead.fixed_per_task(cold, cost) == cost.fixed_s
 
 
 def test_replayed_queue_busy_and_tail_idle():
@@ -83,6 +86,20 @@ def test_replayed_queue_busy_and_tail_idle():
     # a queue deeper than the threads: each task waits for the completion that frees its thread
     finish = np.arange(1.0, 7.0)  # six 1 s tasks on one thread, all submitted at 0
     assert list(overhead.replayed_starts(np.zeros(6), finish, threads=1)) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_start_replayed_from_a_completion_seen_late_is_unknown_too():
+    """One thread, three tasks submitted at 0: B waits for A's completion, C for B's. A was seen
+    late (done before the flow looked), so B's start is unknown; C's start is B's completion,
+    seen in time, so C is timed. The first task started at its submit: its start is known."""
+    tasks = pd.DataFrame({"task": [0, 1, 2], "submit_s": [0.0, 0.0, 0.0], "finish_s": [1.0, 2.0, 3.0],
+                          "seen_late": [True, False, False]})
+    out = overhead.with_starts(tasks, threads=1)
+    assert list(out["start_s"]) == [0.0, 1.0, 2.0]
+    assert list(out["seen_late"]) == [True, True, False]
+    # a task submitted after the late completion started at its submit: known
+    later = tasks.assign(submit_s=[0.0, 1.5, 2.5])
+    assert list(overhead.with_starts(later, threads=1)["seen_late"]) == [True, False, False]
 
 
 def test_thinned_keeps_an_even_spread_within_the_bound():

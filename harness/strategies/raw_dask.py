@@ -42,10 +42,10 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         timings.submitted(id(future), len(batch))
         return future
 
+    looked = time.perf_counter()  # the flow is away from the start: filling the window takes a while
     first = [f for f in (submit_next() for _ in range(window)) if f is not None]
     with client.as_current():  # distributed.as_completed finds its client through this
         pending = as_completed(first)
-        looked = time.perf_counter()
         while not pending.is_empty():
             # Already done when the flow looks: it finished at some point since the last look.
             away_s = time.perf_counter() - looked if pending.has_ready() else 0.0

@@ -106,8 +106,8 @@ def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator
     Completion order comes from Prefect's `as_completed` over the futures in flight.
     """
     source = iter(submissions)
+    looked = time.perf_counter()  # the flow is away from the start: filling the window takes a while
     pending = set(itertools.islice(source, window))
-    looked = time.perf_counter()
     while pending:
         now = time.perf_counter()
         away_s = now - looked if any(_done(future) for future in pending) else 0.0
