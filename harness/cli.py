@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="harness",
         description=f"{PURPOSE}\n(`harness` and `python -m harness` are the same command.)",
         epilog=_epilog([
-            ("harness run workloads/small.toml", "a first look, under a minute"),
+            ("harness run workloads/small.toml", "a first look, about a minute"),
             ("harness run workloads/large.toml", "the headline: 200,000 fine-grained items, 6-8 min"),
             ("harness compare results/small/RUN_ID results/small/latest", "did the newer run regress?"),
         ], full_workloads=True),
@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = _subcommand(sub, "run", "run a workload under every strategy and write a report", [
-        ("harness run workloads/small.toml", "every strategy in the file, under a minute"),
+        ("harness run workloads/small.toml", "every strategy in the file, about a minute"),
         ("harness run workloads/medium.toml --quick --strategies per_item,static:64,adaptive", "one repeat, three strategies"),
         ("harness run --list", "the bundled workloads, one line each"),
     ], cmd_run, full_workloads=True)
