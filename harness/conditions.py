@@ -129,10 +129,8 @@ def load_warnings(runs: pd.DataFrame, cpu_count: int | None) -> list[str]:
                        f"than {OTHER_CPU_PCT_WARNING:.0f} % of the machine's CPU time (highest "
                        f"{other['other_cpu_pct'].max():.0f} %): other work was competing for the cores, walls "
                        "may be stretched")
-        busy = runs.iloc[0:0]
-    else:  # an older run: only its load average, which counts the harness's own processes too
-        busy = runs[runs["load_before"] > LOAD_PER_CPU_WARNING * cpu_count]
-    if len(busy):
+    elif len(busy := runs[runs["load_before"] > LOAD_PER_CPU_WARNING * cpu_count]):
+        # an older run: only its load average, which counts the harness's own processes too
         out.append(f"{len(busy)} of {len(runs)} measured runs started with a 1-minute load average above "
                    f"{LOAD_PER_CPU_WARNING}× the {cpu_count} CPUs (highest {busy['load_before'].max():.1f}): "
                    "other work was competing for the cores, walls may be stretched")

@@ -17,8 +17,8 @@ or when the (i - W + 1)-th completion was seen, whichever is later), which gives
   (sizes seen in at least MIN_TASKS_PER_SIZE tasks, spanning at least MIN_SIZE_RATIO).
   Tasks the flow saw late (already done when it looked, or done before a `map` call returned:
   their finish time is unknown), and tasks whose replayed start is such a completion, stay out
-  of the fit (tasks.csv `seen_late`); a strategy whose tasks were all seen late gets its
-  runtime's o;
+  of the fit (tasks.csv `seen_late`); a strategy with fewer than MIN_TASKS_PER_SIZE tasks left
+  gets its runtime's o;
 - flow lag = what is left of the mixed overhead: busy time beyond the typical task's o + t·b.
   o is a median, so the few tasks that absorb long waits do not move it; their busy time is
   mostly the wait between finishing on a worker and the flow process looking at the result,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -97,11 +98,11 @@ def rounds_to_target(half_width: float, rounds: int, target: float = TARGET_HALF
     return max(rounds + 1, math.ceil(rounds * (half_width / target) ** 2))
 
 
-def statuses_of(runs: pd.DataFrame, settling: dict[str, object]) -> tuple[RatioStatus, ...]:
+def statuses_of(runs: pd.DataFrame, settling: dict[str, Any]) -> tuple[RatioStatus, ...]:
     """The ratio statuses of a finished run, judged as it ran (env.json's settling block; a run
     written before DECISIVE_FACTOR existed had none)."""
-    return ratio_statuses(runs, float(settling.get("target_half_width", TARGET_HALF_WIDTH)),  # type: ignore[arg-type]
-                          settling.get("decisive_factor"))  # type: ignore[arg-type]
+    return ratio_statuses(runs, float(settling.get("target_half_width", TARGET_HALF_WIDTH)),
+                          settling.get("decisive_factor"))
 
 
 def floor_rounds(strategies: int) -> int:

@@ -156,7 +156,7 @@ def test_other_work_is_flagged_by_its_cpu_share_and_the_harnesss_own_load_is_not
 def test_the_load_probe_counts_a_foreign_process_as_other_work_and_its_own_child_not():
     """One core burnt for the probe's whole span: by a child of this process (a LocalCluster
     worker, the API server) it is the harness's own; by a process outside its tree (here one
-    orphaned by a shell, as any unrelated program is) it is other work, about 1 / CPUs."""
+    orphaned by a shell, as any unrelated program is) it is other work, about 1 / CPUs more."""
     import subprocess
     import sys
     import time
@@ -175,8 +175,8 @@ def test_the_load_probe_counts_a_foreign_process_as_other_work_and_its_own_child
     with conditions.LoadProbe() as foreign:
         time.sleep(1.0)
     time.sleep(0.5)  # the orphan ends on its own
-    assert own.other_cpu_pct < 0.3 * share
-    assert foreign.other_cpu_pct > 0.6 * share
+    # Whatever else the machine runs meanwhile counts in both probes alike: compare the two.
+    assert foreign.other_cpu_pct - own.other_cpu_pct > 0.5 * share
 
 
 def test_a_run_under_load_is_flagged(tmp_path, capsys):

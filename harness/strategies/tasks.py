@@ -13,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.futures import PrefectFuture, as_completed
 
+from harness.strategies.timings import is_done
 from harness.workloads import Item, TransientFault, run_batch_folded, run_item
 
 
@@ -109,16 +110,10 @@ def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator
     looked = time.perf_counter()  # the flow is away from the start: filling the window takes a while
     pending = set(itertools.islice(source, window))
     while pending:
-        now = time.perf_counter()
-        away_s = now - looked if any(_done(future) for future in pending) else 0.0
+        away_s = time.perf_counter() - looked if any(is_done(future) for future in pending) else 0.0
         finished = next(as_completed(list(pending)))
         looked = time.perf_counter()
         pending.discard(finished)
         pending.update(itertools.islice(source, 1))
         yield finished, away_s
 
-
-def _done(future: PrefectFuture[Any]) -> bool:
-    """Whether the task behind a Prefect future has finished, without waiting (its runner's own
-    future: a Dask future under prefect-dask, a concurrent one under the thread pool)."""
-    return bool(getattr(future, "wrapped_future", future).done())

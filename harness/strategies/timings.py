@@ -47,7 +47,7 @@ class TaskTimings:
         first = self.t0 if not self.rows else self.rows[-1][2] + self.t0
         for i, (future, items) in enumerate(zip(futures, sizes)):
             self.submitted(id(future), items, first + (i + 1) / len(futures) * (now - first))
-            self.rows[-1][5] = bool(getattr(future, "wrapped_future", future).done())
+            self.rows[-1][5] = is_done(future)
 
     def finished(self, key: Hashable, compute_s: float | None, at: float | None = None, *,
                  away_s: float = 0.0) -> None:
@@ -76,3 +76,9 @@ class TaskTimings:
     def records(self) -> list[dict[str, Any]]:
         """One dict per task whose result was seen, in submit order."""
         return [dict(zip(TASK_COLUMNS, row)) for row in self.rows if row[3] is not None]
+
+
+def is_done(future: Any) -> bool:
+    """Whether the task behind a Prefect future has finished, without waiting (its runner's own
+    future: a Dask future under prefect-dask, a concurrent one under the thread pool)."""
+    return bool(getattr(future, "wrapped_future", future).done())
