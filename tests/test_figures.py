@@ -193,11 +193,14 @@ def test_sweep_plot_legend_names_adaptive_and_keeps_per_item_off_the_scale():
 
 @pytest.fixture(scope="module")
 def real_run(runtime, make_spec, tmp_path_factory):
-    """A small real run: per_item, two static sizes, adaptive and two raw_dask sizes, 2 repeats."""
+    """A small real run: per_item, two static sizes, adaptive and two raw_dask sizes, 2 repeats.
+    Items of 20 ms make tasks the flow waits for: with 1 ms items nearly every task of a size
+    finished while the flow was still submitting, was seen late, and a size could drop out of
+    the fit."""
     from harness.run import run_workload
     from harness.spec import with_overrides
 
-    spec = with_overrides(make_spec(name="figures", count=60, mean_ms=1.0, payload_bytes=64, repeats=2,
+    spec = with_overrides(make_spec(name="figures", count=60, mean_ms=20.0, payload_bytes=64, repeats=2,
                                     strategies=("per_item", "static:5", "static:20", "adaptive", "raw_dask:5",
                                                 "raw_dask:20")), address=runtime.scheduler_address)
     return run_workload(spec, tmp_path_factory.mktemp("figures") / "results")
