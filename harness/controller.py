@@ -203,6 +203,8 @@ class Controller:
         initial_batch_size: int = 1,
         log_size: int = 1000,
         prior_overhead_s: float | None = None,
+        prior_probe_s: float | None = None,
+        prior_probe_filling_s: float | None = None,
         max_batch_size: int | None = None,
         allow_inline: bool = True,
     ) -> None:
@@ -211,7 +213,10 @@ class Controller:
         the source is exhausted). `max_batch_size`: no task gets more items than this (a
         user's bound: memory or latency per task); the flow's own inline batches are not tasks.
         `allow_inline`: False when the flow process must not run items (no learn, no inline
-        rest, no fill): every item goes out in a task.
+        rest, no fill): every item goes out in a task. `prior_probe_s` and
+        `prior_probe_filling_s`: the probe's round trip beyond its compute (submit to seen),
+        measured at warm-up into a waiting flow and into one that fills meanwhile; they decide
+        whether fill pays and what the task path costs before its first result.
         """
         if total_items < 1:
             raise ValueError(f"total_items must be >= 1, got {total_items}")
@@ -221,6 +226,9 @@ class Controller:
             raise ValueError(f"initial_batch_size must be >= 1, got {initial_batch_size}")
         if prior_overhead_s is not None and not prior_overhead_s >= 0:
             raise ValueError(f"prior_overhead_s must be >= 0, got {prior_overhead_s}")
+        for name, value in (("prior_probe_s", prior_probe_s), ("prior_probe_filling_s", prior_probe_filling_s)):
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if log_size < 1:
             raise ValueError(f"log_size must be >= 1, got {log_size}")
         if max_batch_size is not None and max_batch_size < 1:
@@ -259,6 +267,8 @@ class Controller:
                                    prior=prior_overhead_s)
         self._first_overhead: float | None = None  # min(duration - compute), until the replay has data
         self._prior_overhead = prior_overhead_s  # the runtime's, measured before; until a task finishes
+        self._probe_waiting = prior_probe_s  # the probe's round trip into a waiting flow
+        self._probe_filling = prior_probe_filling_s  # ... into a flow that runs items meanwhile
 
         # throughput, for the trace: (finished, items) of the recent completions
         span = max(THROUGHPUT_MIN_TASKS, THROUGHPUT_TASKS_PER_WORKER * worker_threads)
@@ -390,6 +400,8 @@ class Controller:
         if c is not None and o is not None and (inline := self._inline_rest(remaining, c, o)) is not None:
             self.log.append((self._now, inline))
             return inline
+        if not self._fill_pays():
+            return None
         if c is None:
             size, why = 1, "learns the item cost while the probe runs"
         elif c > FILL_MAX_ITEM_S:
@@ -423,7 +435,7 @@ class Controller:
 
         t = self.transfer_s
         target, why = self._target(remaining, c, t, o)
-        reason = self._steer(target, why, c + t, o, t)
+        reason = self._steer(target, why, c + t, o, t, remaining)
 
         size = self._size
         tail_cap = math.ceil((remaining + self._outstanding)
@@ -442,20 +454,49 @@ class Controller:
         return size if self.max_batch_size is None else min(size, self.max_batch_size)
 
     def _inline_rest(self, remaining: int, c: float, o: float) -> Decision | None:
-        source = ""
+        what = "one task's overhead"
         if not self._tasks_seen:
             # The warm-up's figure is thread time per task with W tasks overlapping, not one
             # task's latency: divided by W it is the least a task could take (docs/controller.md).
-            o, source = o / self.worker_threads, f" (measured at warm-up, per thread of {self.worker_threads})"
+            what = f"one task's overhead (measured at warm-up, per thread of {self.worker_threads})"
+            o, probe = o / self.worker_threads, self._probe_path(o)
+            if probe is not None and probe > o:
+                o, what = probe, "the task path's start (the probe's round trip and a task, measured at warm-up)"
         if remaining * c >= INLINE_SHARE * o:
             return None
-        return Decision(
-            remaining,
-            "inline",
-            f"inline: remaining work {_ms(remaining * c)} < {INLINE_SHARE:.0%} "
-            f"of one task's overhead {_ms(o)}{source}",
-            self._window(),
-        )
+        return Decision(remaining, "inline",
+                        f"inline: remaining work {_ms(remaining * c)} < {INLINE_SHARE:.0%} of {what} {_ms(o)}",
+                        self._window())
+
+    def _probe_path(self, o: float) -> float | None:
+        """Work the flow could run itself in the time the task path needs to beat it, or None
+        without the warm-up's probe figures (docs/controller.md, "Windows, the start and tiny work").
+
+        Inline costs R·c. The task path first waits for the probe (L, filling or not), then runs
+        the rest over W threads at a task's cost o each: L + o + R·c/W, and while it fills the
+        flow has run L of the work itself. Inline wins while R·c < g·(L_wait + o) waiting, or
+        L_fill + g·o filling, g = W/(W-1) (1 on one thread: the flow is no faster than it).
+        """
+        if self._probe_waiting is None:
+            return None
+        w = self.worker_threads
+        gain = w / (w - 1) if w > 1 else 1.0
+        if self._fill_pays() and self._probe_filling is not None and w > 1:
+            return self._probe_filling + gain * o
+        return gain * (self._probe_waiting + o)
+
+    def _fill_pays(self) -> bool:
+        """Whether the flow running items while a thread idles is a gain (docs/controller.md, "Fill").
+
+        The flow's items can hold the GIL that the scheduler and the clients in its process
+        need: every task in flight then comes back later. While the probe is out, filling runs
+        L_fill of work in the flow; waiting lets the W threads start L_fill - L_wait sooner. It
+        pays while L_fill < W/(W-1)·L_wait; unknown figures (no warm-up) count as paying.
+        """
+        if self._probe_waiting is None or self._probe_filling is None or self.worker_threads < 2:
+            return True
+        w = self.worker_threads
+        return self._probe_filling * (w - 1) < w * self._probe_waiting
 
     def _target(self, remaining: int, c: float, t: float, o: float) -> tuple[float, str]:
         """The model's batch size and a few words on which limit set it (docs/controller.md, "Target")."""
@@ -492,7 +533,7 @@ class Controller:
         var = sum(n * (cost / n - mean) ** 2 for n, cost in self._costs if n > 0) / len(self._costs)
         return math.sqrt(var) / mean
 
-    def _steer(self, target: float, why: str, ct: float, o: float, t: float) -> str:
+    def _steer(self, target: float, why: str, ct: float, o: float, t: float, remaining: int) -> str:
         """Move `self._size` toward `target` with the growth cap, hysteresis and confirmation."""
         size = self._size
         share = o / (o + size * ct) if o + size * ct > 0 else 0.0
@@ -506,9 +547,17 @@ class Controller:
             self._shrink_votes = 0
             # Up to the overhead-dominated size it may jump in one step (docs/controller.md).
             dominated = _whole(math.floor, JUMP_OVERHEADS * o / ct) if ct > 0 else _HUGE
-            new = min(_round(target), max(_round(size * GROWTH_MAX), dominated))
+            cap = max(_round(size * GROWTH_MAX), dominated)
+            # A target within the hold band of the cap counts as reached, as it does for the
+            # size held: stopping short of it would leave the waves' items for a partial one.
+            new = _round(target) if target <= cap * (1 + HOLD_BAND) else cap
             if not self._fresh and new * ct > JUMP_OVERHEADS * o:
                 return f"hold {size}: growth waits for a new observation; {estimates}"
+            if self._outstanding and remaining < self.worker_threads * new:
+                # The whole-wave plan counts the items in flight as if they could be re-split;
+                # they cannot, so bigger tasks now would sit behind them on a few threads only.
+                return (f"hold {size}: the {remaining} items not yet submitted make fewer than "
+                        f"{self.worker_threads} tasks of {new}; {estimates}")
             self._fresh = False
             self._size = new
             prefix = f"{drift}; " if drift else ""

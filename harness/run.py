@@ -24,7 +24,9 @@ from harness import overhead, settle
 from harness.conditions import LoadProbe, load_now, workload_digest
 from harness.errors import RunError
 from harness.patterns import pattern_variants, run_pattern
+from harness.patterns.flat_map import mapped_stage
 from harness.patterns.labels import RunLabel
+from harness.patterns.stages import call_flow
 from harness.patterns.trace import mode_changes
 from harness.records import (
     TASKS_COLUMNS,
@@ -43,6 +45,7 @@ from harness.runtime import LEAN, STOCK, Runtime, open_runtime
 from harness.runtime.diagnostics import DaskSeen, watch_stage
 from harness.spec import AUTO, WorkloadSpec, strategies_to_run
 from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
+from harness.strategies.probe import probe_latencies
 from harness.usertask import UserTask, load_task
 from harness.worker_watch import WorkerWatch
 from harness.workloads import Kernel, Tally, Workload
@@ -50,6 +53,12 @@ from harness.workloads import Kernel, Tally, Workload
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
 # its CPU kernel and opened its API clients before anything is timed.
 WARM_UP_TASKS_PER_THREAD = 2
+
+# Probes of each kind (harness.strategies.probe), all in one flow run: the median of three
+# shrugs off one descheduled round trip; the six cost ~0.3 s.
+PROBE_ROUNDS = 3
+# Items the probing flow fills with (over again when they run out): a spread of the workload.
+PROBE_FILL_ITEMS = 1024
 
 EventSink = Callable[[str], None]
 # progress(stage label, items) -> the stage's on_progress callback (see harness.progress)
@@ -205,11 +214,28 @@ def failure_note(tally: Tally) -> str:
     return f"{tally.items_failed} items failed after retries" + (f" (first: {first})" if first else "")
 
 
-def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: str | Kernel | None = None) -> float | None:
+@dataclasses.dataclass(frozen=True)
+class WarmUp:
+    """What the warm-up measured of the Prefect path: the adaptive controller's priors."""
+
+    overhead_s: float | None  # per task with every thread busy: (wall x threads - compute) / tasks
+    probe_s: float | None  # one task's round trip (submit to seen, minus compute), the flow waiting
+    probe_filling_s: float | None  # ... the flow running items meanwhile
+
+
+def _ms_or_none(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: str | Kernel | None = None, *,
+            probe: bool = True) -> WarmUp:
     """Run a few tasks through each path (Prefect flow on Dask, raw Dask) without timing them.
 
     Returns the Prefect path's overhead per task as seen there, (wall x threads - compute) /
-    tasks: the adaptive controller's stand-in until its own first task finishes.
+    tasks: the adaptive controller's stand-in until its own first task finishes; and how long
+    one task takes to come back into a flow that waits and into one that fills meanwhile
+    (harness.strategies.probe), for the controller's start: only with `probe` (the run has an
+    adaptive strategy), else None.
     """
     n = min(len(workload), WARM_UP_TASKS_PER_THREAD * runtime.worker_threads)
     kernel = spec.cost.kind if kernel is None else kernel
@@ -226,9 +252,17 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: st
     # pattern's twin is one flow with one stage: its wall is tasks, not subflow set-up.
     simplest = pattern_variants(spec)[-1]
     prefect = run_pattern(spec, warm, stage, runtime, simplest, label=label(simplest))
-    if not prefect.tasks:
-        return None
-    return max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
+    overhead = (max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
+                if prefect.tasks else None)
+    if not probe:
+        return WarmUp(overhead, None, None)
+    fill = Stage(workload, workload.sample_indices(min(len(workload), PROBE_FILL_ITEMS)), kernel,
+                 spec.faults.retries, runtime.worker_threads, runtime.client)
+    probes = RunLabel(spec.name, "adaptive", run_id=runtime.run_id, warm_up=True, part="probe")
+    with runtime.submitting():
+        waiting, filling = call_flow(mapped_stage, lambda s: probe_latencies(s, PROBE_ROUNDS), fill, runtime,
+                                     f"{spec.name}-map", label=probes)
+    return WarmUp(overhead, waiting, filling)
 
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, allow_setting_loss: bool = False,
@@ -283,7 +317,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
         if on_stage is not None:
             on_stage("warm-up")
         t0 = time.perf_counter()
-        overhead_hint = warm_up(spec, workload, runtime, kernel)
+        priors = warm_up(spec, workload, runtime, kernel, probe=any(s.kind == "adaptive" for s in strategies))
         warm_up_s = time.perf_counter() - t0
         records: list[RunRecord] = []
         traces: list[pd.DataFrame] = []
@@ -320,7 +354,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                     m = strategy.sample_size(items_total)
                     stage = Stage(workload, None if m == items_total else workload.sample_indices(m),
                                   kernel, spec.faults.retries, runtime.worker_threads, runtime.client,
-                                  overhead_hint_s=overhead_hint)
+                                  overhead_hint_s=priors.overhead_s, probe_hint_s=priors.probe_s,
+                                  probe_filling_hint_s=priors.probe_filling_s)
                     shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
                     stage.on_progress = progress(f"{shown} {of}", m) if progress else None
                     # The first repeat only: one report per strategy is what a reader opens, and
@@ -387,7 +422,9 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                 "dask_report": dask_report,
                 "dask_reports": reports,
                 "warm_up_s": round(warm_up_s, 3),
-                "warm_up_overhead_ms": round(overhead_hint * 1000, 3) if overhead_hint is not None else None,
+                "warm_up_overhead_ms": _ms_or_none(priors.overhead_s),
+                "warm_up_probe_ms": _ms_or_none(priors.probe_s),
+                "warm_up_probe_filling_ms": _ms_or_none(priors.probe_filling_s),
                 "strategy_notes": {s: [which_repeats(note, seen, repeats_run) for note, seen in said.items()]
                                    for s, said in notes.items()},
                 "phases": [{"at": p.at, "mean_ms": p.mean_ms} for p in (spec.cost.phases if spec.cost else ())],  # for the report's trace plot

@@ -39,10 +39,15 @@ from typing import Protocol
 
 import numpy as np
 
-from harness.controller import BatchObservation, Controller, Decision
+from harness.controller import FILL_MAX_ITEM_S, BatchObservation, Controller, Decision
 from harness.spec import DISTRIBUTIONS
 
 SWEEP = (1, 4, 16, 64, 256, 1024, 4096, 16384)
+
+# `gil_stall` of CPU-bound items: the probe's round trip measured at warm-up on
+# workloads/bench/tiny.toml, 24 ms into a waiting flow and ~70 ms into a filling one:
+# L_fill = L_wait / (1 - s) gives s ~ 0.65. Sleep items release the GIL: 0.
+CPU_GIL_STALL = 0.65
 
 MeanCost = Callable[[np.ndarray], np.ndarray]  # item indices -> mean cost (s) of each item
 
@@ -86,11 +91,26 @@ class SimWorkload:
     noise: float = 0.0  # multiplicative noise (lognormal sigma, mean one) on items, overhead, dispatch
     seed: int = 0
     transfer_s: float = 0.0  # per item, on the worker's clock but outside the measured compute
+    # Share of the flow's own item work that stalls the tasks in flight: CPU-bound items run in
+    # a flow process that also hosts the scheduler hold its GIL (harness.strategies.probe).
+    gil_stall: float = 0.0
 
     @property
     def prior_overhead(self) -> float:
         """What the warm-up (per-item tasks, window 2·W) would measure as overhead per task."""
         return max(self.overhead_s + self.transfer_s, self.workers * self.dispatch_s)
+
+    @property
+    def prior_probe(self) -> float:
+        """What the warm-up would measure as the probe's round trip into a waiting flow."""
+        return self.dispatch_s + self.overhead_s + self.transfer_s
+
+    @property
+    def prior_probe_filling(self) -> float:
+        """... and into a flow that fills meanwhile: the fill stalls it by `gil_stall` of its
+        own duration, so L = base + gil_stall·L (items too big to fill leave it as it is)."""
+        fills = float(self.mean_cost(np.arange(1))[0]) <= FILL_MAX_ITEM_S and self.workers > 1
+        return self.prior_probe / (1 - self.gil_stall) if fills else self.prior_probe
 
 
 @dataclass(frozen=True)
@@ -213,6 +233,15 @@ class _Cluster:
         self.assigned[w] += 1
         heapq.heappush(self.events, (finish, task, w))
 
+    def stall(self, delay: float) -> None:
+        """Everything running or waiting is held back by `delay` (the flow holds the GIL the
+        scheduler needs); call after `advance(now)`, so what already ended is not moved."""
+        if delay <= 0 or not self.events:
+            return
+        self.events = [(finish + delay, task, w) for finish, task, w in self.events]  # order kept: still a heap
+        running = {w for _, _, w in self.events}
+        self.busy_until = [b + delay if w in running else b for w, b in enumerate(self.busy_until)]
+
     def next_finish(self) -> float | None:
         return self.events[0][0] if self.events else None
 
@@ -239,7 +268,9 @@ def simulate(
     `worker_slots`: tasks a worker holds at once (1: one global FIFO queue; 2: Dask's
     default on 1-thread workers, a running task plus one queued on that worker).
     """
-    policy = policy if policy is not None else Controller(w.items, w.workers, prior_overhead_s=w.prior_overhead)
+    policy = policy if policy is not None else Controller(w.items, w.workers, prior_overhead_s=w.prior_overhead,
+                                                          prior_probe_s=w.prior_probe,
+                                                          prior_probe_filling_s=w.prior_probe_filling)
     d = draws if draws is not None else draw(w)
     n = w.items
     cluster = _Cluster(w.workers, worker_slots)
@@ -267,6 +298,8 @@ def simulate(
             if submitted is not None:
                 submitted(dec)
             if dec.strategy == "inline":
+                cluster.advance(t)
+                cluster.stall(w.gil_stall * work)
                 started, t = t, t + work
                 obs = BatchObservation(b, b, started, t, work, b, 0, "inline")
                 observations.append(obs)
@@ -291,6 +324,7 @@ def simulate(
                 work = d.work(next_item, next_item + b)
                 decisions.append(Submitted(next_item, dec, t))
                 window = dec.window
+                cluster.stall(w.gil_stall * work)
                 started, t = t, t + work
                 obs = BatchObservation(b, b, started, t, work, b, 0, "inline")
                 observations.append(obs)
@@ -349,16 +383,17 @@ def best_static(
     return Oracle(best_b, best, makespans)
 
 
-def standard_workloads() -> list[SimWorkload]:
-    """The workloads the controller is judged on (tests and benchmarks)."""
+def standard_workloads(cpu: float = CPU_GIL_STALL) -> list[SimWorkload]:
+    """The workloads the controller is judged on (tests and benchmarks); `cpu`: the CPU-bound
+    ones' `gil_stall` (w8_dispatch stands for sleeping threads)."""
     n = 200_000
     c = 0.0002
     o = 0.020
     return [
-        SimWorkload("fine_uniform", n, 2, constant_cost(c), o, 0.002, "uniform", 0.5, noise=0.1, seed=1),
-        SimWorkload("lognormal", n, 2, constant_cost(c), o, 0.002, "lognormal", 1.0, noise=0.1, seed=2),
-        SimWorkload("pareto", n, 2, constant_cost(c), o, 0.002, "pareto", 1.5, noise=0.1, seed=3),
-        SimWorkload("bimodal", 50_000, 2, constant_cost(c), o, 0.002, "bimodal", noise=0.1, seed=4),
+        SimWorkload("fine_uniform", n, 2, constant_cost(c), o, 0.002, "uniform", 0.5, noise=0.1, seed=1, gil_stall=cpu),
+        SimWorkload("lognormal", n, 2, constant_cost(c), o, 0.002, "lognormal", 1.0, noise=0.1, seed=2, gil_stall=cpu),
+        SimWorkload("pareto", n, 2, constant_cost(c), o, 0.002, "pareto", 1.5, noise=0.1, seed=3, gil_stall=cpu),
+        SimWorkload("bimodal", 50_000, 2, constant_cost(c), o, 0.002, "bimodal", noise=0.1, seed=4, gil_stall=cpu),
         SimWorkload(
             "drift",
             n,
@@ -370,8 +405,9 @@ def standard_workloads() -> list[SimWorkload]:
             0.5,
             noise=0.1,
             seed=5,
+            gil_stall=cpu,
         ),
-        SimWorkload("coarse", 400, 2, constant_cost(0.5), o, 0.002, "uniform", 0.5, noise=0.1, seed=6),
+        SimWorkload("coarse", 400, 2, constant_cost(0.5), o, 0.002, "uniform", 0.5, noise=0.1, seed=6, gil_stall=cpu),
         SimWorkload("w8_dispatch", n, 8, constant_cost(c), o, 0.011, "uniform", 0.5, noise=0.1, seed=7),
     ]
 

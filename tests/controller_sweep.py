@@ -22,7 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from controller_sim import SimWorkload, constant_cost, phased_cost, ratio_to_best_static, standard_workloads  # noqa: E402
+from controller_sim import (  # noqa: E402
+    CPU_GIL_STALL,
+    SimWorkload,
+    constant_cost,
+    phased_cost,
+    ratio_to_best_static,
+    standard_workloads,
+)
 
 from harness import controller as ctl  # noqa: E402
 
@@ -32,38 +39,41 @@ C, O = 0.0002, 0.020
 def tuned() -> list[SimWorkload]:
     """The workloads the constants were tuned on."""
     u = dict(distribution="uniform", spread=0.5, noise=0.1)
+    cpu = CPU_GIL_STALL  # the CPU-bound ones; the many-thread ones stand for sleeping threads
     return standard_workloads() + [
-        SimWorkload("one_thread", 50_000, 1, constant_cost(C), O, 0.002, seed=11, **u),
+        SimWorkload("one_thread", 50_000, 1, constant_cost(C), O, 0.002, seed=11, gil_stall=cpu, **u),
         SimWorkload("w16_dispatch", 100_000, 16, constant_cost(C), O, 0.011, seed=12, **u),
         SimWorkload("w32_dispatch", 200_000, 32, constant_cost(C), O, 0.011, seed=13, **u),
-        SimWorkload("two_million", 2_000_000, 2, constant_cost(0.00002), O, 0.002, seed=14, **u),
-        SimWorkload("overhead_65ms", 50_000, 2, constant_cost(C), 0.065, 0.002, seed=15, **u),
-        SimWorkload("items_5ms", 5_000, 2, constant_cost(0.005), O, 0.002, seed=16, **u),
-        SimWorkload("small_fast", 2_000, 2, constant_cost(C), O, 0.002, seed=17, **u),
+        SimWorkload("two_million", 2_000_000, 2, constant_cost(0.00002), O, 0.002, seed=14, gil_stall=cpu, **u),
+        SimWorkload("overhead_65ms", 50_000, 2, constant_cost(C), 0.065, 0.002, seed=15, gil_stall=cpu, **u),
+        SimWorkload("items_5ms", 5_000, 2, constant_cost(0.005), O, 0.002, seed=16, gil_stall=cpu, **u),
+        SimWorkload("small_fast", 2_000, 2, constant_cost(C), O, 0.002, seed=17, gil_stall=cpu, **u),
         SimWorkload("tiny_30x2ms", 30, 2, constant_cost(0.002), 0.035, 0.002, "lognormal", 0.5,
-                    noise=0.1, seed=18),
+                    noise=0.1, seed=18, gil_stall=cpu),
         SimWorkload("transfer_fine", 200_000, 2, constant_cost(0.0001), 0.030, 0.002, "lognormal", 1.0,
-                    noise=0.1, seed=19, transfer_s=0.00003),
+                    noise=0.1, seed=19, transfer_s=0.00003, gil_stall=cpu),
     ]
 
 
 def held_out() -> list[SimWorkload]:
     """Never used to choose a constant: the judge."""
+    cpu = CPU_GIL_STALL
     return [
-        SimWorkload("heavy_tail", 40_000, 2, constant_cost(C), 0.030, 0.002, "pareto", 1.2, noise=0.1, seed=21),
+        SimWorkload("heavy_tail", 40_000, 2, constant_cost(C), 0.030, 0.002, "pareto", 1.2, noise=0.1, seed=21,
+                    gil_stall=cpu),
         SimWorkload("sleep_16t", 4_000, 16, constant_cost(0.005), 0.030, 0.015, "lognormal", 0.5,
                     noise=0.1, seed=22),
-        SimWorkload("tiny_60x0.1ms", 60, 2, constant_cost(0.0001), 0.040, 0.002, noise=0.1, seed=23),
+        SimWorkload("tiny_60x0.1ms", 60, 2, constant_cost(0.0001), 0.040, 0.002, noise=0.1, seed=23, gil_stall=cpu),
         SimWorkload("sleep_32t_4ms", 30_000, 32, constant_cost(0.004), 0.030, 0.020, "lognormal", 0.3,
                     noise=0.1, seed=24),
         SimWorkload("transfer_large", 200_000, 2, constant_cost(0.0001), 0.040, 0.003, "lognormal", 1.0,
-                    noise=0.1, seed=25, transfer_s=0.00008),
+                    noise=0.1, seed=25, transfer_s=0.00008, gil_stall=cpu),
         SimWorkload("sleep_64t_coarse", 2_000, 64, constant_cost(0.2), 0.030, 0.011, "uniform", 0.3,
                     noise=0.1, seed=26),
         # workloads/bench/drift.toml: short enough that one wave is planned on the cheap first
         # third, then the middle third costs 20x (added after the real run found it hard).
         SimWorkload("drift_short", 12_000, 2, phased_cost(0.00005, [(1 / 3, 0.001), (2 / 3, 0.00005)], 12_000),
-                    0.040, 0.002, "lognormal", 0.3, noise=0.1, seed=27),
+                    0.040, 0.002, "lognormal", 0.3, noise=0.1, seed=27, gil_stall=cpu),
     ]
 
 

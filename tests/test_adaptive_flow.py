@@ -58,3 +58,23 @@ def test_adaptive_accounts_every_item_once_and_matches_static(runtime):
     batched = [row for row in adaptive.trace if row["mode"] == "batched"]
     assert batched[0]["batch_size"] == 1 and batched[0]["reason"].startswith("cold start")
     assert fills and fills[0]["submitted_s"] >= batched[0]["submitted_s"]
+
+
+def test_the_warm_up_times_the_probe_into_a_waiting_and_a_filling_flow(runtime):
+    """What the controller's start weighs (harness.strategies.probe), measured on the real path;
+    an adaptive run given them still accounts for every item once."""
+    from harness.run import warm_up
+
+    spec = parse_spec(WORKLOAD)
+    workload = Workload(spec)
+    priors = warm_up(spec, workload, runtime)
+    for figure in (priors.overhead_s, priors.probe_s, priors.probe_filling_s):
+        assert figure is not None and 0 < figure < 30  # a round trip, in seconds
+    assert warm_up(spec, workload, runtime, probe=False).probe_s is None  # no adaptive strategy: no probes
+
+    stage = Stage(workload, None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client,
+                  overhead_hint_s=priors.overhead_s, probe_hint_s=priors.probe_s,
+                  probe_filling_hint_s=priors.probe_filling_s)
+    adaptive = run_pattern(spec, StrategyName("adaptive"), stage, runtime)
+    assert adaptive.tally.items == 600 and sum(row["items"] for row in adaptive.trace) == 600
+    assert adaptive.trace[0]["reason"].startswith("learn:")  # a prior: the flow learns c first
