@@ -149,6 +149,10 @@ WINDOW_PER_WORKER = 2
 MIN_WINDOW = 2
 MAX_WINDOW = 256
 
+# The learn item is skipped when the warm-up's item cost puts the rest beyond this many times
+# the inline rule's bar: a margin for the warm-up's few items (2 per thread) misjudging c.
+LEARN_IF_WITHIN = 4.0
+
 # The execution strategies a Decision names.
 STRATEGIES = ("batched", "inline")
 
@@ -203,6 +207,7 @@ class Controller:
         initial_batch_size: int = 1,
         log_size: int = 1000,
         prior_overhead_s: float | None = None,
+        prior_item_s: float | None = None,
         prior_probe_s: float | None = None,
         prior_probe_filling_s: float | None = None,
         max_batch_size: int | None = None,
@@ -213,7 +218,9 @@ class Controller:
         the source is exhausted). `max_batch_size`: no task gets more items than this (a
         user's bound: memory or latency per task); the flow's own inline batches are not tasks.
         `allow_inline`: False when the flow process must not run items (no learn, no inline
-        rest, no fill): every item goes out in a task. `prior_probe_s` and
+        rest, no fill): every item goes out in a task. `prior_item_s`: the mean work per item
+        of the warm-up's tasks, used only to skip the learn item where the inline rule could not
+        fire anyway. `prior_probe_s` and
         `prior_probe_filling_s`: the probe's round trip beyond its compute (submit to seen),
         measured at warm-up into a waiting flow and into one that fills meanwhile; they decide
         whether fill pays and what the task path costs before its first result.
@@ -226,7 +233,8 @@ class Controller:
             raise ValueError(f"initial_batch_size must be >= 1, got {initial_batch_size}")
         if prior_overhead_s is not None and not prior_overhead_s >= 0:
             raise ValueError(f"prior_overhead_s must be >= 0, got {prior_overhead_s}")
-        for name, value in (("prior_probe_s", prior_probe_s), ("prior_probe_filling_s", prior_probe_filling_s)):
+        for name, value in (("prior_item_s", prior_item_s), ("prior_probe_s", prior_probe_s),
+                            ("prior_probe_filling_s", prior_probe_filling_s)):
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if log_size < 1:
@@ -267,6 +275,7 @@ class Controller:
                                    prior=prior_overhead_s)
         self._first_overhead: float | None = None  # min(duration - compute), until the replay has data
         self._prior_overhead = prior_overhead_s  # the runtime's, measured before; until a task finishes
+        self._prior_item = prior_item_s  # c of the warm-up's tasks: whether learning can pay
         self._probe_waiting = prior_probe_s  # the probe's round trip into a waiting flow
         self._probe_filling = prior_probe_filling_s  # ... into a flow that runs items meanwhile
 
@@ -402,6 +411,8 @@ class Controller:
             return inline
         if not self._fill_pays():
             return None
+        if c is None and self._prior_item is not None and self._prior_item > FILL_MAX_ITEM_S:
+            return None  # the warm-up's items say: too costly to fill with
         if c is None:
             size, why = 1, "learns the item cost while the probe runs"
         elif c > FILL_MAX_ITEM_S:
@@ -422,6 +433,11 @@ class Controller:
     def _decide(self, remaining: int, in_flight: int) -> Decision:
         c, o = self.per_item_s, self.overhead_s
         learn = self.allow_inline and self.total_items >= LEARN_MIN_ITEMS_PER_THREAD * self.worker_threads
+        if learn and o is not None and self._prior_item is not None:
+            # The learn item serves the inline rule alone: skip it where the warm-up's items say
+            # the rest is far beyond the rule's bar (64 threads idled 0.2 s for one coarse item).
+            bar = self._inline_bar(o)[0]
+            learn = remaining * self._prior_item < LEARN_IF_WITHIN * INLINE_SHARE * bar
         if c is None and o is not None and learn and not self._tasks_seen and not in_flight:
             return Decision(1, "inline", f"learn: the flow runs one item itself before any task "
                             f"(o={_ms(o)} measured at warm-up)", COLD_START_WINDOW)
@@ -454,19 +470,24 @@ class Controller:
         return size if self.max_batch_size is None else min(size, self.max_batch_size)
 
     def _inline_rest(self, remaining: int, c: float, o: float) -> Decision | None:
-        what = "one task's overhead"
-        if not self._tasks_seen:
-            # The warm-up's figure is thread time per task with W tasks overlapping, not one
-            # task's latency: divided by W it is the least a task could take (docs/controller.md).
-            what = f"one task's overhead (measured at warm-up, per thread of {self.worker_threads})"
-            o, probe = o / self.worker_threads, self._probe_path(o)
-            if probe is not None and probe > o:
-                o, what = probe, "the task path's start (the probe's round trip and a task, measured at warm-up)"
-        if remaining * c >= INLINE_SHARE * o:
+        bar, what = self._inline_bar(o)
+        if remaining * c >= INLINE_SHARE * bar:
             return None
         return Decision(remaining, "inline",
-                        f"inline: remaining work {_ms(remaining * c)} < {INLINE_SHARE:.0%} of {what} {_ms(o)}",
+                        f"inline: remaining work {_ms(remaining * c)} < {INLINE_SHARE:.0%} of {what} {_ms(bar)}",
                         self._window())
+
+    def _inline_bar(self, o: float) -> tuple[float, str]:
+        """What the rest must cost less than to run inline, and a few words on what that is."""
+        if self._tasks_seen:
+            return o, "one task's overhead"
+        # The warm-up's figure is thread time per task with W tasks overlapping, not one
+        # task's latency: divided by W it is the least a task could take (docs/controller.md).
+        bar, what = o / self.worker_threads, f"one task's overhead (measured at warm-up, per thread of {self.worker_threads})"
+        probe = self._probe_path(o)
+        if probe is not None and probe > bar:
+            bar, what = probe, "the task path's start (the probe's round trip and a task, measured at warm-up)"
+        return bar, what
 
     def _probe_path(self, o: float) -> float | None:
         """Work the flow could run itself in the time the task path needs to beat it, or None

@@ -219,6 +219,7 @@ class WarmUp:
     """What the warm-up measured of the Prefect path: the adaptive controller's priors."""
 
     overhead_s: float | None  # per task with every thread busy: (wall x threads - compute) / tasks
+    item_s: float | None  # mean compute per item of those tasks
     probe_s: float | None  # one task's round trip (submit to seen, minus compute), the flow waiting
     probe_filling_s: float | None  # ... the flow running items meanwhile
 
@@ -232,7 +233,8 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: st
     """Run a few tasks through each path (Prefect flow on Dask, raw Dask) without timing them.
 
     Returns the Prefect path's overhead per task as seen there, (wall x threads - compute) /
-    tasks: the adaptive controller's stand-in until its own first task finishes; and how long
+    tasks: the adaptive controller's stand-in until its own first task finishes; the mean
+    compute per item of those tasks (whether the controller's learn item can pay); and how long
     one task takes to come back into a flow that waits and into one that fills meanwhile
     (harness.strategies.probe), for the controller's start: only with `probe` (the run has an
     adaptive strategy), else None.
@@ -254,15 +256,16 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: st
     prefect = run_pattern(spec, warm, stage, runtime, simplest, label=label(simplest))
     overhead = (max(0.0, (prefect.wall_s * runtime.worker_threads - prefect.tally.compute_s) / prefect.tasks)
                 if prefect.tasks else None)
+    item = prefect.tally.compute_s / prefect.tally.items if prefect.tally.items else None
     if not probe:
-        return WarmUp(overhead, None, None)
+        return WarmUp(overhead, item, None, None)
     fill = Stage(workload, workload.sample_indices(min(len(workload), PROBE_FILL_ITEMS)), kernel,
                  spec.faults.retries, runtime.worker_threads, runtime.client)
     probes = RunLabel(spec.name, "adaptive", run_id=runtime.run_id, warm_up=True, part="probe")
     with runtime.submitting():
         waiting, filling = call_flow(mapped_stage, lambda s: probe_latencies(s, PROBE_ROUNDS), fill, runtime,
                                      f"{spec.name}-map", label=probes)
-    return WarmUp(overhead, waiting, filling)
+    return WarmUp(overhead, item, waiting, filling)
 
 
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, allow_setting_loss: bool = False,
@@ -354,7 +357,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                     m = strategy.sample_size(items_total)
                     stage = Stage(workload, None if m == items_total else workload.sample_indices(m),
                                   kernel, spec.faults.retries, runtime.worker_threads, runtime.client,
-                                  overhead_hint_s=priors.overhead_s, probe_hint_s=priors.probe_s,
+                                  overhead_hint_s=priors.overhead_s, item_hint_s=priors.item_s,
+                                  probe_hint_s=priors.probe_s,
                                   probe_filling_hint_s=priors.probe_filling_s)
                     shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
                     stage.on_progress = progress(f"{shown} {of}", m) if progress else None
@@ -423,6 +427,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                 "dask_reports": reports,
                 "warm_up_s": round(warm_up_s, 3),
                 "warm_up_overhead_ms": _ms_or_none(priors.overhead_s),
+                "warm_up_item_ms": _ms_or_none(priors.item_s),
                 "warm_up_probe_ms": _ms_or_none(priors.probe_s),
                 "warm_up_probe_filling_ms": _ms_or_none(priors.probe_filling_s),
                 "strategy_notes": {s: [which_repeats(note, seen, repeats_run) for note, seen in said.items()]

@@ -268,10 +268,10 @@ def simulate(
     `worker_slots`: tasks a worker holds at once (1: one global FIFO queue; 2: Dask's
     default on 1-thread workers, a running task plus one queued on that worker).
     """
-    policy = policy if policy is not None else Controller(w.items, w.workers, prior_overhead_s=w.prior_overhead,
-                                                          prior_probe_s=w.prior_probe,
-                                                          prior_probe_filling_s=w.prior_probe_filling)
     d = draws if draws is not None else draw(w)
+    if policy is None:
+        policy = Controller(w.items, w.workers, prior_overhead_s=w.prior_overhead, prior_item_s=warm_up_item_cost(w, d),
+                            prior_probe_s=w.prior_probe, prior_probe_filling_s=w.prior_probe_filling)
     n = w.items
     cluster = _Cluster(w.workers, worker_slots)
     t = 0.0  # the flow process's clock
@@ -343,6 +343,13 @@ def simulate(
 
     ideal = d.work(0, n) / w.workers
     return SimResult(t, len(tasks_info), tuple(decisions), tuple(observations), ideal)
+
+
+def warm_up_item_cost(w: SimWorkload, d: Draws) -> float:
+    """What the warm-up would measure as c: the mean cost of 2·W items spread over the run."""
+    m = min(w.items, 2 * w.workers)
+    idx = (np.arange(m) * w.items) // m + w.items // (2 * m)
+    return float(np.mean(d.prefix[idx + 1] - d.prefix[idx]))
 
 
 @dataclass(frozen=True)

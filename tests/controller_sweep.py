@@ -2,6 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python tests/controller_sweep.py            # the table
     PYTHONPATH=. .venv/bin/python tests/controller_sweep.py --vary GROWTH_MAX=1.5,2,4
+    PYTHONPATH=. .venv/bin/python tests/controller_sweep.py --seeds 8   # over 8 redraws each
 
 Every workload runs in tests/controller_sim.py's world (W threads, per-task overhead, serial
 dispatch in the flow, noise, drift), under the adaptive controller and under every static
@@ -16,6 +17,7 @@ figure in docs/controller.md was made).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -106,11 +108,26 @@ def table(workloads: list[SimWorkload], title: str, *, verbose: bool = True) -> 
     return means
 
 
+def seeds_table(workloads: list[SimWorkload], title: str, seeds: int) -> None:
+    """Per workload, the geometric mean and the worst of adaptive / best static over `seeds`
+    redraws of its world (both queue models): one draw's luck shows as a row far from its mean."""
+    print(f"{title}, {seeds} draws each\n  {'workload':17s} {'geomean':>8s} {'worst':>6s}")
+    means = []
+    for w in workloads:
+        rs = [ratio_to_best_static(dataclasses.replace(w, seed=1000 + k), worker_slots=slots)[0]
+              for k in range(seeds) for slots in (1, 2)]
+        means.append(geomean(rs))
+        print(f"  {w.name:17s} {means[-1]:8.3f} {max(rs):6.3f}")
+    print(f"  {'geometric mean':17s} {geomean(means):8.3f}\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vary", metavar="NAME=V1,V2", help="a harness.controller constant and values to try")
     parser.add_argument("--set", metavar="NAME=V", action="append", default=[],
                         help="set a harness.controller constant for the whole table (repeatable)")
+    parser.add_argument("--seeds", type=int, metavar="K",
+                        help="redraw each workload K times; print each one's geometric mean and worst")
     args = parser.parse_args(argv)
     for assignment in args.set:
         name, _, text = assignment.partition("=")
@@ -124,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
             h = table(held_out(), "", verbose=False)
             print(f"{name}={text}: tuned {t[1]:.3f}/{t[2]:.3f}  held-out {h[1]:.3f}/{h[2]:.3f}  (fifo/dask)")
         setattr(ctl, name, original)
+        return
+    if args.seeds:
+        seeds_table(tuned(), "TUNED", args.seeds)
+        seeds_table(held_out(), "HELD OUT", args.seeds)
         return
     table(tuned(), "TUNED (the constants were chosen on these)")
     table(held_out(), "HELD OUT (never used for tuning)")

@@ -94,9 +94,14 @@ def test_expensive_items_stay_one_per_task():
     w = fine(items=200, mean_cost=constant_cost(0.5), distribution="constant")
     result = simulate(w)
     assert {s.decision.batch_size for s in result.decisions} == {1}
-    # one item run by the flow before any task, to learn the cost; no more at 0.5 s
-    assert [s.first_item for s in result.decisions if s.decision.strategy == "inline"] == [0]
-    assert result.decisions[0].decision.reason.startswith("learn:")
+    # nothing in the flow: the warm-up's items put the rest far beyond the inline bar (no learn
+    # item), and 0.5 s items are too costly to fill with
+    assert not [s for s in result.decisions if s.decision.strategy == "inline"]
+    assert result.decisions[0].decision.reason.startswith("cold start")
+    # without the warm-up's item cost the flow runs one item first, to learn it
+    learned = simulate(w, Controller(200, 2, prior_overhead_s=w.prior_overhead))
+    assert [s.first_item for s in learned.decisions if s.decision.strategy == "inline"] == [0]
+    assert learned.decisions[0].decision.reason.startswith("learn:")
 
 
 def test_first_decision_is_a_single_probe():
@@ -329,6 +334,8 @@ def test_a_probe_slower_than_the_rest_of_the_work_sends_it_inline():
     rest = after_learning(30, **measured)  # 58 ms left < 2 x (25 + 32) ms
     assert (rest.strategy, rest.batch_size) == ("inline", 29) and "probe" in rest.reason
     assert after_learning(30).strategy == "batched"  # without the probe figures: 58 ms > 32 ms / 2
+    # the warm-up's item cost puts the rest within reach of the bar: the learn item stays
+    assert after_learning(30, prior_item_s=0.002, **measured).strategy == "inline"
     assert after_learning(100, **measured).strategy == "batched"  # 198 ms left: tasks pay
 
 
@@ -362,10 +369,15 @@ def test_growth_waits_while_the_items_left_cannot_fill_a_wave_at_the_new_size():
 
 
 def test_the_jump_reaches_a_target_within_the_hold_band_of_its_cap():
-    """2,000 items of 0.2 ms on two threads: one wave of two tasks, not a third for the rest."""
-    result = simulate(tuned_workload("small_fast"))
-    main = [s.decision.batch_size for s in batched(result)][1:]  # after the probe
-    assert len(main) == 2 and min(main) >= 0.45 * 2_000
+    """2,000 items of 0.24 ms on two threads, 20 ms a task: one wave of two tasks of 1,000,
+    where the jump cap (10 overheads: 833 items) would leave 334 items for a third."""
+    controller = Controller(2_000, 2, prior_overhead_s=0.020, prior_item_s=0.00024)
+    controller.submitted(probe := controller.decide(2_000, 0))
+    assert probe.strategy == "batched" and probe.batch_size == 1
+    controller.observe(BatchObservation(1, 1, 0.0, 0.02024, 0.00024, 1, 0))
+    jump = controller.decide(1_999, 0)
+    assert math.floor(ctl.JUMP_OVERHEADS * 0.020 / 0.00024) == 833
+    assert jump.batch_size == 1_000, jump.reason
 
 
 def test_fill_runs_slices_only_while_a_thread_idles():

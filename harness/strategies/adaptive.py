@@ -36,7 +36,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         stage.cursor(),  # batches built where they run (harness.workloads.ItemSlice)
         stage.items,
         controller=lambda total: Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s,
-                                            prior_probe_s=stage.probe_hint_s,
+                                            prior_item_s=stage.item_hint_s, prior_probe_s=stage.probe_hint_s,
                                             prior_probe_filling_s=stage.probe_filling_hint_s,
                                             max_batch_size=stage.max_batch_size),  # bytes cap (base.py)
         guard=guard,

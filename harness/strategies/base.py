@@ -63,6 +63,7 @@ class Stage:
     # Per-task overhead of this runtime measured at warm-up (not a property of the items):
     # the adaptive controller's stand-in until its own first task has finished.
     overhead_hint_s: float | None = None
+    item_hint_s: float | None = None  # ... the mean compute per item of its tasks
     # ... and one task's round trip into a waiting flow and into one that fills meanwhile
     # (harness.strategies.probe): the adaptive controller's start.
     probe_hint_s: float | None = None
