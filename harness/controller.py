@@ -411,8 +411,6 @@ class Controller:
             return inline
         if not self._fill_pays():
             return None
-        if c is None and self._prior_item is not None and self._prior_item > FILL_MAX_ITEM_S:
-            return None  # the warm-up's items say: too costly to fill with
         if c is None:
             size, why = 1, "learns the item cost while the probe runs"
         elif c > FILL_MAX_ITEM_S:
@@ -570,8 +568,12 @@ class Controller:
             dominated = _whole(math.floor, JUMP_OVERHEADS * o / ct) if ct > 0 else _HUGE
             cap = max(_round(size * GROWTH_MAX), dominated)
             # A target within the hold band of the cap counts as reached, as it does for the
-            # size held: stopping short of it would leave the waves' items for a partial one.
-            new = _round(target) if target <= cap * (1 + HOLD_BAND) else cap
+            # size held; a capped size is trimmed so the items still split into whole waves:
+            # stopping short would leave a partial last wave (docs/controller.md, "Steering").
+            if target <= cap * (1 + HOLD_BAND):
+                new = _round(target)
+            else:
+                new = self._whole_waves_under(cap, remaining)
             if not self._fresh and new * ct > JUMP_OVERHEADS * o:
                 return f"hold {size}: growth waits for a new observation; {estimates}"
             if self._outstanding and remaining < self.worker_threads * new:
@@ -597,6 +599,13 @@ class Controller:
             return f"shrink to {self._size}: {why}; {estimates}"
         self._shrink_votes = 0
         return f"hold {size}: target {_round(target)} within ±{HOLD_BAND:.0%}; {estimates}"
+
+    def _whole_waves_under(self, cap: int, remaining: int) -> int:
+        """The largest size up to `cap` that splits the outstanding items into whole waves of W
+        tasks: a capped size would leave a partial last wave (docs/controller.md, "Steering")."""
+        items = remaining + self._outstanding
+        waves = math.ceil(items / (self.worker_threads * cap))
+        return max(1, min(cap, math.ceil(items / (waves * self.worker_threads))))
 
     def _window(self) -> int:
         """Every thread busy once the probe is seen, then SLOW_START_PER_TASK more per finished task."""
