@@ -188,8 +188,11 @@ def test_ui_serves_flow_runs_named_and_tagged_by_strategy_and_repeat(kept_run, u
     for flow_run in flow_runs:
         by_name.setdefault(flow_run.name, []).append(flow_run)
     measured = {f"{WORKLOAD}/{s}/r0" for s in STRATEGIES}
-    assert set(by_name) == measured | {f"{WORKLOAD}/static:1/warm-up", f"{WORKLOAD}/report"}, sorted(by_name)
+    probes = f"{WORKLOAD}/adaptive/warm-up/probe"  # the adaptive controller's priors (harness.strategies.probe)
+    assert set(by_name) == measured | {f"{WORKLOAD}/static:1/warm-up", probes, f"{WORKLOAD}/report"}, sorted(by_name)
     assert len(by_name[f"{WORKLOAD}/static:1/warm-up"]) == 2  # the warm-up's two passes
+    (probe_run,) = by_name[probes]
+    assert "warm-up" in probe_run.tags and f"run:{run_id}" in probe_run.tags
     for strategy in STRATEGIES:
         (flow_run,) = by_name[f"{WORKLOAD}/{strategy}/r0"]
         assert sorted(flow_run.tags) == sorted(["harness", f"workload:{WORKLOAD}", f"strategy:{strategy}",
