@@ -231,10 +231,8 @@ class Controller:
             raise ValueError(f"worker_threads must be >= 1, got {worker_threads}")
         if initial_batch_size < 1:
             raise ValueError(f"initial_batch_size must be >= 1, got {initial_batch_size}")
-        if prior_overhead_s is not None and not prior_overhead_s >= 0:
-            raise ValueError(f"prior_overhead_s must be >= 0, got {prior_overhead_s}")
-        for name, value in (("prior_item_s", prior_item_s), ("prior_probe_s", prior_probe_s),
-                            ("prior_probe_filling_s", prior_probe_filling_s)):
+        for name, value in (("prior_overhead_s", prior_overhead_s), ("prior_item_s", prior_item_s),
+                            ("prior_probe_s", prior_probe_s), ("prior_probe_filling_s", prior_probe_filling_s)):
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if log_size < 1:
@@ -430,13 +428,7 @@ class Controller:
 
     def _decide(self, remaining: int, in_flight: int) -> Decision:
         c, o = self.per_item_s, self.overhead_s
-        learn = self.allow_inline and self.total_items >= LEARN_MIN_ITEMS_PER_THREAD * self.worker_threads
-        if learn and o is not None and self._prior_item is not None:
-            # The learn item serves the inline rule alone: skip it where the warm-up's items say
-            # the rest is far beyond the rule's bar (64 threads idled 0.2 s for one coarse item).
-            bar = self._inline_bar(o)[0]
-            learn = remaining * self._prior_item < LEARN_IF_WITHIN * INLINE_SHARE * bar
-        if c is None and o is not None and learn and not self._tasks_seen and not in_flight:
+        if c is None and o is not None and not self._tasks_seen and not in_flight and self._learns(remaining, o):
             return Decision(1, "inline", f"learn: the flow runs one item itself before any task "
                             f"(o={_ms(o)} measured at warm-up)", COLD_START_WINDOW)
         if c is not None and o is not None and in_flight < self.worker_threads and self.allow_inline:
@@ -463,6 +455,16 @@ class Controller:
             size = self._capped(size)
             reason = f"capped at max_batch_size {size}; {reason}"
         return Decision(size, "batched", reason, self._window())
+
+    def _learns(self, remaining: int, o: float) -> bool:
+        """Whether the flow runs one item before any task, for the inline rule to judge the rest."""
+        if not self.allow_inline or self.total_items < LEARN_MIN_ITEMS_PER_THREAD * self.worker_threads:
+            return False
+        if self._prior_item is None:
+            return True
+        # Skipped where the warm-up's items put the rest far beyond the rule's bar (64 threads
+        # idled 0.2 s for one coarse item).
+        return remaining * self._prior_item < LEARN_IF_WITHIN * INLINE_SHARE * self._inline_bar(o)[0]
 
     def _capped(self, size: int) -> int:
         return size if self.max_batch_size is None else min(size, self.max_batch_size)
