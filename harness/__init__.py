@@ -7,9 +7,9 @@ __all__ = ["Failed", "ItemsFailed", "adaptive_map", "benchmark", "local_runtime"
 # The public API, imported on first use: `import harness` (which every worker process does, and
 # `harness --help`) stays free of Prefect and Dask. name -> module.
 _LAZY = {
-    "benchmark": "harness.api",
-    "adaptive_map": "harness.mapping", "Failed": "harness.mapping", "ItemsFailed": "harness.mapping",
-    "local_runtime": "harness.local",
+    "benchmark": "harness.api.benchmark",
+    "adaptive_map": "harness.api.adaptive_map", "Failed": "harness.api.adaptive_map", "ItemsFailed": "harness.api.adaptive_map",
+    "local_runtime": "harness.api.local_runtime",
 }
 
 

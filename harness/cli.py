@@ -58,7 +58,7 @@ def _repeats_arg(text: str) -> int | str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.spec import load_security, load_spec, with_overrides
+    from harness.workload.spec import load_security, load_spec, with_overrides
 
     if not 0 < args.worker_timeout < float("inf"):
         raise SpecError(f"--worker-timeout: found {args.worker_timeout}, expected a number of seconds above 0")
@@ -67,26 +67,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                           budget_s=args.budget, address=args.dask_address, quick=args.quick,
                           security=load_security(args.dask_security) if args.dask_security else None)
     # What can be checked without the runtime is checked before it starts (exit 2, nothing written).
-    from harness.prestart import check_memory, check_out
+    from harness.measure.admission import check_memory, check_out
 
     check_out(Path(args.out), spec.name)
     check_memory(spec)
     # Imported after the spec is known to be good: Prefect and Dask take seconds to import.
-    from harness.progress import ProgressDisplay
-    from harness.run import run_workload
+    from harness.report.progress import ProgressDisplay
+    from harness.measure.run import run_workload
 
     report_failed: list[Exception] = []
 
     def present(folder: Path) -> None:
         """The report and its artifacts, from the committed folder (the runtime is still up)."""
-        from harness.report import write_report
+        from harness.report.run_report import write_report
 
         try:
             write_report(folder)
         except Exception as exc:  # noqa: BLE001 - any failure: the measurements are safe, say how to retry
             report_failed.append(exc)
             return
-        from harness.artifacts import publish as publish_artifacts
+        from harness.report.artifacts import publish as publish_artifacts
 
         try:  # the report in the Prefect UI too; a run is not lost for want of an artifact
             _say(f"report artifacts on flow run {publish_artifacts(folder)}")
@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import write_report
+    from harness.report.run_report import write_report
 
     path = write_report(Path(args.run_dir))  # checks the folder first (records.read_run_folder)
     print(path.read_text())
@@ -120,8 +120,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import compare_runs
-    from harness.report import markdown_table
+    from harness.report.compare import compare_runs
+    from harness.report.run_report import markdown_table
 
     result = compare_runs(Path(args.run_a), Path(args.run_b), args.threshold, force=args.force)
     if args.json:
@@ -171,8 +171,8 @@ UI_POLL_S = 0.5
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from harness.history import frame, history, write_index
-    from harness.report import markdown_table
+    from harness.report.history import frame, history, write_index
+    from harness.report.run_report import markdown_table
 
     h = history(Path(args.results_dir))
     index = write_index(h)
@@ -182,14 +182,14 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from harness.spec import json_schema
+    from harness.workload.spec import json_schema
 
     print(json_schema())
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from harness.benchtable import render, table, table_json
+    from harness.report.bench_table import render, table, table_json
 
     if args.json:
         import json
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     ], cmd_compare)
     compare.add_argument("run_a", metavar="RUN_A", help="the baseline run folder")
     compare.add_argument("run_b", metavar="RUN_B", help="the run folder to judge")
-    # compare.DEFAULT_THRESHOLD, spelled out: importing harness.compare here would load pandas and
+    # compare.DEFAULT_THRESHOLD, spelled out: importing harness.report.compare here would load pandas and
     # scipy (~1.3 s) before a bad argument could even be reported.
     compare.add_argument("--force", action="store_true",
                          help="compare runs that are not like for like (workload, profile, layout, machine, "

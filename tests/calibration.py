@@ -1,4 +1,4 @@
-"""Monte-Carlo calibration of harness.stats' ratio interval at the repeats the product uses.
+"""Monte-Carlo calibration of harness.analysis.stats' ratio interval at the repeats the product uses.
 
 No-change pairs (both sides the same lognormal noise) give the false-positive rate: how often
 the interval excludes 1. Known-change pairs (B = A's distribution x true ratio) give the
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import stats
+from harness.analysis import stats
 
 # An IQR of q of the median is a lognormal sigma of log((1 + q/2) / (1 - q/2)) / (2 x 0.6745).
 IQR_FRACTIONS = (0.05, 0.20)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness.spec import WorkloadSpec, parse_spec
+from harness.workload.spec import WorkloadSpec, parse_spec
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,7 +47,7 @@ def runtime() -> Iterator[object]:
     Uses an existing API when PREFECT_API_URL is already set (as the harness itself does).
     """
     from harness.runtime import LEAN, open_runtime
-    from harness.spec import ClusterSpec
+    from harness.workload.spec import ClusterSpec
 
     # lean, as the harness's own runs use it; tests of stock submit under lean_task_context(STOCK).
     with open_runtime(ClusterSpec(workers=2, threads_per_worker=1), LEAN) as rt:

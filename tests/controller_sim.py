@@ -39,8 +39,8 @@ from typing import Protocol
 
 import numpy as np
 
-from harness.controller import FILL_MAX_ITEM_S, BatchObservation, Controller, Decision
-from harness.spec import DISTRIBUTIONS
+from harness.policy.controller import FILL_MAX_ITEM_S, BatchObservation, Controller, Decision
+from harness.workload.spec import DISTRIBUTIONS
 
 SWEEP = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 

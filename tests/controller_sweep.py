@@ -10,7 +10,7 @@ size of `oracle_sweep` (powers of 4 and the 1-4 whole-wave sizes); the ratio is 
 makespan / best static makespan, for one global FIFO queue and for Dask's two slots per
 worker. The constants were chosen on TUNED only; HELD_OUT was never looked at while tuning
 and is printed apart, as the honest figure. `--vary NAME=v1,v2,...` sets a module constant of
-harness.controller to each value in turn and prints the geometric means (how every "sim"
+harness.policy.controller to each value in turn and prints the geometric means (how every "sim"
 figure in docs/controller.md was made).
 """
 
@@ -33,7 +33,7 @@ from controller_sim import (  # noqa: E402
     standard_workloads,
 )
 
-from harness import controller as ctl  # noqa: E402
+from harness.policy import controller as ctl  # noqa: E402
 
 C, O = 0.0002, 0.020
 
@@ -123,9 +123,9 @@ def seeds_table(workloads: list[SimWorkload], title: str, seeds: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vary", metavar="NAME=V1,V2", help="a harness.controller constant and values to try")
+    parser.add_argument("--vary", metavar="NAME=V1,V2", help="a harness.policy.controller constant and values to try")
     parser.add_argument("--set", metavar="NAME=V", action="append", default=[],
-                        help="set a harness.controller constant for the whole table (repeatable)")
+                        help="set a harness.policy.controller constant for the whole table (repeatable)")
     parser.add_argument("--seeds", type=int, metavar="K",
                         help="redraw each workload K times; print each one's geometric mean and worst")
     args = parser.parse_args(argv)

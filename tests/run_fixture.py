@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.records import RUN_COLUMNS, TRACE_COLUMNS
+from harness.measure.records import RUN_COLUMNS, TRACE_COLUMNS
 
 ITEMS = 10_000
 THREADS = 2
@@ -61,7 +61,7 @@ def make_runs(walls: dict[str, float] = TRUE_WALL_S, spread: tuple[float, ...] =
     return runs
 
 
-# The per-task overhead split of the fixture (harness.overhead): o per task and t per item for
+# The per-task overhead split of the fixture (harness.analysis.overhead): o per task and t per item for
 # Prefect strategies and for raw Dask; joblib_auto has no per-task timings.
 FIXED_S = {"Prefect": 0.020, "Dask alone": 0.002}
 TRANSFER_S = {"Prefect": 5e-6, "Dask alone": 1e-6}

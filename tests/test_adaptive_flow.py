@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from harness.patterns import run_pattern
-from harness.spec import StrategyName, parse_spec
+from harness.workload.spec import parse_spec
+from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage
-from harness.workloads import Workload
+from harness.work.synthetic import Workload
 
 pytestmark = pytest.mark.cluster
 
@@ -39,8 +40,8 @@ def _run(spec, name, runtime):
 
 def test_adaptive_accounts_every_item_once_and_matches_static(runtime):
     spec = parse_spec(WORKLOAD)
-    adaptive = _run(spec, StrategyName("adaptive"), runtime)
-    static = _run(spec, StrategyName("static", 50), runtime)
+    adaptive = _run(spec, Strategy("adaptive"), runtime)
+    static = _run(spec, Strategy("static", 50), runtime)
 
     assert adaptive.tally.items == 600
     assert adaptive.tally.items_ok + adaptive.tally.items_failed == 600
@@ -63,7 +64,7 @@ def test_adaptive_accounts_every_item_once_and_matches_static(runtime):
 def test_the_warm_up_times_the_probe_into_a_waiting_and_a_filling_flow(runtime):
     """What the controller's start weighs (harness.strategies.probe), measured on the real path;
     an adaptive run given them still accounts for every item once."""
-    from harness.run import warm_up
+    from harness.measure.run import warm_up
 
     spec = parse_spec(WORKLOAD)
     workload = Workload(spec)
@@ -75,6 +76,6 @@ def test_the_warm_up_times_the_probe_into_a_waiting_and_a_filling_flow(runtime):
     stage = Stage(workload, None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client,
                   overhead_hint_s=priors.overhead_s, probe_hint_s=priors.probe_s,
                   probe_filling_hint_s=priors.probe_filling_s)
-    adaptive = run_pattern(spec, StrategyName("adaptive"), stage, runtime)
+    adaptive = run_pattern(spec, Strategy("adaptive"), stage, runtime)
     assert adaptive.tally.items == 600 and sum(row["items"] for row in adaptive.trace) == 600
-    assert adaptive.tally.checksum == _run(spec, StrategyName("static", 50), runtime).tally.checksum
+    assert adaptive.tally.checksum == _run(spec, Strategy("static", 50), runtime).tally.checksum

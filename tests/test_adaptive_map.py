@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from harness import Failed, ItemsFailed, adaptive_map, local_runtime
-from harness.controller import BatchObservation, Controller
+from harness.policy.controller import BatchObservation, Controller
 from harness.errors import SpecError
-from harness.mapping import _Indexed, apply_batch
+from harness.api.adaptive_map import _Indexed, apply_batch
 from harness.strategies.window import LOOKAHEAD_MIN_ITEMS, _Lookahead
 
 TRACE_COLUMNS = {"t_s", "batch_size", "items", "duration_s", "compute_s", "throughput_items_s", "reason",

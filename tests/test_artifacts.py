@@ -10,8 +10,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from run_fixture import TRUE_WALL_S, write_run
 
-from harness.artifacts import artifact_key, publish
-from harness.report import load, summary_frame
+from harness.report.artifacts import artifact_key, publish
+from harness.report.run_report import load, summary_frame
 
 
 def test_artifact_keys_are_what_prefect_accepts():

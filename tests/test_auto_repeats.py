@@ -1,7 +1,7 @@
 """`--repeats auto` on a tiny real workload (real Prefect API server, real Dask LocalCluster):
 rounds are added until adaptive's ratios settle or the budget would be overrun, never past it;
 every run folder carries results.json valid against the documented schema, and runs.csv the
-machine's load around each run. harness.settle's policy is tested directly, fast."""
+machine's load around each run. harness.analysis.settle's policy is tested directly, fast."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 from run_fixture import make_env, make_runs
 
-from harness import results, settle, stats
+from harness.measure import results_file as results
+
+from harness.analysis import settle, stats
 from harness.cli import main
-from harness.conditions import LOAD_COLUMNS
+from harness.measure.conditions import LOAD_COLUMNS
 
 BUDGET_S = 40
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.benchtable import COLUMNS, render, run_line, table
+from harness.report.bench_table import COLUMNS, render, run_line, table
 from harness.cli import main
 from harness.errors import SpecError
 
@@ -58,7 +58,7 @@ def test_three_repeats_give_estimates_without_intervals(tmp_path):
 
 
 def test_table_json_gives_each_runs_results_document(tmp_path, capsys):
-    from harness import results
+    from harness.measure import results_file as results
 
     a, b = make_run(tmp_path / "a", "one"), make_run(tmp_path / "b", "two")
     assert main(["table", str(a), str(b), "--json"]) == 0

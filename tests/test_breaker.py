@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.breaker import (
+from harness.policy.breaker import (
     CLOSED,
     COOLDOWN,
     HALF_OPEN,

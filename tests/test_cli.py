@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.records import TRACE_COLUMNS
+from harness.measure.records import TRACE_COLUMNS
 
 # runs.csv's original minimum columns, in their order (README, "The run folder").
 DESIGN_RUN_COLUMNS = [
@@ -224,12 +224,12 @@ def test_a_failed_report_keeps_the_run_and_names_the_command_that_re_renders_it(
     """The report is drawn after the run folder is committed: when drawing it fails, the
     measurements stay complete under the folder's real name, the CLI says how to re-render
     and exits 1; that command then renders the report from the folder alone."""
-    import harness.report
+    import harness.report.run_report
 
     def broken_report(run_dir: Path) -> Path:
         raise RuntimeError("planted report failure")
 
-    monkeypatch.setattr(harness.report, "write_report", broken_report)
+    monkeypatch.setattr(harness.report.run_report, "write_report", broken_report)
     out = tmp_path / "results"
     code, stdout, err = _run_cli(
         ["run", str(workload_file), "--out", str(out), "--strategies", "static:10", "--repeats", "1",

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from run_fixture import TRUE_WALL_S, make_env, make_runs, scaled, write_run
 
-from harness import conditions, settle, stats
+from harness.measure import conditions
+
+from harness.analysis import settle, stats
 from harness.cli import main
-from harness.compare import compare_runs, judge
+from harness.report.compare import compare_runs, judge
 from harness.errors import SpecError
 
 
@@ -200,7 +202,7 @@ def test_compare_json_carries_every_verdict(tmp_path, capsys):
 # ---------------------------------------------------------------- synthetic samples: calibrated verdicts
 
 STRATEGIES = 7  # as many as small.toml and large.toml run
-ROUNDS = 5  # what repeats = "auto" measures at least for 7 strategies (harness.settle.floor_rounds)
+ROUNDS = 5  # what repeats = "auto" measures at least for 7 strategies (harness.analysis.settle.floor_rounds)
 
 
 def _sigma(iqr: float) -> float:

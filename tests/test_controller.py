@@ -22,8 +22,8 @@ from controller_sim import (
     standard_workloads,
 )
 
-from harness import controller as ctl
-from harness.controller import BatchObservation, Controller, Decision
+from harness.policy import controller as ctl
+from harness.policy.controller import BatchObservation, Controller, Decision
 
 N = 200_000
 C = 0.0002  # 0.2 ms per item

@@ -21,7 +21,7 @@ from harness.cli import main
 from harness.errors import SpecError
 from harness.runtime import client_settings, free_port
 from harness.runtime.diagnostics import summarize
-from harness.spec import load_security, load_spec, parse_spec, with_overrides
+from harness.workload.spec import load_security, load_spec, parse_spec, with_overrides
 
 DASK = str(Path(sys.executable).with_name("dask"))
 START_TIMEOUT_S = 60  # a scheduler or worker imports distributed: ~2 s idle, far more on a loaded machine

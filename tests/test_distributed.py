@@ -21,8 +21,8 @@ from processes import stop_groups
 
 from harness.cli import main
 from harness.runtime import client_settings, free_port, start_prefect_server
-from harness.spec import parse_spec
-from harness.workloads import Workload
+from harness.workload.spec import parse_spec
+from harness.work.synthetic import Workload
 
 pytestmark = pytest.mark.cluster
 
@@ -202,7 +202,7 @@ def test_unreachable_api_on_every_worker_is_named(external_cluster, runtime, tmp
 
 def _expected(spec) -> tuple[int, int]:
     """Checksum and failed-item count of the workload, from its items alone."""
-    from harness.workloads import ItemOutcome, Tally
+    from harness.work.synthetic import ItemOutcome, Tally
 
     tally = Tally()
     for item in Workload(spec).items():
@@ -215,8 +215,8 @@ def _expected(spec) -> tuple[int, int]:
 
 def test_a_worker_lost_mid_run_loses_and_doubles_no_item(external_cluster, runtime, tmp_path, make_toml):
     """SIGKILL one of two workers (nanny and all) while the adaptive run has tasks in flight."""
-    from harness.run import run_workload
-    from harness.spec import with_overrides
+    from harness.measure.run import run_workload
+    from harness.workload.spec import with_overrides
 
     for name in ("w0", "w1"):
         external_cluster.add_worker(name, good_worker_env(runtime.api_url))
@@ -235,7 +235,7 @@ def test_a_worker_lost_mid_run_loses_and_doubles_no_item(external_cluster, runti
                 killed.append(done)
         return seen
 
-    from harness.report import write_report
+    from harness.report.run_report import write_report
 
     folder = run_workload(spec, tmp_path / "results", progress=progress, on_committed=write_report)
     assert killed, "the worker was never killed"

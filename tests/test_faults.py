@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.resilience import MAX_RERUNS_PER_BATCH, PathGuard, path_fails
-from harness.spec import parse_spec
-from harness.workloads import Workload
+from harness.strategies.resilience import MAX_RERUNS_PER_BATCH, PathGuard, path_fails
+from harness.workload.spec import parse_spec
+from harness.work.synthetic import Workload
 
 RETRIES = 3
 

@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 from run_fixture import FLOW_LAG_S, TRUE_WALL_S, make_runs, make_tasks, write_run
 
-from harness import advice, overhead, stats
-from harness.plots import sweep_figure
-from harness.records import RUN_COLUMNS, TASKS_COLUMNS, RssSampler
-from harness.report import read_report, render_markdown, write_report
+from harness.report import advice
+
+from harness.analysis import overhead, stats
+from harness.report.plots import sweep_figure
+from harness.measure.records import RUN_COLUMNS, TASKS_COLUMNS, RssSampler
+from harness.report.run_report import read_report, render_markdown, write_report
 
 # ---------------------------------------------------------------- the overhead split (pure)
 
@@ -197,8 +199,8 @@ def real_run(runtime, make_spec, tmp_path_factory):
     Items of 20 ms make tasks the flow waits for: with 1 ms items nearly every task of a size
     finished while the flow was still submitting, was seen late, and a size could drop out of
     the fit."""
-    from harness.run import run_workload
-    from harness.spec import with_overrides
+    from harness.measure.run import run_workload
+    from harness.workload.spec import with_overrides
 
     spec = with_overrides(make_spec(name="figures", count=60, mean_ms=20.0, payload_bytes=64, repeats=2,
                                     strategies=("per_item", "static:5", "static:20", "adaptive", "raw_dask:5",
@@ -251,7 +253,7 @@ def test_history_over_runs_of_two_commits(real_run, tmp_path, capsys, keep_signa
     import shutil
 
     from harness.cli import main
-    from harness.history import frame, history
+    from harness.report.history import frame, history
     from run_fixture import make_env, scaled
 
     results = tmp_path / "results"
@@ -273,7 +275,7 @@ def test_history_over_runs_of_two_commits(real_run, tmp_path, capsys, keep_signa
     report = read_report(real)
     by_role = {c.against: c for c in report.references.rows}
     for column, role in (("adaptive / oracle", "best static"), ("adaptive / per_item", "per_item")):
-        assert table[column].iloc[1] == by_role[role].estimate  # the report's figure, from harness.stats
+        assert table[column].iloc[1] == by_role[role].estimate  # the report's figure, from harness.analysis.stats
     steps = list(table["step changes (compare with the previous run)"])
     assert steps[2] == "—" and steps[3] == "none"
     assert "static:50 +40.0% REGRESSION" in steps[4] and "adaptive +40.0% REGRESSION" in steps[4]
@@ -289,7 +291,7 @@ def test_history_over_runs_of_two_commits(real_run, tmp_path, capsys, keep_signa
 
 
 def test_a_note_names_the_repeats_it_was_made_in_counting_from_1():
-    from harness.run import which_repeats
+    from harness.measure.run import which_repeats
 
     assert which_repeats("3 batches ran inline", [1], of=3) == "3 batches ran inline (repeat 2)"
     assert which_repeats("retried", [0, 2, 2], of=3) == "retried (repeats 1, 3)"

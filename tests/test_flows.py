@@ -16,9 +16,9 @@ import uuid
 import pytest
 
 from harness.patterns import run_pattern
-from harness.spec import StrategyName
+from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage, StageResult
-from harness.workloads import Tally, Workload, run_batch
+from harness.work.synthetic import Tally, Workload, run_batch
 
 pytestmark = pytest.mark.cluster
 
@@ -33,7 +33,7 @@ API_RECORD_DEADLINE_S = 45.0
 
 def _run(spec, name: str, runtime) -> StageResult:
     stage = Stage(Workload(spec), None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
-    return run_pattern(spec, StrategyName.parse(name), stage, runtime)
+    return run_pattern(spec, Strategy.parse(name), stage, runtime)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_sampled_stage_runs_only_its_indices(runtime, faulty_spec):
     workload = Workload(faulty_spec)
     indices = workload.sample_indices(25)
     stage = Stage(workload, indices, faulty_spec.cost.kind, RETRIES, runtime.worker_threads, runtime.client)
-    result = run_pattern(faulty_spec, StrategyName("static", 7), stage, runtime)
+    result = run_pattern(faulty_spec, Strategy("static", 7), stage, runtime)
     assert result.tally.items == 25
     assert result.tasks == math.ceil(25 / 7)
     sampled = set(indices)

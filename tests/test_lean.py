@@ -197,7 +197,7 @@ def test_open_runtime_falls_back_to_stock_where_lean_cannot_apply(runtime, monke
     import prefect_dask.client as dask_client
 
     from harness.runtime import open_runtime
-    from harness.spec import ClusterSpec
+    from harness.workload.spec import ClusterSpec
 
     monkeypatch.setattr(dask_client, "serialize_context", lambda *args, **kwargs: {})
     with open_runtime(ClusterSpec(workers=1, threads_per_worker=1), LEAN) as rt:

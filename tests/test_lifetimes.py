@@ -25,12 +25,12 @@ import psutil
 import pytest
 
 from harness.errors import SpecError
-from harness.records import remove_stale_partials, run_folder
+from harness.measure.records import remove_stale_partials, run_folder
 from harness.runtime import check_address, reap_orphaned_servers
 from harness.runtime.logs import InjectedFaultFilter
 from harness.runtime.orphans import record_server
 from harness.runtime.template_db import copy_database, database_damage, save_template, seed_home, template_path
-from harness.workloads import PermanentFault, TransientFault
+from harness.work.synthetic import PermanentFault, TransientFault
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "workloads" / "small.toml"
@@ -297,7 +297,7 @@ def test_a_health_endpoint_that_is_not_prefect_exits_2(monkeypatch):
     import http.server
 
     from harness.runtime import STOCK, open_runtime
-    from harness.spec import ClusterSpec
+    from harness.workload.spec import ClusterSpec
 
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
@@ -430,7 +430,7 @@ def _record(logger: str, exc: BaseException | None = None, args: tuple = (), msg
 
 
 def test_injected_fault_filter_drops_only_the_harness_own_faults():
-    from harness.resilience import PathFault
+    from harness.strategies.resilience import PathFault
 
     keep = InjectedFaultFilter().filter
     assert not keep(_record("prefect.task_runs", TransientFault(3, 1)))

@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 
 from harness.errors import SpecError
-from harness.patterns.options import QUALITY_ROUTES, VALIDATIONS, MapOptions, pattern_options
+from harness.workload.pattern_options import QUALITY_ROUTES, VALIDATIONS, MapOptions, pattern_options
 from harness.patterns import pattern_variants, run_pattern
 from harness.patterns.branching import full_path_cost, plan_routes
 from harness.patterns.stages import attribute_draws, choose
 from harness.patterns.subflows import type_items
 from harness.patterns.trace import mode_changes
-from harness.spec import StrategyName, load_spec
+from harness.workload.spec import load_spec
+from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage
-from harness.workloads import Workload
+from harness.work.synthetic import Workload
 from tests.conftest import spec_from_toml
 
 WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
@@ -192,7 +193,7 @@ def test_mode_changes_are_found_per_stage_in_time_order():
 
 def test_every_pattern_kind_has_options_and_a_runner():
     from harness.patterns import RUNNERS
-    from harness.patterns.options import PATTERN_OPTIONS
+    from harness.workload.pattern_options import PATTERN_OPTIONS
 
     assert set(RUNNERS) == set(PATTERN_OPTIONS) - {"map"}
     for kind, options in PATTERN_OPTIONS.items():
@@ -215,7 +216,7 @@ def _fresh(path: str):
 
 def _run(spec, strategy: str, variant: str, runtime):
     stage = Stage(Workload(spec), None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
-    return run_pattern(spec, StrategyName.parse(strategy), stage, runtime, variant)
+    return run_pattern(spec, Strategy.parse(strategy), stage, runtime, variant)
 
 
 def _api_runs(prefix: str, expected_tasks: int) -> tuple[list, list]:
@@ -380,9 +381,9 @@ def test_run_records_both_variants_with_their_structure(runtime, tmp_path):
     pattern, variant, flow runs and routes columns in runs.csv and the checksums agreeing."""
     import pandas as pd
 
-    from harness.records import read_runs
-    from harness.run import run_workload
-    from harness.spec import with_overrides
+    from harness.measure.records import read_runs
+    from harness.measure.run import run_workload
+    from harness.workload.spec import with_overrides
 
     spec = with_overrides(load_spec(WORKLOADS / "nested_map_small.toml"), strategies="static:6",
                           address=runtime.scheduler_address)

@@ -25,7 +25,7 @@ import pytest
 from harness.patterns.labels import RunLabel, shown_parameters
 from harness.runtime import free_port
 from harness.strategies.tasks import Opaque, batch_run_name, item_run_name
-from harness.workloads import Item
+from harness.work.synthetic import Item
 
 WORKLOAD = "ui-check"
 STRATEGIES = ("per_item", "static:8", "adaptive")

@@ -8,10 +8,10 @@ import io
 import pytest
 
 from harness.patterns import run_pattern
-from harness.progress import ProgressDisplay
-from harness.spec import StrategyName
+from harness.report.progress import ProgressDisplay
+from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage
-from harness.workloads import Workload
+from harness.work.synthetic import Workload
 
 
 def test_quiet_when_the_stream_is_not_a_terminal():
@@ -48,7 +48,7 @@ def test_a_real_stage_reports_each_finished_batch(runtime, make_spec):
         update = display.stage("static:10", len(workload))
         stage = Stage(workload, None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client,
                       on_progress=lambda done: (seen.append(done), update(done)))
-        run_pattern(spec, StrategyName("static", 10), stage, runtime)
+        run_pattern(spec, Strategy("static", 10), stage, runtime)
         (row,) = display.rows
     assert seen == [10, 20, 30, 40]
     assert row["completed"] == 40 and row["batch"] == "10"

@@ -21,7 +21,7 @@ from run_fixture import (
 )
 
 from harness.cli import main
-from harness.report import PLOT_FILES, read_report, render_html, render_markdown, write_report
+from harness.report.run_report import PLOT_FILES, read_report, render_html, render_markdown, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("## adaptive against the references", "## Notes", "## Plots", "## Environment")

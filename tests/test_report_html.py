@@ -16,7 +16,7 @@ import subprocess
 import pytest
 from run_fixture import write_run
 
-from harness.report import PLOT_FILES, write_report
+from harness.report.run_report import PLOT_FILES, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Headless start-up is ~1 s here; a loaded 2-core machine has taken several times that.

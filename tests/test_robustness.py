@@ -18,9 +18,9 @@ import pytest
 
 from harness.cli import main
 from harness.errors import SpecError
-from harness.prestart import check_memory, check_out, memory_need
-from harness.records import read_run_folder, run_folder
-from harness.spec import MAX_WORKLOAD_FILE_BYTES, load_spec
+from harness.measure.admission import check_memory, check_out, memory_need
+from harness.measure.records import read_run_folder, run_folder
+from harness.workload.spec import MAX_WORKLOAD_FILE_BYTES, load_spec
 from run_fixture import TRUE_WALL_S, make_env, make_runs, write_run
 
 
@@ -238,7 +238,7 @@ def test_a_small_workload_fits(make_spec, tmp_path):
 def test_adaptive_batches_are_capped_in_bytes(make_spec):
     from harness.strategies import Stage
     from harness.strategies.base import ADAPTIVE_MAX_BATCH_BYTES
-    from harness.workloads import Workload
+    from harness.work.synthetic import Workload
 
     spec = make_spec(count=40, payload_bytes=2**20)
     stage = Stage(Workload(spec), None, "cpu", 0, 2)
@@ -247,7 +247,7 @@ def test_adaptive_batches_are_capped_in_bytes(make_spec):
 
 
 def test_controller_holds_every_batch_to_its_max():
-    from harness.controller import BatchObservation, Controller
+    from harness.policy.controller import BatchObservation, Controller
 
     controller = Controller(100_000, 2, max_batch_size=7, prior_overhead_s=0.05)
     t = 0.0
@@ -285,7 +285,7 @@ def test_an_unexpected_failure_is_one_line_with_the_log_path(tmp_path, capsys, m
     privileges): one line naming the failure and the log, the previous report kept whole."""
     import errno
 
-    import harness.report
+    import harness.report.run_report
 
     run = _good_run(tmp_path / "run")
     assert main(["report", str(run)]) == 0
@@ -295,7 +295,7 @@ def test_an_unexpected_failure_is_one_line_with_the_log_path(tmp_path, capsys, m
     def disk_full(report):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(harness.report, "render_markdown", disk_full)
+    monkeypatch.setattr(harness.report.run_report, "render_markdown", disk_full)
     assert main(["report", str(run)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2, lines
@@ -313,7 +313,7 @@ def test_an_unexpected_failure_is_one_line_with_the_log_path(tmp_path, capsys, m
 def test_start_up_stages_show_on_the_progress_line():
     import io
 
-    from harness.progress import ProgressDisplay
+    from harness.report.progress import ProgressDisplay
 
     with ProgressDisplay(io.StringIO(), force=True) as display:
         display.startup("Prefect API server")
@@ -328,16 +328,16 @@ def test_start_up_stages_show_on_the_progress_line():
 @pytest.mark.cluster
 def test_per_item_counts_submissions_before_results(runtime, make_spec):
     from harness.patterns import run_pattern
-    from harness.spec import StrategyName
+    from harness.workload.vocabulary import Strategy
     from harness.strategies import Stage
-    from harness.workloads import Workload
+    from harness.work.synthetic import Workload
 
     spec = make_spec(name="submitted", count=40, kind="sleep", mean_ms=20.0)
     sent: list[int] = []
     done: list[int] = []
     stage = Stage(Workload(spec), None, "sleep", 0, runtime.worker_threads, runtime.client,
                   on_progress=done.append, on_submitted=sent.append)
-    result = run_pattern(spec, StrategyName.parse("per_item"), stage, runtime)
+    result = run_pattern(spec, Strategy.parse("per_item"), stage, runtime)
     assert result.tally.items == 40 and result.tasks == 40
     assert sent[:3] == [1, 2, 3] and sent == sorted(sent)
     assert done[-1] == 40
@@ -356,10 +356,11 @@ def test_a_worker_killed_mid_stage_is_noted_for_a_static_run(runtime, make_spec)
     from harness.patterns import run_pattern
     from harness.runtime.client_env import client_settings
     from harness.runtime.cluster import open_cluster, worker_layout
-    from harness.spec import ClusterSpec, StrategyName
+    from harness.workload.spec import ClusterSpec
+    from harness.workload.vocabulary import Strategy
     from harness.strategies import Stage
-    from harness.worker_watch import WorkerWatch
-    from harness.workloads import Workload
+    from harness.measure.worker_watch import WorkerWatch
+    from harness.work.synthetic import Workload
 
     spec = make_spec(name="lost-worker", count=120, kind="sleep", mean_ms=30.0, strategies=("static:4",))
     with contextlib.ExitStack() as stack:
@@ -378,7 +379,7 @@ def test_a_worker_killed_mid_stage_is_noted_for_a_static_run(runtime, make_spec)
 
         stage = Stage(Workload(spec), None, "sleep", 0, own.worker_threads, client, on_progress=kill_once)
         with WorkerWatch(client) as watch:
-            result = run_pattern(spec, StrategyName.parse("static:4"), stage, own)
+            result = run_pattern(spec, Strategy.parse("static:4"), stage, own)
         assert killed.is_set()
         assert result.tally.items == 120
         notes = watch.notes()

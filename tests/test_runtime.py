@@ -22,7 +22,7 @@ from harness.runtime import (
     open_runtime,
     serialize_context_without_settings,
 )
-from harness.spec import ClusterSpec
+from harness.workload.spec import ClusterSpec
 
 # ---------------------------------------------------------------- pure: no server, no cluster
 

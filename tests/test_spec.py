@@ -1,4 +1,4 @@
-"""harness.spec: the workload file contract and the command-line overrides of it."""
+"""harness.workload.spec: the workload file contract and the command-line overrides of it."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import dataclasses
 import pytest
 
 from harness.errors import SpecError
-from harness.patterns.options import NestedMapOptions, PipelineOptions, Step
-from harness.spec import (
+from harness.workload.pattern_options import NestedMapOptions, PipelineOptions, Step
+from harness.workload.spec import (
     ClusterSpec,
     CostSpec,
     FaultSpec,
     ItemsSpec,
     Phase,
     RunSpec,
-    StrategyName,
+    Strategy,
     WorkloadSpec,
     load_spec,
     parse_spec,
@@ -107,11 +107,11 @@ def test_full_file_round_trips_into_the_expected_spec(tmp_path):
         cluster=ClusterSpec(workers=4, threads_per_worker=2, address="tcp://127.0.0.1:8786"),
         run=RunSpec(
             strategies=(
-                StrategyName("per_item"),
-                StrategyName("static", 64),
-                StrategyName("adaptive"),
-                StrategyName("raw_dask", 128),
-                StrategyName("joblib_auto"),
+                Strategy("per_item"),
+                Strategy("static", 64),
+                Strategy("adaptive"),
+                Strategy("raw_dask", 128),
+                Strategy("joblib_auto"),
             ),
             sweep=(1, 16, 64, 4096),
             repeats=5,
@@ -438,11 +438,11 @@ def test_pattern_options_are_typed_and_frozen():
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("per_item", StrategyName("per_item")),
-        ("adaptive", StrategyName("adaptive")),
-        ("joblib_auto", StrategyName("joblib_auto")),
-        (" static:64 ", StrategyName("static", 64)),
-        ("raw_dask:1", StrategyName("raw_dask", 1)),
+        ("per_item", Strategy("per_item")),
+        ("adaptive", Strategy("adaptive")),
+        ("joblib_auto", Strategy("joblib_auto")),
+        (" static:64 ", Strategy("static", 64)),
+        ("raw_dask:1", Strategy("raw_dask", 1)),
     ],
 )
 def test_parse_strategy_accepts_the_valid_forms(text, expected):
@@ -480,7 +480,7 @@ def test_strategies_to_run_appends_the_sweep_without_duplicates():
 def test_with_overrides_replaces_strategies_repeats_and_address():
     spec = parse_spec(FULL)
     new = with_overrides(spec, strategies="per_item, raw_dask:8", repeats=2, address="tls://sched:8786")
-    assert new.run.strategies == (StrategyName("per_item"), StrategyName("raw_dask", 8))
+    assert new.run.strategies == (Strategy("per_item"), Strategy("raw_dask", 8))
     assert (new.run.repeats, new.run.sweep) == (2, spec.run.sweep)
     assert new.cluster == dataclasses.replace(spec.cluster, address="tls://sched:8786")
     assert spec.run.repeats == 5  # the original is untouched

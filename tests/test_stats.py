@@ -1,4 +1,4 @@
-"""harness.stats on synthetic samples whose answers are known: ratios of medians and their
+"""harness.analysis.stats on synthetic samples whose answers are known: ratios of medians and their
 exact distribution-free intervals, significance labels, instability warnings, the summary table."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from run_fixture import ITEMS, THREADS, TRUE_WALL_S, make_runs
 
-from harness import stats
+from harness.analysis import stats
 
 NOISE = 0.05  # lognormal sigma of the synthetic wall times: a quiet machine
 
@@ -145,7 +145,7 @@ def test_variants_split_into_main_rows_and_twin_ratios():
 
 def test_a_large_speed_up_without_a_verdict_reads_as_times_faster():
     """'0.00× the wall time of per_item' says nothing; the inverse says how much faster."""
-    from harness.stats import Ratio
+    from harness.analysis.stats import Ratio
 
     fast = Ratio("adaptive", "per_item", 1 / 1116, math.nan, math.nan)
     assert fast.phrase("per_item").startswith("1,116× faster than per_item (too few repeats")

@@ -9,7 +9,7 @@ import time
 import pytest
 from calibration import IQR_FRACTIONS, REPEATS, calibrate, render
 
-from harness import stats
+from harness.analysis import stats
 
 
 @pytest.mark.parametrize("n", REPEATS)

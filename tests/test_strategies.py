@@ -6,19 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness import stats
+from harness.analysis import stats
 from harness.errors import SpecError
-from harness.strategies import (
-    DASK_TASK_BUDGET,
-    PREFECT_TASK_BUDGET,
-    STATIC,
-    Stage,
-    StageResult,
-    Strategy,
-    StrategyKind,
-    base,
-)
-from harness.workloads import Tally
+from harness.strategies import Stage, StageResult, base
+from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, REGISTRY, STATIC, Strategy, StrategyKind
+from harness.work.synthetic import Tally
 
 
 @pytest.mark.parametrize("text", ["per_item", "static:64", "adaptive", "raw_dask:1", "joblib_auto"])
@@ -48,7 +40,7 @@ def test_sample_size_keeps_each_kind_within_its_task_budget(text, items, measure
 
 
 def test_only_the_prefect_kinds_need_a_flow():
-    assert {k for k in base.REGISTRY.names if base.REGISTRY[k].needs_flow} == {"per_item", "static", "adaptive"}
+    assert {k for k in REGISTRY.names if REGISTRY[k].needs_flow} == {"per_item", "static", "adaptive"}
 
 
 def test_best_of_a_kind_ignores_other_kinds_and_unregistered_names():

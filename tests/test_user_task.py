@@ -14,8 +14,8 @@ import pytest
 
 from harness.cli import main
 from harness.errors import SpecError
-from harness.usertask import ItemList, UserFunction, UserItem, result_digest
-from harness.workloads import CHECKSUM_MODULUS, ItemOutcome, item_digest
+from harness.work.user_task import ItemList, UserFunction, UserItem, result_digest
+from harness.work.synthetic import CHECKSUM_MODULUS, ItemOutcome, item_digest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -160,7 +160,7 @@ def test_bad_user_task_input_exits_2_naming_file_and_key_and_writes_nothing(tmp_
 def test_preflight_names_a_worker_that_cannot_import_the_function(runtime, tmp_path):
     """An existing cluster's workers don't see the flow process's sys.path: without the folder
     plugin (folder "") a module only the flow process can import is named, with a worker."""
-    from harness.task_workers import prepare_workers
+    from harness.runtime.user_code import prepare_workers
 
     write(tmp_path, "ut_flow_only.py", "def f(x):\n    return x\n")
     sys.path.insert(0, str(tmp_path))

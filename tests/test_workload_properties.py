@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import harness.run
+import harness.measure.run
 from harness.cli import main
 
 
@@ -90,7 +90,7 @@ def test_a_workload_file_passes_every_check_or_exits_2_writing_nothing(tmp_path_
         seen.append(spec)
         raise _Validated
 
-    monkeypatch.setattr(harness.run, "run_workload", stop)
+    monkeypatch.setattr(harness.measure.run, "run_workload", stop)
     try:
         code = main(["run", str(workload), "--out", str(out), "--quick"])
     except _Validated:

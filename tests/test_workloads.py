@@ -20,10 +20,10 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from harness import workloads
+from harness.work import synthetic as workloads
 from harness.errors import SpecError
-from harness.spec import CostSpec, FaultSpec, ItemsSpec, Phase, WorkloadSpec
-from harness.workloads import (
+from harness.workload.spec import CostSpec, FaultSpec, ItemsSpec, Phase, WorkloadSpec
+from harness.work.synthetic import (
     CHUNK_SIZE,
     FAILED_INDICES_KEPT,
     MAX_TRANSIENT_FAILURES,
@@ -89,7 +89,7 @@ def mean_cost(workload: Workload, start: int = 0, stop: int | None = None) -> fl
 
 # A spec that exercises every random stream, the payload, drift and a partial last chunk.
 RICH_SPEC_CODE = """
-from harness.spec import CostSpec, FaultSpec, ItemsSpec, Phase, WorkloadSpec
+from harness.workload.spec import CostSpec, FaultSpec, ItemsSpec, Phase, WorkloadSpec
 spec = WorkloadSpec(
     name="rich", seed=12345,
     items=ItemsSpec(count=3 * 4096 + 123, payload_bytes=37),
@@ -112,7 +112,7 @@ def rich_spec() -> WorkloadSpec:
 def test_same_seed_gives_the_same_items_in_another_process():
     child = RICH_SPEC_CODE + (
         "import hashlib\n"
-        "from harness.workloads import Workload\n"
+        "from harness.work.synthetic import Workload\n"
         "h = hashlib.sha256()\n"
         "for item in Workload(spec).items():\n"
         "    h.update(repr((item.index, item.cost_ms, item.transient_failures, item.permanent)).encode())\n"
@@ -554,7 +554,7 @@ def test_chunk_size_is_what_the_tests_assume():
 def test_the_module_imports_neither_prefect_nor_dask():
     # it is pickled to Dask workers and used by every strategy, including the no-Prefect references
     child = (
-        "import sys, harness.workloads\n"
+        "import sys, harness.work.synthetic\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'dask', 'distributed')))\n"
     )
     result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True, timeout=60)

@@ -5,7 +5,7 @@ Every kind but "map" also has a static twin (`variant="twin"`): the same work on
 items with its structure fixed before the run, so a run can report dynamic / twin.
 
 Adding a pattern (README "Extending: a new pattern"): its module here, its options model in
-harness.patterns.options, and one line in `RUNNERS` below.
+harness.workload.pattern_options, and one line in `RUNNERS` below.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from harness.patterns.labels import RunLabel  # pure, no Prefect
 
-if TYPE_CHECKING:  # at run time this package must stay light: harness.spec imports its options
-    from harness.spec import StrategyName, WorkloadSpec
+if TYPE_CHECKING:  # at run time this package must stay light: harness.workload.spec imports its options
+    from harness.workload.spec import WorkloadSpec
+    from harness.workload.vocabulary import Strategy
     from harness.strategies import Stage, StageResult
 
 VARIANTS = ("dynamic", "twin")
@@ -36,7 +37,7 @@ def pattern_variants(spec: WorkloadSpec) -> tuple[str, ...]:
     return ("dynamic",) if spec.pattern.kind == "map" else VARIANTS
 
 
-def run_pattern(spec: WorkloadSpec, strategy: StrategyName, stage: Stage, runtime: Any,
+def run_pattern(spec: WorkloadSpec, strategy: Strategy, stage: Stage, runtime: Any,
                 variant: str = "dynamic", label: RunLabel | None = None) -> StageResult:
     """Run `stage` with `strategy` in the workload's pattern; `label` names and tags its flow
     runs (default: "<workload>/<strategy>", tagged with both)."""

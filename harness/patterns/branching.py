@@ -6,11 +6,11 @@ every flag's step) as one flat map."""
 
 from __future__ import annotations
 
-from harness.patterns.options import QUALITY_ROUTES, BranchingOptions
+from harness.workload.pattern_options import QUALITY_ROUTES, BranchingOptions
 from harness.patterns.stages import (Fold, PatternRun, attribute_draws, choose, describe_counts, is_prefect, launch,
                                      pattern_flow, run_concurrently, run_stage, scaled, sub_stage)
 from harness.strategies import StageResult
-from harness.workloads import Item
+from harness.work.synthetic import Item
 
 
 def plan_routes(seed: int, options: BranchingOptions, items: list[Item]) -> dict[str, list[Item]]:

@@ -6,17 +6,17 @@ from typing import Any
 
 from harness.patterns.labels import RunLabel
 from harness.patterns.stages import call_flow, pattern_flow, strategy_parameters
-from harness.spec import StrategyName
+from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage, StageResult, execute
 
 mapped_stage = pattern_flow("map")
 
 
-def _execute(job: tuple[StrategyName, Stage]) -> StageResult:
+def _execute(job: tuple[Strategy, Stage]) -> StageResult:
     return execute(*job)
 
 
-def run_map(strategy: StrategyName, stage: Stage, runtime: Any, flow_name: str,
+def run_map(strategy: Strategy, stage: Stage, runtime: Any, flow_name: str,
             label: RunLabel | None = None) -> StageResult:
     """Run the stage as one flow on the Dask task runner (reference strategies run bare); its
     flow run is named and tagged by `label` (README, "Browsing runs in the Prefect UI")."""

@@ -10,7 +10,7 @@ import numpy as np
 from harness.patterns.stages import (Fold, PatternRun, attribute_draws, describe_counts, is_prefect, launch,
                                      pattern_flow, run_concurrently, run_stage)
 from harness.strategies import StageResult
-from harness.workloads import Item
+from harness.work.synthetic import Item
 
 
 def group_weights(seed: int, groups: int, spread: float) -> np.ndarray:

@@ -14,11 +14,11 @@ import contextvars
 import graphlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from harness.patterns.options import PipelineOptions, Step
+from harness.workload.pattern_options import PipelineOptions, Step
 from harness.patterns.stages import (MAX_CONCURRENT_STAGES, Fold, PatternRun, describe_counts, is_prefect, launch,
                                      pattern_flow, run_stage, scaled, sub_stage)
 from harness.strategies import StageResult
-from harness.workloads import Item
+from harness.work.synthetic import Item
 
 
 def _run_step(run: PatternRun, items: list[Item], step: Step) -> StageResult:

@@ -27,9 +27,9 @@ import numpy as np
 from prefect import Flow, flow, tags
 
 from harness.patterns.labels import RunLabel, shown_parameters
-from harness.spec import StrategyName
+from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage, StageResult, execute
-from harness.workloads import CHUNK_SIZE, Item, ItemCursor, Tally
+from harness.work.synthetic import CHUNK_SIZE, Item, ItemCursor, Tally
 
 T = TypeVar("T")
 
@@ -121,12 +121,12 @@ def choose(draws: np.ndarray, shares: Sequence[float]) -> np.ndarray:
     return np.minimum(np.searchsorted(edges, draws, side="right"), len(shares) - 1)
 
 
-def is_prefect(strategy: StrategyName) -> bool:
+def is_prefect(strategy: Strategy) -> bool:
     """Prefect strategies run inside flows; the reference ones run the same structure bare."""
     return strategy.needs_flow
 
 
-def run_stage(strategy: StrategyName, stage: ItemStage, t0: float) -> StageResult:
+def run_stage(strategy: Strategy, stage: ItemStage, t0: float) -> StageResult:
     """Execute one stage; its trace rows say which stage they belong to, and their times count
     from `t0` (the pattern's start), not from the stage's own."""
     if not stage.item_list:
@@ -203,8 +203,8 @@ class PatternRun:
     a flow's parameters into every task context; this holds a Dask client and the workload)."""
 
     spec: Any  # WorkloadSpec
-    options: Any  # the pattern's typed options (harness.patterns.options)
-    strategy: StrategyName
+    options: Any  # the pattern's typed options (harness.workload.pattern_options)
+    strategy: Strategy
     stage: Stage  # the items to run (all, or run.py's sample) and how
     runtime: Any
     variant: str  # "dynamic" or "twin"
@@ -251,7 +251,7 @@ def pattern_flow(name: str) -> Flow:
     return flow(_run_pending, name=name, validate_parameters=False, persist_result=False)
 
 
-def strategy_parameters(strategy: StrategyName, items: int, stage: str = "") -> dict[str, Any]:
+def strategy_parameters(strategy: Strategy, items: int, stage: str = "") -> dict[str, Any]:
     """The readable parameters of a flow running `strategy` over `items` items."""
     batch_size = 1 if strategy.kind == "per_item" else strategy.batch_size  # None: chosen at run time
     return shown_parameters(str(strategy), items, batch_size, stage)

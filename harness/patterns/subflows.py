@@ -10,12 +10,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from harness.patterns.options import SubflowsOptions
+from harness.workload.pattern_options import SubflowsOptions
 from harness.patterns.stages import (Fold, PatternRun, attribute_draws, call_flow, choose, describe_counts,
                                      is_prefect, launch, pattern_flow, run_concurrently, run_stage, scaled,
                                      strategy_parameters, sub_stage)
 from harness.strategies import StageResult
-from harness.workloads import Item
+from harness.work.synthetic import Item
 
 
 @dataclass

@@ -76,7 +76,7 @@ from harness.runtime.server import (
     start_prefect_server,
 )
 from harness.runtime.settings_check import SettingsCheck, check_settings
-from harness.spec import ClusterSpec
+from harness.workload.spec import ClusterSpec
 
 EventSink = Callable[[str], None]
 

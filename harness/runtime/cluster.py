@@ -8,7 +8,7 @@ import contextlib
 from typing import Any
 
 from harness.errors import SpecError
-from harness.spec import ClusterSpec
+from harness.workload.spec import ClusterSpec
 
 # A scheduler that does not answer in this long is not going to: say so (exit 2) rather than hang.
 SCHEDULER_CONNECT_TIMEOUT_S = 10.0

@@ -46,8 +46,8 @@ INJECTED_FAULT_PLUGIN = "harness-quiet-injected-faults"
 
 
 def _injected_fault_types() -> tuple[type[BaseException], ...]:
-    from harness.resilience import PathFault
-    from harness.workloads import InjectedFault
+    from harness.strategies.resilience import PathFault
+    from harness.work.synthetic import InjectedFault
 
     return (InjectedFault, PathFault)
 

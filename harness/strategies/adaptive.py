@@ -3,20 +3,21 @@ batches sized and shaped by the controller as the run goes.
 
 This module says only what a batch of the synthetic workload runs (`process_batch` as a task,
 `run_batch` inline) and folds each result into the stage's tally; the window is the mechanism
-shared with `harness.adaptive_map`, the controller (harness.controller) the policy.
+shared with `harness.adaptive_map`, the controller (harness.policy.controller) the policy.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.controller import STRATEGIES, Controller
-from harness.resilience import PathGuard
-from harness.strategies.base import Stage, StageResult, Strategy
+from harness.policy.controller import STRATEGIES, Controller
+from harness.strategies.resilience import PathGuard
+from harness.strategies.base import Stage, StageResult
+from harness.workload.vocabulary import Strategy
 from harness.strategies.tasks import Opaque, process_batch
 from harness.strategies.timings import TaskTimings
 from harness.strategies.window import run_window
-from harness.workloads import FoldedBatch, Tally, run_batch_folded
+from harness.work.synthetic import FoldedBatch, Tally, run_batch_folded
 
 
 def execute(strategy: Strategy, stage: Stage) -> StageResult:
@@ -30,10 +31,10 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     def submit(batch: list[Any]) -> Any:
         return process_batch.submit(Opaque(batch), stage.cost_kind, stage.retries)
 
-    # Failed tasks, re-runs and circuit breakers (harness.resilience); inline is the last resort.
+    # Failed tasks, re-runs and circuit breakers (harness.strategies.resilience); inline is the last resort.
     guard = PathGuard.for_stage(stage, tuple(sorted(STRATEGIES, key=lambda s: s == "inline")))
     run = run_window(
-        stage.cursor(),  # batches built where they run (harness.workloads.ItemSlice)
+        stage.cursor(),  # batches built where they run (harness.work.synthetic.ItemSlice)
         stage.items,
         controller=lambda total: Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s,
                                             prior_item_s=stage.item_hint_s, prior_probe_s=stage.probe_hint_s,

@@ -7,8 +7,9 @@ from collections import Counter
 
 import joblib
 
-from harness.strategies.base import Stage, StageResult, Strategy
-from harness.workloads import BatchResult, Item, Tally, run_batch
+from harness.strategies.base import Stage, StageResult
+from harness.workload.vocabulary import Strategy
+from harness.work.synthetic import BatchResult, Item, Tally, run_batch
 
 
 def _joblib_item(item: Item, cost_kind: str, retries: int) -> BatchResult:

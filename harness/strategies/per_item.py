@@ -8,10 +8,11 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult, Strategy
+from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult
+from harness.workload.vocabulary import Strategy
 from harness.strategies.tasks import process_item, windowed
 from harness.strategies.timings import TaskTimings
-from harness.workloads import PermanentFault, Tally, TransientFault
+from harness.work.synthetic import PermanentFault, Tally, TransientFault
 
 
 def _fold_item_future(future: Any, tally: Tally, timings: TaskTimings, away_s: float) -> None:

@@ -18,10 +18,10 @@ import statistics
 import time
 from typing import Any
 
-from harness.controller import BatchObservation, Controller
+from harness.policy.controller import BatchObservation, Controller
 from harness.strategies.base import Stage
 from harness.strategies.tasks import Opaque, process_batch
-from harness.workloads import ItemCursor, run_batch_folded
+from harness.work.synthetic import ItemCursor, run_batch_folded
 
 
 def probe_latencies(stage: Stage, rounds: int) -> tuple[float | None, float | None]:

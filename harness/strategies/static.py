@@ -8,10 +8,11 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult, Strategy
+from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult
+from harness.workload.vocabulary import Strategy
 from harness.strategies.tasks import Opaque, process_batch, windowed
 from harness.strategies.timings import TaskTimings
-from harness.workloads import Tally
+from harness.work.synthetic import Tally
 
 
 def execute(strategy: Strategy, stage: Stage) -> StageResult:

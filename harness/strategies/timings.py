@@ -5,7 +5,7 @@ A strategy makes one `TaskTimings` at the start of its stage (the same clock ori
 wall time), calls `submitted(key, items)` for each task it submits and `finished(key,
 compute_s)` when it reads that task's result; the key is anything that names the task while it
 is in flight (an index, or `id(future)`: keeping the future itself would keep Dask from
-releasing it). run.py writes the rows to tasks.csv and harness.overhead splits the per-task
+releasing it). run.py writes the rows to tasks.csv and harness.analysis.overhead splits the per-task
 overhead with them (README, "Where the overhead goes").
 """
 

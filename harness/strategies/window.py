@@ -14,7 +14,7 @@ What a batch runs is the caller's: `submit(batch)` returns a Prefect future whos
 batch result has `outcomes` (each with `ok`), or a `tally` (a FoldedBatch, folded where it
 ran), and `compute_s` (work measured inside the batch, so the controller can tell work from
 overhead); `fold(result)` takes each one in. The items may be an ItemCursor
-(harness.workloads), which hands out whole batches built where they run.
+(harness.work.synthetic), which hands out whole batches built where they run.
 
 The item count may be unknown (a generator): items are then read ahead into a buffer, and the
 controller is given the buffer's length as `remaining`, a lower bound that becomes the exact
@@ -32,10 +32,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from harness.controller import BatchObservation, Controller, Decision
-from harness.resilience import PathFault, PathGuard, fail_on_path
+from harness.policy.controller import BatchObservation, Controller, Decision
+from harness.strategies.resilience import PathFault, PathGuard, fail_on_path
 from harness.strategies.tasks import Opaque
-from harness.workloads import FoldedBatch, ItemCursor
+from harness.work.synthetic import FoldedBatch, ItemCursor
 
 # Items read ahead of an unknown-length source before the first decision: enough for the
 # controller's "learn one item inline" rule (8 per thread) on up to 32 threads, small enough

@@ -31,9 +31,11 @@ from typing import Any
 
 import pytest
 
-from harness.spec import StrategyName, WorkloadSpec
+from harness.workload.spec import WorkloadSpec
+
+from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage, StageResult, execute
-from harness.workloads import Workload
+from harness.work.synthetic import Workload
 
 ROUNDS_ENV = "HARNESS_BENCH_ROUNDS"
 SLOWDOWN_ENV = "HARNESS_BENCH_SLOWDOWN_MS"
@@ -127,18 +129,18 @@ def measure_strategy(
     benchmark: Any,
     runtime: Any,
     spec: WorkloadSpec,
-    strategy: StrategyName,
+    strategy: Strategy,
     rounds: int,
 ) -> Measured:
     """Benchmark one strategy on `spec`: `rounds` rounds, each a fresh Stage over the same items;
     Prefect strategies inside one flow run (module docstring), reference ones bare."""
     record = Measured(str(strategy), worker_threads=runtime.worker_threads)
 
-    def fresh_stage() -> tuple[tuple[StrategyName, Stage], dict[str, Any]]:
+    def fresh_stage() -> tuple[tuple[Strategy, Stage], dict[str, Any]]:
         stage = Stage(Workload(spec), None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
         return (strategy, stage), {}
 
-    def one_round(name: StrategyName, stage: Stage) -> StageResult:
+    def one_round(name: Strategy, stage: Stage) -> StageResult:
         result = execute(name, stage)
         record.results.append(result)
         return result

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from benchlib import DASK_ADDRESS_ENV, SLOWDOWN_ENV, one_flow_run
 
-from harness.spec import StrategyName, WorkloadSpec
+from harness.workload.spec import WorkloadSpec
+
+from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage, execute
-from harness.workloads import Workload
+from harness.work.synthetic import Workload
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +25,7 @@ def bench_runtime(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield request.getfixturevalue("runtime")
         return
     from harness.runtime import LEAN, open_runtime
-    from harness.spec import ClusterSpec
+    from harness.workload.spec import ClusterSpec
 
     with open_runtime(ClusterSpec(address=address), LEAN) as rt:  # as the session's runtime fixture
         yield rt
@@ -63,7 +65,7 @@ def warm_runtime(bench_runtime: Any, make_spec: Callable[..., WorkloadSpec]) -> 
     what any benchmark measures."""
     spec = make_spec(name="bench-warmup", count=8, mean_ms=0.1)
     with one_flow_run(bench_runtime, "bench-warmup") as inside:
-        for name in (StrategyName("per_item"), StrategyName("static", 2)):
+        for name in (Strategy("per_item"), Strategy("static", 2)):
             stage = Stage(Workload(spec), None, spec.cost.kind, 0, bench_runtime.worker_threads, bench_runtime.client)
             inside(lambda name=name, stage=stage: execute(name, stage))
     return bench_runtime

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from benchlib import bench_rounds, measure_strategy
 
-from harness.spec import StrategyName
+from harness.workload.vocabulary import Strategy
 
 pytestmark = pytest.mark.cluster
 
@@ -20,5 +20,5 @@ TINY_ITEMS = 8
 
 def test_tiny_per_item(benchmark, bench_runtime, make_spec):
     spec = make_spec(name="bench-tiny", seed=4, count=TINY_ITEMS, mean_ms=0.5, retries=0)
-    record = measure_strategy(benchmark, bench_runtime, spec, StrategyName("per_item"), bench_rounds())
+    record = measure_strategy(benchmark, bench_runtime, spec, Strategy("per_item"), bench_rounds())
     assert record.tasks == TINY_ITEMS

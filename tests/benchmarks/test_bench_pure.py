@@ -11,8 +11,8 @@ from typing import Any
 
 from benchlib import bench_rounds
 
-from harness.controller import BatchObservation, Controller
-from harness.workloads import Workload
+from harness.policy.controller import BatchObservation, Controller
+from harness.work.synthetic import Workload
 
 # observe+decide pairs per round: ~10-50 ms of controller work, long enough for the timer and
 # short enough to repeat. The simulated run below never ends (remaining stays large).

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 from benchlib import Measured, bench_rounds, measure_strategy
 
-from harness.spec import StrategyName
+from harness.workload.vocabulary import Strategy
 
 pytestmark = pytest.mark.cluster
 
@@ -72,7 +72,7 @@ def spec(make_spec):
 
 
 def _bench(benchmark, warm_runtime, spec, measured, text: str, share: float = 1.0) -> Measured:
-    name = StrategyName.parse(text)
+    name = Strategy.parse(text)
     record = measure_strategy(benchmark, warm_runtime, spec, name, bench_rounds(share))
     measured[text] = record
     return record

@@ -8,7 +8,7 @@ call them paths (`[faults] path`), and those names stay.
 Item faults never get here: `run_batch` turns them into failed outcomes. A task that fails as
 a whole (`future.result()` raises) ran none of its items as far as the flow knows, so its batch
 is queued again and re-run on another strategy when the router has one; its items are folded into
-the tally once, from the run that succeeds. The circuit breakers (harness.breaker) decide
+the tally once, from the run that succeeds. The circuit breakers (harness.policy.breaker) decide
 which strategy each batch takes; this module is the mechanism around them.
 
 Injected path faults (`[faults] path_failure_rate`, `path`) make a task on that path fail
@@ -29,10 +29,10 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from harness.breaker import Router
+from harness.policy.breaker import Router
 from harness.errors import RunError
 from harness.strategies.tasks import batch_run_name
-from harness.workloads import Item, ItemCursor
+from harness.work.synthetic import Item, ItemCursor
 
 # Re-runs of one batch before the run is declared failed. Each re-run avoids the strategies the
 # batch already failed on, so 3 covers a lost worker, a broken strategy and one more failure on
@@ -145,6 +145,6 @@ class PathGuard:
             shown = ", ".join(f"{n} {name}" for name, n in sorted(self.errors.items()))
             notes.append(f"{sum(self.errors.values())} tasks failed as a whole ({shown}); "
                          f"{self.rerun_tasks} batches ({self.rerun_items} items) re-run, each item counted once")
-        notes += self.router.summary()  # lost workers: harness.worker_watch, for every strategy
+        notes += self.router.summary()  # lost workers: harness.measure.worker_watch, for every strategy
         return notes
 

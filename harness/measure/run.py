@@ -1,7 +1,7 @@
 """One workload run: start the runtime, warm it up, run every strategy x repeat interleaved,
 check that every item is accounted for, and write the run folder.
 
-`repeats = "auto"` adds rounds until harness.settle says adaptive's ratios have settled or the
+`repeats = "auto"` adds rounds until harness.analysis.settle says adaptive's ratios have settled or the
 next round would overrun `budget_s` (counted over the measured rounds, from the first one's
 start; start-up and warm-up are outside it, and the first round always runs).
 
@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import overhead, settle
-from harness.conditions import LoadProbe, load_now, workload_digest
+from harness.analysis import overhead, settle
+from harness.measure.conditions import LoadProbe, load_now, workload_digest
 from harness.errors import RunError
 from harness.patterns import pattern_variants, run_pattern
 from harness.patterns.flat_map import mapped_stage
 from harness.patterns.labels import RunLabel
 from harness.patterns.stages import call_flow
 from harness.patterns.trace import mode_changes
-from harness.records import (
+from harness.measure.records import (
     TASKS_COLUMNS,
     TRACE_COLUMNS,
     RssSampler,
@@ -40,15 +40,16 @@ from harness.records import (
     run_folder,
     write_json,
 )
-from harness.results import write_results
+from harness.measure.results_file import write_results
 from harness.runtime import LEAN, STOCK, Runtime, open_runtime
 from harness.runtime.diagnostics import DaskSeen, watch_stage
-from harness.spec import AUTO, WorkloadSpec, strategies_to_run
-from harness.strategies import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Stage, StageResult, Strategy
+from harness.workload.spec import AUTO, WorkloadSpec, strategies_to_run
+from harness.strategies import Stage, StageResult
+from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Strategy
 from harness.strategies.probe import probe_latencies
-from harness.usertask import UserTask, load_task
-from harness.worker_watch import WorkerWatch
-from harness.workloads import Kernel, Tally, Workload
+from harness.work.user_task import UserTask, load_task
+from harness.measure.worker_watch import WorkerWatch
+from harness.work.synthetic import Kernel, Tally, Workload
 
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
 # its CPU kernel and opened its API clients before anything is timed.
@@ -61,7 +62,7 @@ PROBE_ROUNDS = 3
 PROBE_FILL_ITEMS = 1024
 
 EventSink = Callable[[str], None]
-# progress(stage label, items) -> the stage's on_progress callback (see harness.progress)
+# progress(stage label, items) -> the stage's on_progress callback (see harness.report.progress)
 ProgressSink = Callable[[str, int], Callable[[int], None]]
 # committed(run folder): called once the folder is in place, while the runtime is still up (the
 # Prefect artifacts need its API server); what it raises propagates, the folder stays.
@@ -314,7 +315,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
         say(f"Dask dashboard: {runtime.dashboard}" if runtime.dashboard
             else "Dask dashboard: none (the scheduler serves none; Dask needs bokeh for it)")
         if task is not None:
-            from harness.task_workers import prepare_workers
+            from harness.runtime.user_code import prepare_workers
 
             prepare_workers(runtime.client, task.kernel, spec.source or "harness.benchmark")
         if on_stage is not None:

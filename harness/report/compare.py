@@ -7,7 +7,7 @@ median wall is more than `threshold` above A's and the one-sided exact Mann-Whit
 "B slower" rejects at 5 % after Holm's correction over every strategy compared. When the
 repeats are too few for that test to reject at all, the comparison refuses to give a verdict
 (`TooFewRepeats`, exit 2) rather than say "no regression". The interval shown is the two-sided
-95 % interval of harness.stats. Pure apart from reading the two folders; cli.py prints.
+95 % interval of harness.analysis.stats. Pure apart from reading the two folders; cli.py prints.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from harness import conditions, stats
+from harness.measure import conditions
+
+from harness.analysis import stats
 from harness.errors import SpecError
-from harness.records import read_run_folder
+from harness.measure.records import read_run_folder
 
 # asv's default regression factor is 10 %; below that, run-to-run drift on a shared machine
 # (docs/runtime-notes.md) makes a "regression" mostly noise.

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from harness.spec_rules import Expected, Problem, choice, distinct, integer, matching, names_from, number, spec_model
+from harness.workload.vocabulary import PATTERN_KINDS
+from harness.workload.rules import Expected, Problem, choice, distinct, integer, matching, names_from, number, spec_model
 
 # A branching item's assessed quality decides its route (fast track, standard, remediation).
 QUALITY_ROUTES = {"high": "fast", "medium": "standard", "low": "remediation"}
@@ -257,7 +258,7 @@ PATTERN_OPTIONS: dict[str, type] = {
     "subflows": SubflowsOptions,
     "pipeline": PipelineOptions,
 }
-PATTERN_KINDS = tuple(PATTERN_OPTIONS)
+assert tuple(PATTERN_OPTIONS) == PATTERN_KINDS, "a pattern kind needs its options model here and its name in the vocabulary"
 
 
 def _kind(value: Any) -> Any:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.strategies import REGISTRY, STATIC
+from harness.workload.vocabulary import REGISTRY, STATIC
 
 # A size whose median wall is within this fraction of the best static's is as good in practice:
 # run-to-run noise on a shared machine is several % (the report's IQR warning starts at 10 %).
@@ -31,7 +31,7 @@ class BatchAdvice:
 
 
 def batch_advice(table: pd.DataFrame) -> BatchAdvice | None:
-    """From a summary table (harness.stats.summarize: strategies as index, median `wall_s`)."""
+    """From a summary table (harness.analysis.stats.summarize: strategies as index, median `wall_s`)."""
     walls = {s.batch_size: float(table.loc[name, "wall_s"])
              for name in table.index if (s := STATIC.read(name)) is not None}
     if not walls:

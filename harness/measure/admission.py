@@ -3,7 +3,7 @@ workload will need. Pure and fast (no Prefect, no Dask, no pandas): a refusal he
 well under a second, exit 2, with nothing written.
 
 The workload file itself (its size, its keys, every number against its bounds and the
-platform's limits) is checked by harness.spec; this module checks what the file alone cannot
+platform's limits) is checked by harness.workload.spec; this module checks what the file alone cannot
 say: where the run folder goes, and whether the machine can hold what will be in flight.
 """
 
@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import SpecError
-from harness.spec import WorkloadSpec, strategies_to_run
-from harness.strategies import Strategy
+from harness.workload.spec import WorkloadSpec, strategies_to_run
+from harness.workload.vocabulary import Strategy
 
 # Tasks in flight: a window of harness.strategies.base.SUBMIT_WINDOW_PER_THREAD per worker
 # thread for per_item, static:N and raw_dask:N; the adaptive controller's widest window
 # (controller.MAX_WINDOW) of batches capped by ADAPTIVE_MAX_BATCH_BYTES.
 # Copies of an in-flight item's payload alive on this machine at once: the item in the flow
 # process, its pickled form on the way, the worker's unpickled copy, and the result's payload
-# (the input reversed, harness.workloads) until the flow has read it.
+# (the input reversed, harness.work.synthetic) until the flow has read it.
 PAYLOAD_COPIES_IN_FLIGHT = 4
 # Python objects of one item and its outcome besides the payload (an Item and an Outcome tuple,
 # their floats and ints): ~0.3 KiB measured with tracemalloc, rounded up.
@@ -55,7 +55,7 @@ def memory_need(spec: WorkloadSpec) -> MemoryNeed:
     Strategies run one after another, so the peak is the largest of theirs: tasks in flight ×
     items per task × (payload copies + per-item objects), plus the runtime's own processes.
     """
-    from harness.controller import MAX_WINDOW
+    from harness.policy.controller import MAX_WINDOW
     from harness.strategies.base import ADAPTIVE_MAX_BATCH_BYTES, SUBMIT_WINDOW_PER_THREAD
 
     threads = spec.cluster.workers * spec.cluster.threads_per_worker

@@ -3,7 +3,7 @@ beside them: which strategy, by how much, how sure we are, and what orchestratio
 
 Wall times of strategies measured on a sample are compared through their projection to the
 whole workload (wall x items_total / items) and marked as such; nothing is extrapolated
-silently. The numbers come from harness.stats, the pictures from harness.plots. This module
+silently. The numbers come from harness.analysis.stats, the pictures from harness.report.plots. This module
 builds one `Report` from them (a frozen tree of display strings) and renders it twice with the
 Jinja2 templates in harness/templates/: body.j2 lays the sections out once, and markdown.j2 /
 html.j2 say how a heading, paragraph, list, table or figure looks in each format. A new section
@@ -23,8 +23,12 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from harness import advice, conditions, overhead, plots, settle, stats
-from harness.records import read_run_folder
+from harness.report import advice, plots
+
+from harness.measure import conditions
+
+from harness.analysis import overhead, settle, stats
+from harness.measure.records import read_run_folder
 
 PLOT_FILES = {"walls": "wall_per_strategy.png", "sweep": "wall_vs_batch_size.png", "trace": "adaptive_over_time.png"}
 PLOT_TITLES = {
@@ -109,7 +113,7 @@ class Comparison:
     against: str  # the role of the denominator: "best static", "per_item", "static twin", ...
     strategy: str
     estimate: str
-    interval: str  # "[low, high]", exact distribution-free 95 % (harness.stats)
+    interval: str  # "[low, high]", exact distribution-free 95 % (harness.analysis.stats)
     verdict: str  # stats.Ratio.label
     in_words: str
 
@@ -144,7 +148,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Settling:
-    """How a `repeats = "auto"` run decided it had measured enough (harness.settle)."""
+    """How a `repeats = "auto"` run decided it had measured enough (harness.analysis.settle)."""
 
     summary: str  # "6 rounds in 412 s of a 600 s budget; stopped: every ratio settled."
     ratios: tuple[str, ...]  # one line per settling ratio: settled or not, and why
@@ -161,7 +165,7 @@ class AdviceSection:
 
 @dataclass(frozen=True)
 class OverheadSection:
-    """Where the per-task overhead goes (harness.overhead): one row per strategy, the fits."""
+    """Where the per-task overhead goes (harness.analysis.overhead): one row per strategy, the fits."""
 
     intro: str = ""
     fits: tuple[str, ...] = ()  # one line per runtime: o and t and what they were fitted on

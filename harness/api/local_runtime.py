@@ -56,7 +56,7 @@ def local_runtime(
     the installed Prefect cannot run lean).
     """
     from harness.runtime import open_runtime
-    from harness.spec import ClusterSpec
+    from harness.workload.spec import ClusterSpec
 
     cluster = ClusterSpec(workers=workers, threads_per_worker=threads_per_worker, address=address or "")
     with contextlib.ExitStack() as stack:

@@ -1,6 +1,6 @@
 """results.json: every figure of a run's report, machine-readable and schema-versioned.
 
-Built from runs.csv's rows and env.json alone (harness.stats does the numbers, as for the
+Built from runs.csv's rows and env.json alone (harness.analysis.stats does the numbers, as for the
 report), and written by run.py with the CSVs before the run folder is committed, so it never
 depends on the report rendering. The schema is harness/schemas/results.schema.json, documented
 in README ("results.json"); `validate` checks a document against it.
@@ -17,14 +17,16 @@ from typing import Any
 
 import pandas as pd
 
-from harness import conditions, overhead, settle, stats
-from harness.records import read_run_folder, write_json
+from harness.measure import conditions
+
+from harness.analysis import overhead, settle, stats
+from harness.measure.records import read_run_folder, write_json
 
 SCHEMA_ID = "harness.results/1"
 # History: harness.results/1 (this version): strategies, references, twins, verdicts, settling, load;
 # later the optional `overhead` block (additive: readers of the first documents are unaffected).
 
-# The per-strategy figures, as harness.stats.summarize names them.
+# The per-strategy figures, as harness.analysis.stats.summarize names them.
 STRATEGY_FIELDS = ("repeats", "items", "sampled", "wall_s", "q1_s", "q3_s", "iqr_s", "throughput_items_s",
                    "vs_per_item", "vs_oracle", "vs_ideal", "efficiency", "ideal_s", "tasks", "batch_size",
                    "overhead_ms_per_task", "failed", "retries", "peak_rss_mb")
@@ -73,7 +75,7 @@ OVERHEAD_FIELDS = ("overhead_ms_per_task", "fixed_ms_per_task", "transfer_us_per
 
 
 def _overhead(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """The report's "Where the overhead goes" table (harness.overhead.per_strategy)."""
+    """The report's "Where the overhead goes" table (harness.analysis.overhead.per_strategy)."""
     split = overhead.per_strategy(rows).rename(columns={"overhead_per_task_ms": "overhead_ms_per_task"})
     return [{"strategy": str(name), **{k: _plain(split.loc[name, k]) for k in OVERHEAD_FIELDS}}
             for name in split.index]

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 import psutil
 
-from harness.conditions import cpu_model
+from harness.measure.conditions import cpu_model
 from harness.errors import RunError, SpecError
 
 # runs.csv columns in order: the original minimum first (README, "The run folder"; scripts rely on them), then the rest, appended.
@@ -43,8 +43,8 @@ RUN_COLUMNS = (
     "dask_tasks", "dask_compute_s", "dask_transfer_s", "dask_deserialize_s", "other_cpu_pct",
 )
 # tasks.csv: one row per task of per_item, static:N, adaptive and raw_dask:N (thinned to
-# harness.overhead.TASKS_CSV_MAX_PER_RUN per strategy x repeat); times in seconds from the
-# stage's start as the flow saw them, start_s replayed (harness.overhead).
+# harness.analysis.overhead.TASKS_CSV_MAX_PER_RUN per strategy x repeat); times in seconds from the
+# stage's start as the flow saw them, start_s replayed (harness.analysis.overhead).
 TASKS_COLUMNS = (
     "strategy", "repeat", "variant", "runtime", "task", "items", "submit_s", "start_s", "finish_s", "compute_s",
     "seen_late",
@@ -99,16 +99,16 @@ class RunRecord:
     flow_runs: int = 0
     routes: str = ""
     mode_changes: int = 0
-    # The machine around this run (harness.conditions.LoadProbe): 1-minute load average before
+    # The machine around this run (harness.measure.conditions.LoadProbe): 1-minute load average before
     # and after it, and the share of CPU time idle and stolen by a hypervisor during it.
     load_before: float = math.nan
     load_after: float = math.nan
     cpu_idle_pct: float = math.nan
     cpu_steal_pct: float = math.nan
     # ... and the share of the machine's CPU time processes outside the harness used during it
-    # (harness.conditions.OTHER_CPU_PCT_WARNING). Last in runs.csv: it came after the others.
+    # (harness.measure.conditions.OTHER_CPU_PCT_WARNING). Last in runs.csv: it came after the others.
     other_cpu_pct: float = math.nan
-    # The per-task overhead split (harness.overhead; README, "Where the overhead goes"): this run's
+    # The per-task overhead split (harness.analysis.overhead; README, "Where the overhead goes"): this run's
     # fixed cost per task (busy - compute - t x items, median over its tasks), its runtime's
     # per-item transfer cost t, thread time idle (threads x wall - sum of task busy time) and the
     # part of it after the last task started. NaN where there are no per-task timings.

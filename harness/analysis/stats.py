@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness.strategies import RAW_DASK, STATIC, StrategyKind
+from harness.workload.vocabulary import RAW_DASK, STATIC, StrategyKind
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE

@@ -18,7 +18,7 @@ from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from harness.patterns.labels import HARNESS_TAG
-from harness.report import read_report, render
+from harness.report.run_report import read_report, render
 
 
 def artifact_key(workload: str, what: str) -> str:

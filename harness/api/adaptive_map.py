@@ -3,7 +3,7 @@ in batches the adaptive controller sizes as the run goes (README, "Use adaptive 
 your flow").
 
 The same mechanism as the `adaptive` strategy (harness.strategies.window) and the same policy
-(harness.controller); only what a batch runs differs: `fn` applied to each item inside one
+(harness.policy.controller); only what a batch runs differs: `fn` applied to each item inside one
 Prefect task, with the work of each call timed so the controller tells work from overhead.
 """
 
@@ -182,8 +182,8 @@ def adaptive_map(
     """
     from prefect.context import FlowRunContext
 
-    from harness.controller import Controller
-    from harness.resilience import PathGuard
+    from harness.policy.controller import Controller
+    from harness.strategies.resilience import PathGuard
     from harness.strategies.tasks import Opaque
     from harness.strategies.window import run_window
 

@@ -23,10 +23,10 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import SpecError
-from harness.records import read_runs
-from harness.spec import (BENCHMARK_SOURCE, ClusterSpec, FaultSpec, ItemsSpec, RunSpec, TaskSpec, WorkloadSpec,
+from harness.measure.records import read_runs
+from harness.workload.spec import (BENCHMARK_SOURCE, ClusterSpec, FaultSpec, ItemsSpec, RunSpec, TaskSpec, WorkloadSpec,
                           parse_strategy)
-from harness.usertask import ItemList, UserFunction, UserTask, check_items, remember
+from harness.work.user_task import ItemList, UserFunction, UserTask, check_items, remember
 
 # The options `benchmark` takes besides its named parameters, and the workload-file key each stands for.
 _OPTIONS = {"name": "name", "workers": "[cluster] workers", "threads_per_worker": "[cluster] threads_per_worker",
@@ -119,8 +119,8 @@ def benchmark(fn: Callable[[Any], Any], items: Iterable[Any], *, strategies: Seq
     task = UserTask(UserFunction(ref, batch_ref, folder, faults.retries), ItemList(values, spec),
                     f"{len(values)} items given to harness.benchmark")
 
-    from harness.report import write_report
-    from harness.run import run_workload
+    from harness.report.run_report import write_report
+    from harness.measure.run import run_workload
 
     folder_out = run_workload(spec, Path(out), profile=options.get("profile", "stock"), task=task,
                               on_event=options.get("on_event"), on_committed=write_report)

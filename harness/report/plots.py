@@ -14,8 +14,8 @@ matplotlib.use("Agg")  # before pyplot: render to files, never look for a displa
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from harness.advice import NEAR_OPTIMAL_FRACTION
-from harness.strategies import RAW_DASK, STATIC, StrategyKind
+from harness.report.advice import NEAR_OPTIMAL_FRACTION
+from harness.workload.vocabulary import RAW_DASK, STATIC, StrategyKind
 
 # Small enough to sit beside the table in a browser, sharp enough to read the ticks.
 FIGSIZE = (7.5, 4.0)

@@ -2,7 +2,7 @@
 
 README's benchmark table is this module's output over one run folder per workload
 (`python -m harness table results/bench-*/latest`). Each line reads its run's CSVs through
-harness.stats, so a ratio here is the report's ratio: median wall over median wall, sampled
+harness.analysis.stats, so a ratio here is the report's ratio: median wall over median wall, sampled
 strategies projected to all items, with the same exact distribution-free 95 % interval (or
 "too few repeats" when the run had fewer than a verdict needs). `--json` gives each run's
 results.json figures instead.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import stats
+from harness.analysis import stats
 from harness.errors import SpecError
-from harness.records import read_run_folder
-from harness.results import read_results
-from harness.strategies import Strategy
+from harness.measure.records import read_run_folder
+from harness.measure.results_file import read_results
+from harness.workload.vocabulary import Strategy
 
 COLUMNS = ("workload", "work", "best static N", "adaptive / best static", "adaptive vs per_item",
            "adaptive / raw_dask (best N)", "adaptive / joblib_auto")

@@ -55,10 +55,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import numpy as np
 
 from harness.errors import SpecError
-from harness.spec import COST_KINDS
+from harness.workload.vocabulary import COST_KINDS
 
 if TYPE_CHECKING:
-    from harness.spec import WorkloadSpec
+    from harness.workload.spec import WorkloadSpec
 
 # Items per generated chunk. Large enough that numpy's per-call overhead (a few µs per draw)
 # is spread over thousands of items; small enough that a chunk as Python lists is ~150 KB,
@@ -199,7 +199,7 @@ class Workload:
     """The items of a WorkloadSpec: lazy, seeded, reproducible; memory flat in the item count."""
 
     def __init__(self, spec: WorkloadSpec) -> None:
-        # `spec` was validated when it was built (harness.spec): every rule generation relies on.
+        # `spec` was validated when it was built (harness.workload.spec): every rule generation relies on.
         self.spec = spec
         self._count = spec.items.count
         self._seed = spec.seed
@@ -473,7 +473,7 @@ class ItemCursor:
 class Kernel(Protocol):
     """What a task runs on its items when it is not a synthetic cost kind: a picklable object
     (by reference: it travels to every worker) that never raises for an item, it returns a
-    failed outcome instead (harness.usertask.UserFunction is the one there is)."""
+    failed outcome instead (harness.work.user_task.UserFunction is the one there is)."""
 
     def run_item(self, item: Any, attempt: int = 1) -> ItemOutcome: ...
 
@@ -529,7 +529,7 @@ def run_item(item: Item, cost_kind: str | Kernel, attempt: int = 1) -> ItemOutco
     """Run one attempt on an item: raise its injected fault, or do its work and time it.
 
     `cost_kind` is what the task runs on its items: a synthetic cost kind ("cpu", "sleep"), or
-    a `Kernel` such as a user's function (harness.usertask), which handles its own retries."""
+    a `Kernel` such as a user's function (harness.work.user_task), which handles its own retries."""
     if not isinstance(cost_kind, str):
         return cost_kind.run_item(item, attempt)
     if item.permanent:

@@ -3,10 +3,10 @@
 A run folder is `RESULTS_DIR/<workload>/<run id>/` holding runs.csv and env.json (`latest` and
 half-written `.partial` folders are skipped). Each run becomes one row: when it started, its git
 commit, its workload, and adaptive's ratios to the oracle and to per_item with their intervals,
-computed by harness.stats exactly as the run's report computes them. Consecutive runs of a
-workload are put through harness.compare's `compare_runs`, so a step change is marked where
+computed by harness.analysis.stats exactly as the run's report computes them. Consecutive runs of a
+workload are put through harness.report.compare's `compare_runs`, so a step change is marked where
 `harness compare PREVIOUS THIS` would call one. `write_index` draws one trend plot per workload
-(every strategy's median wall, run by run; harness.plots) and writes RESULTS_DIR/index.html.
+(every strategy's median wall, run by run; harness.report.plots) and writes RESULTS_DIR/index.html.
 
 Pure apart from reading the folders and writing index.html and its PNGs; cli.py prints.
 """
@@ -20,10 +20,12 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from harness import plots, stats
-from harness.compare import DEFAULT_THRESHOLD, compare_runs
+from harness.report import plots
+
+from harness.analysis import stats
+from harness.report.compare import DEFAULT_THRESHOLD, compare_runs
 from harness.errors import HarnessError, SpecError
-from harness.records import read_run_folder
+from harness.measure.records import read_run_folder
 
 INDEX = "index.html"
 COLUMNS = ("date", "commit", "workload", "run", "adaptive / oracle", "95 % CI (oracle)", "adaptive / per_item",

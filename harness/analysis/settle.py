@@ -16,14 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from harness import stats
+from harness.analysis import stats
 
 # ±10 %: what this machine's noise lets a run reach. Repeats of one strategy spread with a log
 # standard deviation of 0.04-0.10 here (docs/examples: large.toml 0.04-0.09, branching 0.04-0.10),
 # and at 0.08 the exact interval's median half-width is ±16 % at 5 rounds, ±10 % at 8, ±9 % at
-# 10 and ±5 % only at 30 (simulated with harness.stats.interval_batch; README, "Repeats"). ±5 %
+# 10 and ±5 % only at 30 (simulated with harness.analysis.stats.interval_batch; README, "Repeats"). ±5 %
 # would run nearly every workload to its budget; ±10 % settles a short workload in ~10 rounds
-# and still resolves the 10 % step that compare flags (DEFAULT_THRESHOLD in harness.compare).
+# and still resolves the 10 % step that compare flags (DEFAULT_THRESHOLD in harness.report.compare).
 TARGET_HALF_WIDTH = 0.10
 # A ratio whose whole interval lies beyond this factor either side of 1 is settled whatever its
 # width: "244× [205, 286] faster than per_item" will not change its verdict with more rounds, and
@@ -34,7 +34,7 @@ MAX_ROUNDS = 100
 # The next round is estimated as the slowest round so far plus this margin: rounds of the same
 # work differ by the machine's noise (IQR up to ~20 % here), and the slowest already carries most.
 ROUND_ESTIMATE_MARGIN = 0.10
-# The ratios a run settles on: roles of harness.stats.adaptive_references.
+# The ratios a run settles on: roles of harness.analysis.stats.adaptive_references.
 SETTLING_ROLES = ("best static", "per_item")
 
 

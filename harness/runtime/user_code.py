@@ -15,7 +15,7 @@ from typing import Any
 from distributed import WorkerPlugin
 
 from harness.errors import SpecError
-from harness.usertask import UserFunction
+from harness.work.user_task import UserFunction
 
 
 class ImportPathPlugin(WorkerPlugin):

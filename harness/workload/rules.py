@@ -1,8 +1,8 @@
-"""The vocabulary the workload file's models (harness.spec, harness.patterns.options) are written in.
+"""The vocabulary the workload file's models (harness.workload.spec, harness.workload.pattern_options) are written in.
 
 A rule is a typed, constrained annotation plus the "expected ..." text its messages show,
 built from the same bounds, so the check and its wording cannot drift apart. Rules that span
-several keys raise `Problem` from a model validator; harness.spec turns every failure into
+several keys raise `Problem` from a model validator; harness.workload.spec turns every failure into
 one message (file, table, key, found, expected).
 """
 

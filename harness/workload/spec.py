@@ -6,7 +6,7 @@ table and key, or the option), what was found and what was expected, e.g.
 
     workloads/x.toml: [cost] mean_ms: found -1, expected a number > 0 and <= 600_000
 
-The rules are the models' annotations (harness.spec_rules): each carries its bounds and the
+The rules are the models' annotations (harness.workload.rules): each carries its bounds and the
 "expected ..." text built from them. `python -m harness schema` prints them as JSON Schema.
 
 Meaning of the [cost] keys:
@@ -42,10 +42,9 @@ from pydantic import PlainValidator, TypeAdapter, ValidationError, WithJsonSchem
 from pydantic.json_schema import SkipJsonSchema
 
 from harness.errors import SpecError
-from harness.patterns.options import PATTERN_KINDS, PATTERN_OPTIONS, MapOptions, PatternSpec
-from harness.strategies import REGISTRY, SIZED_STRATEGY_KINDS, STRATEGY_FORMS, STRATEGY_KINDS  # noqa: F401
-from harness.strategies import Strategy as StrategyName
-from harness.spec_rules import (
+from harness.workload.pattern_options import PATTERN_OPTIONS, MapOptions, PatternSpec
+from harness.workload.vocabulary import COST_KINDS, REGISTRY, SIZED_STRATEGY_KINDS, STRATEGY_FORMS, STRATEGY_KINDS, PATTERN_KINDS, Strategy  # noqa: F401
+from harness.workload.rules import (
     TEXT,
     Expected,
     Problem,
@@ -57,7 +56,6 @@ from harness.spec_rules import (
     spec_model,
 )
 
-COST_KINDS = ("cpu", "sleep")
 DISTRIBUTIONS = ("constant", "uniform", "lognormal", "pareto", "bimodal")
 # The adaptive strategy's execution paths that `[faults] path` can break (controller.STRATEGIES).
 FAULT_PATHS = ("batched", "inline")
@@ -70,9 +68,9 @@ MISSING_KEY = "missing (a required key)"
 # The `source` of a spec harness.benchmark builds: its items are Python objects, not [items] keys.
 BENCHMARK_SOURCE = "harness.benchmark"
 
-def _parse_strategy(text: Any) -> StrategyName:
+def _parse_strategy(text: Any) -> Strategy:
     """A strategy name ("per_item", "static:64", ...) through the strategy registry; raises Problem."""
-    if isinstance(text, StrategyName):
+    if isinstance(text, Strategy):
         return text
     if not isinstance(text, str):
         raise Problem((), text, f"a strategy name, one of {_STRATEGY_FORMS}", found=_found(text, typed=True))
@@ -86,7 +84,7 @@ _STRATEGIES_EXPECTED = (f'a non-empty array of strategy names such as ["per_item
                         f"each one of {_STRATEGY_FORMS}")
 
 
-def _strategies(values: Any) -> tuple[StrategyName, ...]:
+def _strategies(values: Any) -> tuple[Strategy, ...]:
     if not isinstance(values, (list, tuple)) or not values:
         raise Problem((), values, _STRATEGIES_EXPECTED, found=_found(values, typed=True))
     return distinct("strategy", lambda s: repr(str(s))).func(tuple(map(_parse_strategy, values)))
@@ -116,7 +114,7 @@ class ItemsSpec:
 
 @spec_model
 class TaskSpec:
-    """A user's function instead of the synthetic kernel (harness.usertask)."""
+    """A user's function instead of the synthetic kernel (harness.work.user_task)."""
 
     function: _REF  # one item in, one result out
     batch_function: _OPTIONAL_REF = ""  # a list of items in, a list of results out
@@ -172,7 +170,7 @@ class FaultSpec:
     permanent_rate: number(0, 1, lo_open=False) = 0.0
     retries: integer(0, 100) = 3
     # An infrastructure failure of a whole task on one execution path of the adaptive strategy
-    # (before its items run), for the circuit breaker to route around (harness.breaker).
+    # (before its items run), for the circuit breaker to route around (harness.policy.breaker).
     path_failure_rate: number(0, 1, lo_open=False) = 0.0
     path: choice(FAULT_PATHS) = "batched"
 
@@ -212,7 +210,7 @@ _STRATEGY_SCHEMA = {"type": "array", "minItems": 1, "uniqueItems": True, "descri
 AUTO = "auto"
 # repeats = "auto" spends at most this long on measured rounds. large.toml's round (every
 # strategy once) takes ~2 min on the 2-core reference machine, so 600 s holds the 4 rounds a
-# verdict needs (harness.stats.repeats_needed) and a 5th when they are quick: ~10 min in all.
+# verdict needs (harness.analysis.stats.repeats_needed) and a 5th when they are quick: ~10 min in all.
 DEFAULT_BUDGET_S = 600.0
 _REPEATS_EXPECTED = 'an integer from 1 to 100, or "auto" (rounds until the verdicts settle, within budget_s)'
 _REPEATS_SCHEMA = {"description": _REPEATS_EXPECTED,
@@ -229,15 +227,15 @@ def _repeats(value: Any) -> int | str:
 
 @spec_model
 class RunSpec:
-    strategies: Annotated[tuple[StrategyName, ...], PlainValidator(_strategies),
+    strategies: Annotated[tuple[Strategy, ...], PlainValidator(_strategies),
                           WithJsonSchema(_STRATEGY_SCHEMA)] = (
-        StrategyName("per_item"),
-        StrategyName("static", 64),
-        StrategyName("adaptive"),
+        Strategy("per_item"),
+        Strategy("static", 64),
+        Strategy("adaptive"),
     )
     sweep: Annotated[tuple[integer(1, sys.maxsize), ...], distinct("value"),
                      Expected("an array of distinct integers >= 1 (static batch sizes), e.g. [1, 16, 256]")] = ()
-    # "auto": rounds until adaptive's ratios settle or the budget is spent (harness.run); an
+    # "auto": rounds until adaptive's ratios settle or the budget is spent (harness.measure.run); an
     # integer: exactly that many rounds.
     repeats: Annotated[int | str, PlainValidator(_repeats), WithJsonSchema(_REPEATS_SCHEMA)] = AUTO
     budget_s: number(0, 86_400, note="seconds of measured rounds, for repeats = \"auto\"") = DEFAULT_BUDGET_S
@@ -383,7 +381,7 @@ def _existing_files(security: SecuritySpec, source: str, where: str) -> Security
     return SecuritySpec(**resolved)
 
 
-def parse_strategy(text: str, where: str) -> StrategyName:
+def parse_strategy(text: str, where: str) -> Strategy:
     """Parse one strategy name ("per_item", "static:64", ...); `where` names its origin in messages."""
     try:
         return _parse_strategy(text)
@@ -427,9 +425,9 @@ def _override(table: Any, option: str, **changes: Any) -> Any:
         raise SpecError(_explain(exc, type(table), changes, "", option=option)) from None
 
 
-def strategies_to_run(spec: WorkloadSpec) -> tuple[StrategyName, ...]:
+def strategies_to_run(spec: WorkloadSpec) -> tuple[Strategy, ...]:
     """`[run] strategies`, then `static:N` for each N of `[run] sweep`; no duplicates, order kept."""
-    sweep = (StrategyName("static", n) for n in spec.run.sweep)
+    sweep = (Strategy("static", n) for n in spec.run.sweep)
     return tuple(dict.fromkeys((*spec.run.strategies, *sweep)))
 
 
