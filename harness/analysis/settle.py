@@ -4,8 +4,11 @@ A run settles when each of adaptive's ratios that the headline quotes (to the be
 oracle, and to per_item) has a verdict whose interval reaches no further than TARGET_HALF_WIDTH
 from its estimate, or lies wholly beyond DECISIVE_FACTOR from 1. Rounds (every strategy once,
 order rotated) are added until then, or until the next round would not fit in the budget: its
-duration is estimated from the rounds so far, so the budget is never knowingly overrun. run.py
-measures; this module only decides.
+duration is estimated from the rounds so far, so the budget is never knowingly overrun once the
+run has its floor, the rounds its verdicts and `harness compare` need. Before the floor the floor
+wins: a run stopped by its budget at 4 rounds would give no verdict, and two of them could never
+be compared (on a slow or busy machine that was every default run). The decision then says by how
+much the budget is being exceeded. harness.measure.run measures; this module only decides.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Decision:
     statuses: tuple[RatioStatus, ...]
     next_round_s: float  # estimated duration of the next round (NaN before the first)
     more_within_budget: int  # rounds that would still fit after this one
+    # While the floor keeps a run going past its budget: "past the 60 s budget by ~14 s ...", else "".
+    over_budget: str = ""
 
 
 def ratio_statuses(runs: pd.DataFrame, target: float = TARGET_HALF_WIDTH,
@@ -126,6 +131,14 @@ def decide(runs: pd.DataFrame, round_s: list[float], elapsed_s: float, budget_s:
     if done >= MAX_ROUNDS:
         return Decision(False, f"reached {MAX_ROUNDS} rounds", statuses, estimate, fits)
     if done and fits < 1:
-        return Decision(False, f"budget: the next round (~{estimate:.0f} s) would not fit in the "
-                               f"{max(left, 0):.0f} s left of {budget_s:.0f} s", statuses, estimate, fits)
+        if done >= floor:
+            if left < 0:
+                return Decision(False, f"budget: {budget_s:.0f} s spent ({elapsed_s:.0f} s: the {floor} rounds the "
+                                       f"verdicts need came first)", statuses, estimate, 0)
+            return Decision(False, f"budget: the next round (~{estimate:.0f} s) would not fit in the "
+                                   f"{left:.0f} s left of {budget_s:.0f} s", statuses, estimate, fits)
+        over = elapsed_s + estimate - budget_s
+        return Decision(True, "", statuses, estimate, 0,
+                        over_budget=f"past the {budget_s:.0f} s budget by ~{over:.0f} s at the end of this round: "
+                                    f"round {done + 1} of the {floor} the verdicts need")
     return Decision(True, "", statuses, estimate, max(fits - 1, 0))

@@ -344,7 +344,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                     if not decision.go_on:
                         say(f"stopping after round {repeat}: {decision.reason}")
                         break
-                    more = f", ~{decision.more_within_budget} more within budget" if round_s else ""
+                    more = (f" ({decision.over_budget})" if decision.over_budget
+                            else f", ~{decision.more_within_budget} more within budget" if round_s else "")
                     say(f"round {repeat + 1}{more}")
                 round_t0 = time.perf_counter()
                 of = f"round {repeat + 1}" if auto else f"{repeat + 1}/{spec.run.repeats}"

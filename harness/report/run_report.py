@@ -398,8 +398,11 @@ def _settling(runs: pd.DataFrame, env: dict[str, Any]) -> Settling | None:
     block = env.get("settling")
     if not block:
         return None
+    over = block["rounds_s"] - block["budget_s"]
+    # The floor wins over the budget (harness.analysis.settle): say by how much it was exceeded.
+    exceeded = f" (exceeded by {over:.0f} s)" if over >= 1 else ""
     summary = (f"repeats = \"auto\": {block['rounds']} rounds in {block['rounds_s']:.0f} s of a {block['budget_s']:.0f} s "
-               f"budget; stopped: {block['stopped_because']}. A run stops no earlier than the "
+               f"budget{exceeded}; stopped: {block['stopped_because']}. A run stops no earlier than the "
                f"{block.get('floor', '?')} rounds its verdicts need; a ratio settles when its 95 % interval "
                f"reaches no further than ±{block['target_half_width']:.0%} from its estimate"
                + (f", or lies wholly beyond {block['decisive_factor']:g}× either way." if block.get("decisive_factor")
