@@ -25,6 +25,8 @@ from harness.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+# The README and the documentation site's pages: every command they show is checked alike.
+PAGES = (README, *(page.read_text() for page in sorted((REPO / "docs").glob("*.md"))))
 HEAVY_MODULES = ("prefect", "prefect_dask", "dask", "distributed", "pandas", "numpy", "scipy", "matplotlib")
 HELP_TIMEOUT_S = 60  # a cold interpreter on a loaded 2-core machine; the help itself is milliseconds
 
@@ -185,14 +187,15 @@ PLACEHOLDER = re.compile(r"^\[|^[A-Z][A-Z0-9_]*(\.toml)?\]?$")
 
 
 def _readme_code() -> tuple[list[str], list[str]]:
-    """(shell lines from ```sh blocks and inline code spans, synopsis lines from ```text blocks)."""
+    """(shell lines from ```sh blocks and inline code spans, synopsis lines from ```text blocks) of
+    the README and every docs page."""
     shell, synopsis = [], []
-    for lang, body in FENCE.findall(README):
-        # a line ending in a backslash, or (synopsis) an indented line, continues the one before
-        lines = re.sub(r"\\?\n(?=[ \t])|\\\n", " ", body).splitlines()
-        (shell if lang == "sh" else synopsis if lang == "text" else []).extend(lines)
-    prose = FENCE.sub("", README)
-    shell += re.findall(r"`([^`\n]+)`", prose)
+    for page in PAGES:
+        for lang, body in FENCE.findall(page):
+            # a line ending in a backslash, or (synopsis) an indented line, continues the one before
+            lines = re.sub(r"\\?\n(?=[ \t])|\\\n", " ", body).splitlines()
+            (shell if lang == "sh" else synopsis if lang == "text" else []).extend(lines)
+        shell += re.findall(r"`([^`\n]+)`", FENCE.sub("", page))
     return shell, synopsis
 
 
@@ -255,7 +258,8 @@ def test_readme_uses_the_venv_for_every_command():
     """Bare `python`, `harness`, `prefect` or `dask` would run whatever is on PATH, not the venv.
     (Inline spans may name `prefect server start` as what the harness itself runs.)"""
     shell, synopsis = _readme_code()
-    fenced = [line for lang, body in FENCE.findall(README) if lang in ("sh", "text") for line in body.splitlines()]
+    fenced = [line for page in PAGES for lang, body in FENCE.findall(page) if lang in ("sh", "text")
+              for line in body.splitlines()]
     venv = r"(?<![\w/.])"
     bare = [line for line in shell + synopsis if re.search(venv + r"(python3? (-m )?(harness|tests/)|(?<!-m )harness (run|report|compare|table)\b)", line)]
     bare += [line for line in fenced if re.search(venv + r"(prefect server|dask (scheduler|worker))", line)]
@@ -296,14 +300,19 @@ def test_readme_synopsis_names_real_subcommands_and_flags():
 # ---------------------------------------------------------------- the test command without a browser
 
 
+TEST_SCRIPT = "scripts/test.sh"
+
+
 def _readme_test_command() -> str:
-    [command] = [line for line in README.splitlines() if line.startswith("{ command -v chromium")]
+    """The one line of README's fenced ```sh blocks that runs the test script."""
+    [command] = [line for lang, body in FENCE.findall(README) if lang == "sh" for line in body.splitlines()
+                 if TEST_SCRIPT in line]
     return command
 
 
 def test_ci_runs_exactly_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text().rstrip("\n").splitlines()
-    assert ci[-1] == _readme_test_command()
+    assert ci[-1] == _readme_test_command() == f"bash {TEST_SCRIPT}"
 
 
 def _stub(folder: Path, name: str, body: str) -> None:
@@ -315,30 +324,32 @@ def _stub(folder: Path, name: str, body: str) -> None:
 @pytest.mark.parametrize("apt", ["fails", "absent"])
 def test_test_command_goes_on_when_chromium_cannot_be_installed(tmp_path, apt):
     """No chromium on PATH and apt-get failing as it does without root (exit 100), or missing:
-    the command says so in one line, then makes the venv and runs the suite. python3 is a stub
-    that makes a stub venv logging what it is asked to run."""
+    the test script says so in one line, then makes the venv, builds the docs and runs the suite.
+    It runs from a copy of the script in an empty checkout; python3 is a stub that makes a stub
+    venv logging what it is asked to run."""
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     if apt == "fails":
         _stub(stubs, "apt-get", 'echo "E: Could not open lock file (13: Permission denied)" >&2; exit 100')
     log = tmp_path / "log"
-    # python3 -m venv .venv: a stub venv whose pip and python only log their arguments (echo is a
-    # shell builtin: PATH holds nothing but the stubs)
+    # python3 -m venv .venv: a stub venv whose programs only log their arguments (echo is a
+    # shell builtin: PATH holds nothing but the stubs and what the script's own lines need)
     tool = f'#!/bin/sh\necho "$0 $*" >> {log}\n'
     (stubs / "python3").write_text(
         f"#!{sys.executable}\nimport os, pathlib\nbin = pathlib.Path('.venv/bin')\nbin.mkdir(parents=True)\n"
-        f"for name in ('pip', 'python'):\n    (bin / name).write_text({tool!r})\n    os.chmod(bin / name, 0o755)\n")
+        f"for name in ('pip', 'python', 'mkdocs'):\n    (bin / name).write_text({tool!r})\n    os.chmod(bin / name, 0o755)\n")
     (stubs / "python3").chmod(0o755)
     (stubs / "bash").write_text(tool)  # `bash .ci/prefect-matrix.sh`: logged, not run
     (stubs / "bash").chmod(0o755)
+    _stub(stubs, "dirname", 'echo "${1%/*}"')  # the script's `cd "$(dirname "$0")/.."`
     work = tmp_path / "checkout"
-    work.mkdir()
-    # as .ci/run runs it: bash, set -euo pipefail
-    proc = subprocess.run(["/bin/bash", "-c", "set -euo pipefail\n" + _readme_test_command()], cwd=work,
+    (work / "scripts").mkdir(parents=True)
+    (work / TEST_SCRIPT).write_text((REPO / TEST_SCRIPT).read_text())
+    proc = subprocess.run(["/bin/bash", TEST_SCRIPT], cwd=work,
                           env={"PATH": str(stubs), "HOME": str(tmp_path)}, capture_output=True, text=True,
                           timeout=HELP_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
     said = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(said) == 1 and "chromium could not be installed" in said[0], said
-    assert log.read_text().splitlines() == [".venv/bin/pip install -e .[test]", f"{stubs}/bash .ci/prefect-matrix.sh",
-                                            ".venv/bin/python -m pytest -q"]
+    assert log.read_text().splitlines() == [".venv/bin/pip install -e .[test,docs]", f"{stubs}/bash .ci/prefect-matrix.sh",
+                                            ".venv/bin/mkdocs build --strict --quiet", ".venv/bin/python -m pytest -q"]
