@@ -292,7 +292,7 @@ def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("harness")
+        return version("prefect-dask-harness")  # the distribution's name (pyproject.toml); the package is `harness`
     except PackageNotFoundError:  # run from a checkout without installing it
         from harness import __version__
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates docs/examples/: the complete run folders of two real runs, committed so a
-# reader can open a report before installing anything (README, "Example reports").
+# reader can open a report before installing anything (docs/index.md, "Example reports").
 #
 #   scripts/regenerate-examples.sh          # ~15 minutes on an idle 2-core machine
 #
 # Run it on an idle machine (the figures are measurements) from a clean checkout of the commit
-# the README quotes, after the README's install command. tests/test_example_reports.py fails
-# when the report's format changes and these folders were not regenerated (or re-rendered with
-# `.venv/bin/harness report docs/examples/NAME` when only the presentation changed).
+# docs/measurements.md quotes, after the install command (docs/getting-started.md).
+# tests/test_example_reports.py fails when the report's format changes and these folders were
+# not regenerated (or re-rendered with `.venv/bin/harness report docs/examples/NAME` when only
+# the presentation changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

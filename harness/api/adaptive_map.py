@@ -1,6 +1,5 @@
 """`adaptive_map(fn, items)`: a user's function over their items inside their own Prefect flow,
-in batches the adaptive controller sizes as the run goes (README, "Use adaptive batching in
-your flow").
+in batches the adaptive controller sizes as the run goes (docs/api.md).
 
 The same mechanism as the `adaptive` strategy (harness.strategies.window) and the same policy
 (harness.policy.controller); only what a batch runs differs: `fn` applied to each item inside one

@@ -87,7 +87,7 @@ def benchmark(fn: Callable[[Any], Any], items: Iterable[Any], *, strategies: Seq
     local cluster), address (an existing Dask scheduler), retries (per failing call, default 3),
     batch_function (a function taking a list of items, returning a list of results), profile
     ("stock" by default: your tasks see the settings your process has; "lean" leaves Prefect's
-    settings out of each task's context, README "The lean profile"), on_event (a callable given progress messages). Raises SpecError on bad input, before
+    settings out of each task's context: docs/prefect-and-dask.md, "The lean profile"), on_event (a callable given progress messages). Raises SpecError on bad input, before
     anything starts; the report is written into the run folder as by `harness run`.
     """
     unknown = sorted(set(options) - set(_OPTIONS))

@@ -1,5 +1,5 @@
 """`local_runtime()`: the CLI's Prefect API and Dask cluster for a script or a notebook
-(README, "Use adaptive batching in your flow")."""
+(docs/api.md)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def local_runtime(
 
     Joins an existing Prefect API when one is configured (PREFECT_API_URL, as Prefect resolves
     it: environment or active profile), else starts a loopback `prefect server` on SQLite.
-    Joins the Dask scheduler at `address` when given (its workers need PREFECT_API_URL, README
+    Joins the Dask scheduler at `address` when given (its workers need PREFECT_API_URL: docs/prefect-and-dask.md,
     "Running on your own cluster"), else starts a LocalCluster of `workers` processes with
     `threads_per_worker` threads each. Whatever it started is stopped on exit, also on an
     exception; while it is open, this process runs with the client settings the harness's

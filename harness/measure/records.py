@@ -55,6 +55,9 @@ TRACE_COLUMNS = (
 )
 # Versions recorded in env.json: what a reader needs to reproduce a number.
 PACKAGES = ("prefect", "prefect-dask", "dask", "distributed", "numpy", "pandas", "joblib", "harness")
+# env.json names each package as above; the harness is installed as the distribution
+# "prefect-dask-harness" (pyproject.toml: "harness" on PyPI is another project).
+DISTRIBUTIONS = {"harness": "prefect-dask-harness"}
 # The RSS sampler's period: fine enough to catch the flow process's peak during a batch
 # submit burst, coarse enough to cost nothing measurable (one /proc read per period).
 RSS_SAMPLE_PERIOD_S = 0.05
@@ -257,7 +260,7 @@ def environment(extra: dict[str, Any]) -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
         try:
-            versions[name] = metadata.version(name)
+            versions[name] = metadata.version(DISTRIBUTIONS.get(name, name))
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
