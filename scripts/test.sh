@@ -13,5 +13,7 @@ command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=nonint
 python3 -m venv .venv
 .venv/bin/pip install -e '.[test,docs]'
 bash .ci/prefect-matrix.sh
+# Material prints a banner about MkDocs 2 on every build; it says nothing about this site.
+export NO_MKDOCS_2_WARNING=1
 .venv/bin/mkdocs build --strict --quiet
 .venv/bin/python -m pytest -q
