@@ -41,8 +41,9 @@ def _keep_signal_handlers(keep_signal_handlers):
 class ExternalCluster:
     """`dask scheduler` + `dask worker` subprocesses, each in its own process group."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, cwd: Path | None = None) -> None:
         self.log_dir = log_dir
+        self.cwd = cwd  # the processes' working directory (None: this one's)
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.scheduler = self._start("scheduler", [
@@ -51,7 +52,7 @@ class ExternalCluster:
 
     def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"{name}.log", "wb") as log:
-            return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+            return subprocess.Popen(cmd, env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
 
     def add_worker(self, name: str, env: dict[str, str]) -> None:
@@ -311,3 +312,121 @@ def test_uses_an_existing_prefect_api_and_starts_none(tmp_path, make_toml, given
         assert all(f"run:{folder.name}" in run.tags for run in runs)
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- a user's task, its modules shipped
+
+# The folder holding the `harness` package the tests import: the one thing the workers and the
+# CLI get on PYTHONPATH (absolute: their working directories are elsewhere).
+HARNESS_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@pytest.fixture
+def cluster_elsewhere(tmp_path, runtime):
+    """`dask scheduler` and workers started in a folder of their own, with only the harness on
+    PYTHONPATH: they see nothing of the workload's folder, as on another machine."""
+    home = tmp_path / "cluster-home"
+    home.mkdir()
+    cluster = ExternalCluster(tmp_path, cwd=home)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def _bare_worker_env(api_url: str) -> dict[str, str]:
+    return {**good_worker_env(api_url), "PYTHONPATH": HARNESS_ROOT}
+
+
+def _write_files(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def _harness_run(args: list[str], cwd: Path, pythonpath: list[str]) -> subprocess.CompletedProcess[str]:
+    """The `harness` command line in a process of its own, as the user runs it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([HARNESS_ROOT, *pythonpath])}
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=SUBPROCESS_TIMEOUT_S)
+
+
+def test_a_task_module_and_what_it_imports_beside_it_are_shipped_to_the_workers(cluster_elsewhere, runtime,
+                                                                                  tmp_path):
+    """The workload's module imports a helper module and a package beside it; the workers have
+    neither. The run ships them (not an unimported module of the folder) and every item is ok;
+    a worker that joins afterwards gets them too."""
+    from test_user_task import plain_checksum
+
+    # Run on the workers (defined here: cloudpickle sends them by value, the workers have no tests).
+    def imported_from(name: str) -> str:
+        import importlib
+
+        return importlib.import_module(name).__file__
+
+    def finds(name: str) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec(name) is not None
+
+    project = tmp_path / "project"
+    _write_files(project, {
+        "ship_task.py": "import ship_helper\nfrom ship_pkg import scale\n\n"
+                        "def work(x):\n    return ship_helper.square(x) * scale.FACTOR\n\n"
+                        "def items():\n    return range(40)\n",
+        "ship_helper.py": "def square(x):\n    return x * x\n",
+        "ship_pkg/__init__.py": "",
+        "ship_pkg/scale.py": "FACTOR = 3\n",
+        "ship_unused.py": "raise RuntimeError('never imported')\n",
+        "w.toml": 'name = "shipped"\n[task]\nfunction = "ship_task:work"\n[items]\nsource = "ship_task:items"\n'
+                  '[run]\nstrategies = ["per_item", "static:8", "adaptive"]\n',
+    })
+    for name in ("w0", "w1"):
+        cluster_elsewhere.add_worker(name, _bare_worker_env(runtime.api_url))
+    cluster_elsewhere.wait_for_workers()
+    with cluster_elsewhere.client() as client:
+        assert not any(client.run(finds, "ship_task").values())  # nothing to import it from, yet
+
+    out = tmp_path / "results"
+    done = _harness_run(["run", str(project / "w.toml"), "--dask-address", cluster_elsewhere.address, "--quick",
+                         "--out", str(out)], cwd=tmp_path, pythonpath=[])
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = pd.read_csv(Path(done.stdout.rstrip("\n").splitlines()[-1]) / "runs.csv", dtype={"checksum": str})
+    assert set(runs["strategy"]) == {"per_item", "static:8", "adaptive"}
+    assert (runs["items_ok"] == runs["items"]).all() and (runs["items_failed"] == 0).all()
+    assert set(runs[~runs["sampled"]]["checksum"]) == {plain_checksum(lambda x: x * x * 3, range(40))}
+
+    cluster_elsewhere.add_worker("late", _bare_worker_env(runtime.api_url))
+    late = cluster_elsewhere.wait_for_workers()["late"]
+    with cluster_elsewhere.client() as client:
+        for name in ("ship_task", "ship_helper", "ship_pkg.scale"):
+            files = client.run(imported_from, name)
+            assert len(files) == 3 and all(".zip" in f and str(project) not in f for f in files.values()), files
+        assert not any(client.run(finds, "ship_unused").values())
+        assert late in files
+
+
+def test_a_dependency_missing_on_the_workers_is_named_with_exit_2(cluster_elsewhere, runtime, tmp_path):
+    """The module imports a package installed only where the harness runs: it is not shipped
+    (not in the workload's folder), and the worker that lacks it is named with what to install."""
+    project, site = tmp_path / "project", tmp_path / "installed-here"
+    _write_files(project, {
+        "ship_needs.py": "import ship_absent_dependency\n\n"
+                         "def work(x):\n    return ship_absent_dependency.twice(x)\n\n"
+                         "def items():\n    return range(10)\n",
+        "w.toml": 'name = "missing-dependency"\n[task]\nfunction = "ship_needs:work"\n[items]\n'
+                  'source = "ship_needs:items"\n',
+    })
+    _write_files(site, {"ship_absent_dependency.py": "def twice(x):\n    return 2 * x\n"})
+    cluster_elsewhere.add_worker("w0", _bare_worker_env(runtime.api_url))
+    worker = cluster_elsewhere.wait_for_workers()["w0"]
+
+    out = tmp_path / "results"
+    done = _harness_run(["run", str(project / "w.toml"), "--dask-address", cluster_elsewhere.address, "--quick",
+                         "--out", str(out)], cwd=tmp_path, pythonpath=[str(site)])
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert (f"w.toml: [task] function: worker {worker} cannot import ship_needs:work: ModuleNotFoundError: "
+            f"No module named 'ship_absent_dependency'") in done.stderr
+    assert f"the harness sent ship_needs.py from {project} to the workers" in done.stderr
+    assert "module 'ship_absent_dependency' is not installed there: install the package" in done.stderr
+    assert not any(out.glob("missing-dependency*"))  # no run folder

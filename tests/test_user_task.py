@@ -173,6 +173,42 @@ def test_preflight_names_a_worker_that_cannot_import_the_function(runtime, tmp_p
     assert "w.toml: [task] function: worker tcp://" in message and "ut_flow_only" in message
 
 
+def test_the_modules_shipped_are_those_the_module_imports_from_its_folder(tmp_path):
+    """Transitively, function bodies included, packages whole; not the standard library, not a
+    third-party import, not a module nothing imports, not a name (harness) imported from elsewhere."""
+    import zipfile
+
+    from harness.runtime.user_code import code_archive, local_modules
+
+    for name, text in {
+        "ut_ship.py": "import os, json\nimport harness\nimport ut_ship_helper\nfrom ut_ship_pkg import sub\n"
+                      "def f(x):\n    import ut_ship_lazy\n    return x\n",
+        "ut_ship_helper.py": "from ut_ship_deeper import *\n",
+        "ut_ship_deeper.py": "X = 1\n",
+        "ut_ship_lazy.py": "Y = 1\n",
+        "ut_ship_unused.py": "Z = 1\n",
+        "ut_ship_pkg/__init__.py": "",
+        "ut_ship_pkg/sub.py": "from .inner import q\nimport requests\n",
+        "ut_ship_pkg/inner.py": "q = 1\n",
+        "ut_ship_pkg/data.txt": "shipped with its package\n",
+        "harness/__init__.py": "",
+    }.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = local_modules(tmp_path, ["ut_ship"])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "ut_ship.py", "ut_ship_deeper.py", "ut_ship_helper.py", "ut_ship_lazy.py", "ut_ship_pkg"]
+    assert local_modules(tmp_path, ["json"]) == []  # not in the folder: nothing to ship
+
+    (tmp_path / "out").mkdir()
+    archive = code_archive(tmp_path, found, tmp_path / "out")
+    assert sorted(zipfile.ZipFile(archive).namelist()) == [
+        "ut_ship.py", "ut_ship_deeper.py", "ut_ship_helper.py", "ut_ship_lazy.py", "ut_ship_pkg/__init__.py",
+        "ut_ship_pkg/data.txt", "ut_ship_pkg/inner.py", "ut_ship_pkg/sub.py"]
+    (tmp_path / "ut_ship_lazy.py").write_text("Y = 2\n")  # a changed module: another file name
+    assert code_archive(tmp_path, found, tmp_path / "out").name != archive.name
+
+
 # --- end to end ------------------------------------------------------------------------------
 
 

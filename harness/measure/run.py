@@ -317,7 +317,10 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
         if task is not None:
             from harness.runtime.user_code import prepare_workers
 
-            prepare_workers(runtime.client, task.kernel, spec.source or "harness.benchmark")
+            # A cluster of the user's may be on other machines: its workers get the modules shipped.
+            kernel = prepare_workers(runtime.client, task.kernel, spec.source or "harness.benchmark",
+                                     ship=runtime.startup.get("dask_cluster") == "existing",
+                                     also=[spec.items.source] if spec.items.source else [])
         if on_stage is not None:
             on_stage("warm-up")
         t0 = time.perf_counter()

@@ -97,6 +97,13 @@ def _message(exc: BaseException) -> str:
     return text if len(text) <= MESSAGE_MAX_CHARS else text[: MESSAGE_MAX_CHARS - 1] + "…"
 
 
+class ImportProblem(NamedTuple):
+    """Why a process cannot import a user's function."""
+
+    why: str  # "module:attribute: ExceptionType: message"
+    missing: str  # the module Python found nowhere (ModuleNotFoundError.name); "" for another error
+
+
 @dataclass(frozen=True)
 class UserFunction:
     """The user's function as a Kernel: `function` per item, `batch_function` (optional) per batch."""
@@ -106,14 +113,15 @@ class UserFunction:
     folder: str = ""  # put first on sys.path before importing (the workload file's folder)
     retries: int = 3  # attempts after the first for a call that raises ([faults] retries)
 
-    def check_import(self) -> str:
-        """"" when this process can import the function(s), else why not (the workers' preflight)."""
+    def check_import(self) -> ImportProblem | None:
+        """None when this process can import the function(s), else why not (the workers' preflight)."""
         for ref in filter(None, (self.function, self.batch_function)):
             try:
                 resolve(ref, self.folder)
             except Exception as exc:  # noqa: BLE001 - reported, not raised
-                return f"{ref}: {type(exc).__name__}: {exc}"
-        return ""
+                missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
+                return ImportProblem(f"{ref}: {type(exc).__name__}: {exc}", missing)
+        return None
 
     def run_item(self, item: UserItem, attempt: int = 1) -> ItemOutcome:
         return self._call(resolve(self.function, self.folder), item, self.retries)
