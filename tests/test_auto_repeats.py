@@ -16,7 +16,7 @@ from harness.measure import results_file as results
 
 from harness.analysis import settle, stats
 from harness.cli import main
-from harness.measure.conditions import LOAD_COLUMNS
+from harness.measure.machine_load import LOAD_COLUMNS
 
 BUDGET_S = 40
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from harness.report import advice, plots
 
-from harness.measure import conditions
+from harness.measure.machine_load import load_warnings
 
 from harness.analysis import overhead, settle, stats
 from harness.measure.records import read_run_folder
@@ -460,7 +460,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         dask_seen=_dask_seen(rows, threads),
         dask_reports=_dask_reports(env, plots_into),
         settling=_settling(runs, env),
-        warnings=tuple(stats.instability_warnings(rows) + conditions.load_warnings(runs, env.get("cpu_count"))),
+        warnings=tuple(stats.instability_warnings(rows) + load_warnings(runs, env.get("cpu_count"))),
         notes=tuple(f"{s}: {note}" for s, said in (env.get("strategy_notes") or {}).items() for note in said),
         plots=drawn,
         environment=tuple(environment_lines(env)),
