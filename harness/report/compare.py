@@ -103,15 +103,6 @@ class Comparison:
                 "load_warnings": list(self.load_warnings)}
 
 
-def read_run(folder: Path) -> pd.DataFrame:
-    """runs.csv of a run folder (the dynamic rows when it has variants), or a SpecError saying what is missing."""
-    return read_run_folder(folder).runs  # SpecError naming a damaged or missing file
-
-
-def read_env(folder: Path) -> dict[str, Any]:
-    return read_run_folder(folder).env  # SpecError naming a damaged or missing file
-
-
 def _too_few(sa: dict, sb: dict, common: list[str]) -> str:
     need = stats.repeats_for_family(len(common))
     short = [f"{s} (A {len(sa[s])}, B {len(sb[s])})" for s in common

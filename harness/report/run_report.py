@@ -480,24 +480,6 @@ def read_report(run_dir: Path, draw_plots: bool = False) -> Report:
     return build(runs, env, _read_trace(run_dir), plots_into=run_dir, tasks=tasks)
 
 
-def load(run_dir: Path) -> tuple[Report, pd.DataFrame]:
-    """The report (without plots) and the adaptive trace of the run in `run_dir`."""
-    return read_report(run_dir), _read_trace(Path(run_dir))
-
-
-def summary_frame(report: Report) -> pd.DataFrame:
-    """The comparison table as display strings, one row per strategy."""
-    return report.strategies.frame()
-
-
-def references_frame(report: Report) -> pd.DataFrame:
-    return report.references.table.frame()
-
-
-def twins_frame(report: Report) -> pd.DataFrame:
-    return report.twins.table.frame()
-
-
 # --- rendering it ---------------------------------------------------------------------------
 
 # Cells that read as numbers (figures, ranges, intervals, the sampled mark, the n/a dash): right-aligned.
