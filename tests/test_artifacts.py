@@ -11,7 +11,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from run_fixture import TRUE_WALL_S, write_run
 
 from harness.report.artifacts import artifact_key, publish
-from harness.report.run_report import load, summary_frame
+from harness.report.run_report import read_report
 
 
 def test_artifact_keys_are_what_prefect_accepts():
@@ -22,7 +22,7 @@ def test_artifact_keys_are_what_prefect_accepts():
 def test_headline_and_table_reach_the_flow_run(runtime, tmp_path):
     folder = write_run(tmp_path / "run")
     flow_run_id = publish(folder)
-    data, _ = load(folder)
+    data = read_report(folder)
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
         flow_run = client.read_flow_run(flow_run_id)
@@ -34,4 +34,4 @@ def test_headline_and_table_reach_the_flow_run(runtime, tmp_path):
     assert data.headline and data.headline in markdown.data and markdown.description == data.headline
     rows = table.data if isinstance(table.data, list) else json.loads(table.data)  # stored as JSON text
     assert [row["strategy"] for row in rows] == list(TRUE_WALL_S)
-    assert rows == summary_frame(data).to_dict("records")
+    assert rows == data.strategies.frame().to_dict("records")  # the comparison table as display strings

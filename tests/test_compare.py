@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from run_fixture import TRUE_WALL_S, make_env, make_runs, scaled, write_run
 
-from harness.measure import conditions
+from harness.measure import machine_load
 
 from harness.analysis import settle, stats
 from harness.cli import main
@@ -144,9 +144,9 @@ def test_other_work_is_flagged_by_its_cpu_share_and_the_harnesss_own_load_is_not
     """A load average of 3-4 on 2 cores is the harness's own flow, workers and server: with
     other_cpu_pct recorded, only CPU time used by processes outside the harness warns."""
     own = make_runs().assign(load_before=3.8, load_after=3.5, cpu_idle_pct=0.0, cpu_steal_pct=0.0, other_cpu_pct=1.5)
-    assert conditions.load_warnings(own, 2) == []
+    assert machine_load.load_warnings(own, 2) == []
     other = own.assign(other_cpu_pct=[35.0 if i % 2 else 1.0 for i in range(len(own))])
-    [warning] = conditions.load_warnings(other, 2)
+    [warning] = machine_load.load_warnings(other, 2)
     assert f"{len(other) // 2} of {len(other)} measured runs had processes outside the harness use more than 10 %" \
         in warning and "highest 35 %" in warning
     a, b = write_run(tmp_path / "a", runs=own), write_run(tmp_path / "b", runs=other)
@@ -168,13 +168,13 @@ def test_the_load_probe_counts_a_foreign_process_as_other_work_and_its_own_child
     child = subprocess.Popen([sys.executable, "-c", burn])
     try:
         time.sleep(0.3)  # the interpreter is up and burning
-        with conditions.LoadProbe() as own:
+        with machine_load.LoadProbe() as own:
             time.sleep(1.0)
     finally:
         child.wait()
     subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{burn}" >/dev/null 2>&1 &'], check=True)
     time.sleep(0.3)
-    with conditions.LoadProbe() as foreign:
+    with machine_load.LoadProbe() as foreign:
         time.sleep(1.0)
     time.sleep(0.5)  # the orphan ends on its own
     # Whatever else the machine runs meanwhile counts in both probes alike: compare the two.

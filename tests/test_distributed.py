@@ -203,7 +203,7 @@ def test_unreachable_api_on_every_worker_is_named(external_cluster, runtime, tmp
 
 def _expected(spec) -> tuple[int, int]:
     """Checksum and failed-item count of the workload, from its items alone."""
-    from harness.work.synthetic import ItemOutcome, Tally
+    from harness.work.outcomes import ItemOutcome, Tally
 
     tally = Tally()
     for item in Workload(spec).items():

@@ -19,7 +19,8 @@ from harness.report import advice
 
 from harness.analysis import overhead, stats
 from harness.report.plots import sweep_figure
-from harness.measure.records import RUN_COLUMNS, TASKS_COLUMNS, RssSampler
+from harness.measure.memory import RssSampler
+from harness.measure.records import RUN_COLUMNS, TASKS_COLUMNS
 from harness.report.run_report import read_report, render_markdown, write_report
 
 # ---------------------------------------------------------------- the overhead split (pure)

@@ -18,7 +18,9 @@ import pytest
 from harness.patterns import run_pattern
 from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage, StageResult
-from harness.work.synthetic import Tally, Workload, run_batch
+from harness.work.kernels import run_batch
+from harness.work.outcomes import Tally
+from harness.work.synthetic import Workload
 
 pytestmark = pytest.mark.cluster
 

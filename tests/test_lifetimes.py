@@ -25,12 +25,12 @@ import psutil
 import pytest
 
 from harness.errors import SpecError
-from harness.measure.records import remove_stale_partials, run_folder
+from harness.measure.run_folder import remove_stale_partials, run_folder
 from harness.runtime import check_address, reap_orphaned_servers
 from harness.runtime.logs import InjectedFaultFilter
 from harness.runtime.orphans import record_server
 from harness.runtime.template_db import copy_database, database_damage, save_template, seed_home, template_path
-from harness.work.synthetic import PermanentFault, TransientFault
+from harness.work.faults import PermanentFault, TransientFault
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "workloads" / "small.toml"

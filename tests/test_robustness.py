@@ -19,7 +19,8 @@ import pytest
 from harness.cli import main
 from harness.errors import SpecError
 from harness.measure.admission import check_memory, check_out, memory_need
-from harness.measure.records import read_run_folder, run_folder
+from harness.measure.records import read_run_folder
+from harness.measure.run_folder import run_folder
 from harness.workload.spec import MAX_WORKLOAD_FILE_BYTES, load_spec
 from run_fixture import TRUE_WALL_S, make_env, make_runs, write_run
 

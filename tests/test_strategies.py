@@ -10,7 +10,7 @@ from harness.analysis import stats
 from harness.errors import SpecError
 from harness.strategies import Stage, StageResult, base
 from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, REGISTRY, STATIC, Strategy, StrategyKind
-from harness.work.synthetic import Tally
+from harness.work.outcomes import Tally
 
 
 @pytest.mark.parametrize("text", ["per_item", "static:64", "adaptive", "raw_dask:1", "joblib_auto"])

@@ -15,7 +15,7 @@ import pytest
 from harness.cli import main
 from harness.errors import SpecError
 from harness.work.user_task import ItemList, UserFunction, UserItem, result_digest
-from harness.work.synthetic import CHECKSUM_MODULUS, ItemOutcome, item_digest
+from harness.work.outcomes import CHECKSUM_MODULUS, ItemOutcome, item_digest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -20,26 +20,13 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from harness.work import synthetic as workloads
+from harness.work import kernels
 from harness.errors import SpecError
 from harness.workload.spec import CostSpec, FaultSpec, ItemsSpec, Phase, WorkloadSpec
-from harness.work.synthetic import (
-    CHUNK_SIZE,
-    FAILED_INDICES_KEPT,
-    MAX_TRANSIENT_FAILURES,
-    BatchResult,
-    Item,
-    ItemOutcome,
-    PermanentFault,
-    Tally,
-    TransientFault,
-    Workload,
-    calibrate_cpu,
-    calibrate_sleep,
-    item_digest,
-    run_batch,
-    run_item,
-)
+from harness.work.faults import PermanentFault, TransientFault
+from harness.work.kernels import calibrate_cpu, calibrate_sleep, run_batch, run_item
+from harness.work.outcomes import FAILED_INDICES_KEPT, BatchResult, ItemOutcome, Tally, item_digest
+from harness.work.synthetic import CHUNK_SIZE, MAX_TRANSIENT_FAILURES, Item, Workload
 
 
 def make_spec(
@@ -325,7 +312,7 @@ def test_sleep_kernel_takes_the_requested_time(cost_ms, count):
 def test_cpu_calibration_is_cached_per_process():
     rate = calibrate_cpu()
     assert calibrate_cpu() == rate
-    assert workloads._cpu_rate == rate
+    assert kernels._cpu_rate == rate
 
 
 def test_unknown_cost_kind_is_rejected():
@@ -551,10 +538,10 @@ def test_chunk_size_is_what_the_tests_assume():
     assert CHUNK_SIZE == 4096
 
 
-def test_the_module_imports_neither_prefect_nor_dask():
-    # it is pickled to Dask workers and used by every strategy, including the no-Prefect references
+def test_the_modules_import_neither_prefect_nor_dask():
+    # they are pickled to Dask workers and used by every strategy, including the no-Prefect references
     child = (
-        "import sys, harness.work.synthetic\n"
+        "import sys, harness.work.synthetic, harness.work.kernels, harness.work.faults, harness.work.outcomes\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'dask', 'distributed')))\n"
     )
     result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True, timeout=60)
@@ -596,7 +583,7 @@ def test_a_folded_batch_tallies_as_its_outcomes_would():
     items = list(workload.items())
     by_outcomes, folded = Tally(), Tally()
     by_outcomes.add_batch(run_batch(items, "cpu", 2))
-    result = pickle.loads(pickle.dumps(workloads.run_batch_folded(items, "cpu", 2)))
+    result = pickle.loads(pickle.dumps(kernels.run_batch_folded(items, "cpu", 2)))
     folded.add_batch(result)
     assert len(pickle.dumps(result)) < 2_000  # no per-item outcome travels back
     for name in ("items_ok", "items_failed", "retries", "checksum", "failed_indices", "errors"):

@@ -23,7 +23,7 @@ from harness.workload.vocabulary import Strategy
 # (controller.MAX_WINDOW) of batches capped by ADAPTIVE_MAX_BATCH_BYTES.
 # Copies of an in-flight item's payload alive on this machine at once: the item in the flow
 # process, its pickled form on the way, the worker's unpickled copy, and the result's payload
-# (the input reversed, harness.work.synthetic) until the flow has read it.
+# (the input reversed, harness.work.kernels) until the flow has read it.
 PAYLOAD_COPIES_IN_FLIGHT = 4
 # Python objects of one item and its outcome besides the payload (an Item and an Outcome tuple,
 # their floats and ints): ~0.3 KiB measured with tracemalloc, rounded up.

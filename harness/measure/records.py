@@ -1,35 +1,20 @@
-"""What a run leaves behind: one RunRecord per strategy x repeat, the adaptive trace, the
-environment, written as runs.csv / trace.csv / env.json into a run folder that appears only
-when complete."""
+"""The records of a run folder: one RunRecord per strategy x repeat (a row of runs.csv), the
+columns of runs.csv, tasks.csv and trace.csv, and the run folder read back and checked whole
+(`read_run_folder`: a damaged or truncated file is a SpecError naming it)."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
-import gc
 import json
 import math
 import os
-import platform
-import secrets
-import shutil
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psutil
 
-from harness.measure.conditions import cpu_model
-from harness.errors import RunError, SpecError
+from harness.errors import SpecError
 
 # runs.csv columns in order: the original minimum first (README, "The run folder"; scripts rely on them), then the rest, appended.
 RUN_COLUMNS = (
@@ -53,14 +38,6 @@ TRACE_COLUMNS = (
     "strategy", "repeat", "t_s", "batch_size", "items", "duration_s", "compute_s",
     "throughput_items_s", "reason",
 )
-# Versions recorded in env.json: what a reader needs to reproduce a number.
-PACKAGES = ("prefect", "prefect-dask", "dask", "distributed", "numpy", "pandas", "joblib", "harness")
-# env.json names each package as above; the harness is installed as the distribution
-# "prefect-dask-harness" (pyproject.toml: "harness" on PyPI is another project).
-DISTRIBUTIONS = {"harness": "prefect-dask-harness"}
-# The RSS sampler's period: fine enough to catch the flow process's peak during a batch
-# submit burst, coarse enough to cost nothing measurable (one /proc read per period).
-RSS_SAMPLE_PERIOD_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -102,14 +79,14 @@ class RunRecord:
     flow_runs: int = 0
     routes: str = ""
     mode_changes: int = 0
-    # The machine around this run (harness.measure.conditions.LoadProbe): 1-minute load average before
+    # The machine around this run (harness.measure.machine_load.LoadProbe): 1-minute load average before
     # and after it, and the share of CPU time idle and stolen by a hypervisor during it.
     load_before: float = math.nan
     load_after: float = math.nan
     cpu_idle_pct: float = math.nan
     cpu_steal_pct: float = math.nan
     # ... and the share of the machine's CPU time processes outside the harness used during it
-    # (harness.measure.conditions.OTHER_CPU_PCT_WARNING). Last in runs.csv: it came after the others.
+    # (harness.measure.machine_load.OTHER_CPU_PCT_WARNING). Last in runs.csv: it came after the others.
     other_cpu_pct: float = math.nan
     # The per-task overhead split (harness.analysis.overhead; README, "Where the overhead goes"): this run's
     # fixed cost per task (busy - compute - t x items, median over its tasks), its runtime's
@@ -244,192 +221,3 @@ def read_run_folder(path: str | os.PathLike[str], *, writable: bool = False) -> 
                 raise SpecError(f"{target}: not writable; the report is written into the run folder "
                                 "(copy the folder somewhere writable and report on the copy)")
     return RunFolder(folder, runs, env)
-
-
-def _git_commit() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
-def environment(extra: dict[str, Any]) -> dict[str, Any]:
-    """Machine, Python, package versions and git commit, merged with the run's own facts."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(DISTRIBUTIONS.get(name, name))
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "packages": versions,
-        "git_commit": _git_commit(),
-        **extra,
-    }
-
-
-def release_free_memory() -> None:
-    """Collect garbage and hand the allocator's free pages back to the OS (glibc's malloc_trim;
-    elsewhere the collection alone): RSS then counts memory in use, not memory once used."""
-    gc.collect()
-    libc = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(libc).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # not glibc: nothing to trim
-        pass
-
-
-class RssSampler:
-    """Resident memory of this process while the context is open (a daemon thread samples it).
-
-    `peak_mb` is the process's high-water mark, RSS at entry included. `own_peak_mb` starts
-    after `release_free_memory()`: with `own_start_mb`, the RSS just after it, it measures what
-    the work inside the context took, even when an earlier run left freed heap it could reuse.
-    The collection runs before the caller's clock starts, and spares the run a collection of
-    the previous run's garbage.
-    """
-
-    def __init__(self) -> None:
-        self.peak_mb = 0.0
-        self.start_mb = 0.0
-        self.own_peak_mb = 0.0
-        self.own_start_mb = 0.0
-        self._stop = threading.Event()
-        self._process = psutil.Process()
-
-    def _sample(self) -> None:
-        rss = self._process.memory_info().rss / 2**20
-        self.peak_mb = max(self.peak_mb, rss)
-        self.own_peak_mb = max(self.own_peak_mb, rss)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(RSS_SAMPLE_PERIOD_S):
-            self._sample()
-
-    def __enter__(self) -> RssSampler:
-        self._sample()
-        self.start_mb = self.peak_mb
-        release_free_memory()
-        self.own_peak_mb = 0.0
-        self._sample()
-        self.own_start_mb = self.own_peak_mb
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    @property
-    def growth_mb(self) -> float:
-        return self.peak_mb - self.start_mb
-
-    @property
-    def own_growth_mb(self) -> float:
-        """Peak above the start, both after freed memory went back to the OS."""
-        return self.own_peak_mb - self.own_start_mb
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
-def fresh_run_id(out: Path, workload: str) -> str:
-    """A run id no folder under out/<workload> has yet (nothing is created: run_folder does)."""
-    parent = Path(out) / workload
-    while True:
-        run_id = new_run_id()
-        if not (parent / run_id).exists() and not any(parent.glob(f".{run_id}.*partial")):
-            return run_id
-
-
-def _partial_name(run_id: str) -> str:
-    """A run's temporary folder: hidden, and named after the process that writes it, so a later
-    run can tell a live run's folder (leave it) from a killed one's (remove it)."""
-    return f".{run_id}.{os.getpid()}.partial"
-
-
-def _owner_gone(partial: Path) -> bool:
-    """True if the process named in `partial`'s name is gone: not running, or its pid now
-    belongs to a process started after the folder was made."""
-    try:
-        pid = int(partial.name.removesuffix(".partial").rsplit(".", 1)[1])
-        made = partial.stat().st_mtime
-    except (IndexError, ValueError, OSError):
-        return False  # another naming (an older harness's): not ours to judge
-    try:
-        return psutil.Process(pid).create_time() > made
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
-
-
-def remove_stale_partials(out: Path, workload: str) -> list[Path]:
-    """Remove the temporary run folders of `out/workload` whose run was killed; return them."""
-    parent = Path(out) / workload
-    if not parent.is_dir():
-        return []
-    stale = [p for p in sorted(parent.glob(".*.partial")) if p.is_dir() and _owner_gone(p)]
-    for partial in stale:
-        shutil.rmtree(partial, ignore_errors=True)
-    return stale
-
-
-@contextlib.contextmanager
-def run_folder(out: Path, workload: str, run_id: str | None = None) -> Iterator[tuple[Path, Path]]:
-    """Yield (a temporary folder to write into, the final path). On success the temporary
-    folder is renamed into place and `latest` points at it; on any error or interrupt it is
-    removed, and so are the folders made for it if they are left empty, so a half-written
-    run folder never exists under its real name and a failed run leaves nothing.
-
-    `run_id` is the id the run's flow runs were tagged with (run.py draws it with
-    `fresh_run_id` before they start); without one a fresh id is drawn. A given id taken
-    meanwhile is a RunError: two runs of one workload into one folder would have to start in
-    the same second and draw the same four hex digits.
-    """
-    out = Path(out)
-    parent = out / workload
-    made_out = not out.exists()
-    given = run_id
-    while True:  # two runs started in the same second may draw the same id: the second redraws
-        run_id = given or new_run_id()
-        final = parent / run_id
-        partial = parent / _partial_name(run_id)
-        if given and (final.exists() or any(parent.glob(f".{run_id}.*partial"))):
-            raise RunError(f"{final}: run id {run_id} is already taken by another run")
-        if final.exists():
-            continue
-        parent.mkdir(parents=True, exist_ok=True)
-        try:
-            partial.mkdir()
-            break
-        except (FileExistsError, FileNotFoundError):  # not found: a failed run just removed parent
-            continue
-    try:
-        yield partial, final
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        for folder in (parent, out) if made_out else (parent,):
-            with contextlib.suppress(OSError):  # not empty: another run's, keep it
-                folder.rmdir()
-        raise
-    partial.rename(final)
-    latest = parent / "latest"
-    tmp_link = parent / f".latest.{run_id}"
-    tmp_link.symlink_to(run_id)
-    tmp_link.replace(latest)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -17,10 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from harness.measure import conditions
+from harness.measure.machine_load import LOAD_COLUMNS, load_warnings
 
 from harness.analysis import overhead, settle, stats
-from harness.measure.records import read_run_folder, write_json
+from harness.measure.records import read_run_folder
+from harness.measure.run_folder import write_json
 
 SCHEMA_ID = "harness.results/1"
 # History: harness.results/1 (this version): strategies, references, twins, verdicts, settling, load;
@@ -64,7 +65,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any]) -> dict[str, Any]:
         "references": [{"role": r.role, "strategy": r.strategy, "ratio": r.ratio.as_dict()} for r in refs],
         "twins": [r.as_dict() for r in stats.variant_ratios(runs)],
         "overhead": _overhead(rows),
-        "warnings": stats.instability_warnings(rows) + conditions.load_warnings(runs, env.get("cpu_count")),
+        "warnings": stats.instability_warnings(rows) + load_warnings(runs, env.get("cpu_count")),
         "load": _load(runs, env),
         "environment": env,
     }
@@ -83,7 +84,7 @@ def _overhead(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _load(runs: pd.DataFrame, env: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"at_start": None, "at_end": None, **(env.get("load") or {})}
-    for column in conditions.LOAD_COLUMNS:
+    for column in LOAD_COLUMNS:
         out[f"{column}_max"] = _plain(runs[column].max()) if column in runs else None
     out["cpu_idle_pct_min"] = _plain(runs["cpu_idle_pct"].min()) if "cpu_idle_pct" in runs else None
     return out

@@ -21,25 +21,18 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis import overhead, settle
-from harness.measure.conditions import LoadProbe, load_now, workload_digest
+from harness.measure.machine_load import LoadProbe, load_now
+from harness.measure.workload_digest import workload_digest
 from harness.errors import RunError
 from harness.patterns import pattern_variants, run_pattern
 from harness.patterns.flat_map import mapped_stage
 from harness.patterns.labels import RunLabel
 from harness.patterns.stages import call_flow
 from harness.patterns.trace import mode_changes
-from harness.measure.records import (
-    TASKS_COLUMNS,
-    TRACE_COLUMNS,
-    RssSampler,
-    RunRecord,
-    environment,
-    fresh_run_id,
-    records_frame,
-    remove_stale_partials,
-    run_folder,
-    write_json,
-)
+from harness.measure.environment import environment
+from harness.measure.memory import RssSampler
+from harness.measure.records import TASKS_COLUMNS, TRACE_COLUMNS, RunRecord, records_frame
+from harness.measure.run_folder import fresh_run_id, remove_stale_partials, run_folder, write_json
 from harness.measure.results_file import write_results
 from harness.runtime import LEAN, STOCK, Runtime, open_runtime
 from harness.runtime.diagnostics import DaskSeen, watch_stage
@@ -49,7 +42,9 @@ from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, S
 from harness.strategies.probe import probe_latencies
 from harness.work.user_task import UserTask, load_task
 from harness.measure.worker_watch import WorkerWatch
-from harness.work.synthetic import Kernel, Tally, Workload
+from harness.work.kernels import Kernel
+from harness.work.outcomes import Tally
+from harness.work.synthetic import Workload
 
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
 # its CPU kernel and opened its API clients before anything is timed.

@@ -29,7 +29,8 @@ from prefect import Flow, flow, tags
 from harness.patterns.labels import RunLabel, shown_parameters
 from harness.workload.vocabulary import Strategy
 from harness.strategies import Stage, StageResult, execute
-from harness.work.synthetic import CHUNK_SIZE, Item, ItemCursor, Tally
+from harness.work.outcomes import Tally
+from harness.work.synthetic import CHUNK_SIZE, Item, ItemCursor
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.measure import conditions
+from harness.measure import environment, machine_load
 
 from harness.analysis import stats
 from harness.errors import SpecError
@@ -103,15 +103,6 @@ class Comparison:
                 "load_warnings": list(self.load_warnings)}
 
 
-def read_run(folder: Path) -> pd.DataFrame:
-    """runs.csv of a run folder (the dynamic rows when it has variants), or a SpecError saying what is missing."""
-    return read_run_folder(folder).runs  # SpecError naming a damaged or missing file
-
-
-def read_env(folder: Path) -> dict[str, Any]:
-    return read_run_folder(folder).env  # SpecError naming a damaged or missing file
-
-
 def _too_few(sa: dict, sb: dict, common: list[str]) -> str:
     need = stats.repeats_for_family(len(common))
     short = [f"{s} (A {len(sa[s])}, B {len(sb[s])})" for s in common
@@ -140,7 +131,7 @@ def compare_runs(a: Path, b: Path, threshold: float = DEFAULT_THRESHOLD, *, forc
         raise SpecError(f"--threshold: found {threshold}, expected a fraction >= 0 (0.10 = 10 %)")
     folder_a, folder_b = read_run_folder(a), read_run_folder(b)  # each checked whole (records.read_run_folder)
     runs_a, runs_b, env_a, env_b = folder_a.runs, folder_b.runs, folder_a.env, folder_b.env
-    differences = conditions.differences(env_a, env_b)
+    differences = environment.differences(env_a, env_b)
     if differences and not force:
         raise CompareRefused(Path(a), Path(b), differences)
     sa = stats.samples_by_strategy(stats.main_rows(runs_a))
@@ -150,7 +141,7 @@ def compare_runs(a: Path, b: Path, threshold: float = DEFAULT_THRESHOLD, *, forc
         raise TooFewRepeats(f"{a} against {b}: {why}")
     changes = judge(sa, sb, threshold)
     warnings = [f"{side}: {w}" for side, runs, env in (("A", runs_a, env_a), ("B", runs_b, env_b))
-                for w in conditions.load_warnings(runs, env.get("cpu_count"))]
+                for w in machine_load.load_warnings(runs, env.get("cpu_count"))]
     return Comparison(Path(a), Path(b), threshold, tuple(changes),
                       tuple(s for s in sa if s not in sb), tuple(s for s in sb if s not in sa),
                       tuple(differences), tuple(warnings))

@@ -25,7 +25,7 @@ import pandas as pd
 
 from harness.report import advice, plots
 
-from harness.measure import conditions
+from harness.measure.machine_load import load_warnings
 
 from harness.analysis import overhead, settle, stats
 from harness.measure.records import read_run_folder
@@ -463,7 +463,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         dask_seen=_dask_seen(rows, threads),
         dask_reports=_dask_reports(env, plots_into),
         settling=_settling(runs, env),
-        warnings=tuple(stats.instability_warnings(rows) + conditions.load_warnings(runs, env.get("cpu_count"))),
+        warnings=tuple(stats.instability_warnings(rows) + load_warnings(runs, env.get("cpu_count"))),
         notes=tuple(f"{s}: {note}" for s, said in (env.get("strategy_notes") or {}).items() for note in said),
         plots=drawn,
         environment=tuple(environment_lines(env)),
@@ -481,24 +481,6 @@ def read_report(run_dir: Path, draw_plots: bool = False) -> Report:
     if not draw_plots:
         return build(runs, env, tasks=tasks)
     return build(runs, env, _read_trace(run_dir), plots_into=run_dir, tasks=tasks)
-
-
-def load(run_dir: Path) -> tuple[Report, pd.DataFrame]:
-    """The report (without plots) and the adaptive trace of the run in `run_dir`."""
-    return read_report(run_dir), _read_trace(Path(run_dir))
-
-
-def summary_frame(report: Report) -> pd.DataFrame:
-    """The comparison table as display strings, one row per strategy."""
-    return report.strategies.frame()
-
-
-def references_frame(report: Report) -> pd.DataFrame:
-    return report.references.table.frame()
-
-
-def twins_frame(report: Report) -> pd.DataFrame:
-    return report.twins.table.frame()
 
 
 # --- rendering it ---------------------------------------------------------------------------

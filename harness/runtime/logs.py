@@ -47,7 +47,7 @@ INJECTED_FAULT_PLUGIN = "harness-quiet-injected-faults"
 
 def _injected_fault_types() -> tuple[type[BaseException], ...]:
     from harness.strategies.resilience import PathFault
-    from harness.work.synthetic import InjectedFault
+    from harness.work.faults import InjectedFault
 
     return (InjectedFault, PathFault)
 

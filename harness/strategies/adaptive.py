@@ -17,7 +17,8 @@ from harness.workload.vocabulary import Strategy
 from harness.strategies.tasks import Opaque, process_batch
 from harness.strategies.timings import TaskTimings
 from harness.strategies.window import run_window
-from harness.work.synthetic import FoldedBatch, Tally, run_batch_folded
+from harness.work.kernels import run_batch_folded
+from harness.work.outcomes import FoldedBatch, Tally
 
 
 def execute(strategy: Strategy, stage: Stage) -> StageResult:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.strategies.timings import TaskTimings
-    from harness.work.synthetic import Item, ItemCursor, Kernel, Tally, Workload
+    from harness.work.kernels import Kernel
+    from harness.work.outcomes import Tally
+    from harness.work.synthetic import Item, ItemCursor, Workload
 
 # per_item and static:N submit their fixed tasks through a window of this many per worker
 # thread, fed lazily from the batch iterator: the flow process holds what is in flight, not

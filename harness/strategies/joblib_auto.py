@@ -9,7 +9,9 @@ import joblib
 
 from harness.strategies.base import Stage, StageResult
 from harness.workload.vocabulary import Strategy
-from harness.work.synthetic import BatchResult, Item, Tally, run_batch
+from harness.work.kernels import run_batch
+from harness.work.outcomes import BatchResult, Tally
+from harness.work.synthetic import Item
 
 
 def _joblib_item(item: Item, cost_kind: str, retries: int) -> BatchResult:

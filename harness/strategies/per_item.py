@@ -12,7 +12,8 @@ from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult
 from harness.workload.vocabulary import Strategy
 from harness.strategies.tasks import process_item, windowed
 from harness.strategies.timings import TaskTimings
-from harness.work.synthetic import PermanentFault, Tally, TransientFault
+from harness.work.faults import PermanentFault, TransientFault
+from harness.work.outcomes import Tally
 
 
 def _fold_item_future(future: Any, tally: Tally, timings: TaskTimings, away_s: float) -> None:

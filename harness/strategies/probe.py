@@ -21,7 +21,8 @@ from typing import Any
 from harness.policy.controller import BatchObservation, Controller
 from harness.strategies.base import Stage
 from harness.strategies.tasks import Opaque, process_batch
-from harness.work.synthetic import ItemCursor, run_batch_folded
+from harness.work.kernels import run_batch_folded
+from harness.work.synthetic import ItemCursor
 
 
 def probe_latencies(stage: Stage, rounds: int) -> tuple[float | None, float | None]:

@@ -12,7 +12,8 @@ from distributed import as_completed
 from harness.strategies.base import Stage, StageResult
 from harness.workload.vocabulary import Strategy
 from harness.strategies.timings import TaskTimings
-from harness.work.synthetic import Tally, run_batch_folded
+from harness.work.kernels import run_batch_folded
+from harness.work.outcomes import Tally
 
 # At most this many Dask futures per worker thread are alive at once: enough to keep any
 # reasonable cluster busy (Dask's own scheduler queues the rest), while the flow process's

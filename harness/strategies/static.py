@@ -12,7 +12,7 @@ from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult
 from harness.workload.vocabulary import Strategy
 from harness.strategies.tasks import Opaque, process_batch, windowed
 from harness.strategies.timings import TaskTimings
-from harness.work.synthetic import Tally
+from harness.work.outcomes import Tally
 
 
 def execute(strategy: Strategy, stage: Stage) -> StageResult:

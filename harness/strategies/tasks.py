@@ -14,7 +14,9 @@ from prefect.cache_policies import NONE
 from prefect.futures import PrefectFuture, as_completed
 
 from harness.strategies.timings import is_done
-from harness.work.synthetic import Item, TransientFault, run_batch_folded, run_item
+from harness.work.faults import TransientFault
+from harness.work.kernels import run_batch_folded, run_item
+from harness.work.synthetic import Item
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -35,7 +35,8 @@ from typing import Any
 from harness.policy.controller import BatchObservation, Controller, Decision
 from harness.strategies.resilience import PathFault, PathGuard, fail_on_path
 from harness.strategies.tasks import Opaque
-from harness.work.synthetic import FoldedBatch, ItemCursor
+from harness.work.outcomes import FoldedBatch
+from harness.work.synthetic import ItemCursor
 
 # Items read ahead of an unknown-length source before the first decision: enough for the
 # controller's "learn one item inline" rule (8 per thread) on up to 32 threads, small enough

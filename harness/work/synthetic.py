@@ -1,8 +1,7 @@
-"""The synthetic workload: seeded lazy items, calibrated cost kernels, fault injection.
+"""The synthetic workload's items: seeded, lazy, reproducible, built where they are used.
 
-Everything here runs in the flow process *and* on Dask workers (item and batch functions
-travel by pickling), so this module imports neither Prefect nor Dask, prints nothing and
-keeps no per-item state.
+Items travel to Dask workers by pickling (an ItemSlice as its spec, indices and payload bytes),
+so this module imports neither Prefect nor Dask, prints nothing and keeps no per-item state.
 
 Items
     `Workload(spec)` describes `spec.items.count` items without holding them. Items are
@@ -24,18 +23,10 @@ Costs (milliseconds, per item; `m` is the mean in force at the item's index)
     Drift: from index ceil(at * count) on, m becomes that phase's mean_ms (every draw is
     scaled by phase.mean_ms / cost.mean_ms; bimodal heavy items keep heavy_ms).
 
-Faults
-    permanent           Bernoulli(permanent_rate): every attempt raises PermanentFault.
+Faults (drawn here; what an attempt on a faulty item raises: harness.work.faults)
+    permanent           Bernoulli(permanent_rate).
     transient_failures  the number of consecutive failing attempts when each attempt fails
                         with probability transient_rate: geometric(1 - rate) - 1, capped at 255.
-                        Attempts 1..k raise TransientFault, attempt k + 1 succeeds.
-    A permanent item raises PermanentFault on every attempt, whatever its transient count.
-
-Kernels
-    cpu    a pure-Python integer LCG loop (holds the GIL); iterations = cost_ms * calibrate_cpu().
-    sleep  time.sleep (GIL released), shortened by the calibrated mean overshoot of time.sleep
-           on this process (calibrate_sleep()) so the mean stays honest for costs above ~0.2 ms.
-    compute_s is measured with time.perf_counter around the work only.
 """
 
 from __future__ import annotations
@@ -43,19 +34,12 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-import statistics
 import threading
-import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-
-from harness.errors import SpecError
-from harness.workload.vocabulary import COST_KINDS
 
 if TYPE_CHECKING:
     from harness.workload.spec import WorkloadSpec
@@ -73,77 +57,11 @@ CHUNK_CACHE_SIZE = 4
 # and no sane retry budget is larger; at transient_rate 0.9 P(k > 255) is ~2e-12.
 MAX_TRANSIENT_FAILURES = 255
 
-# Failed indices a Tally keeps for the report: enough to name examples, bounded so a run where
-# every item fails keeps memory flat.
-FAILED_INDICES_KEPT = 1000
-
-# Failed items a Tally keeps with their exception message: the report lists "the first few".
-FAILURE_EXAMPLES_KEPT = 5
-
-CHECKSUM_MODULUS = 2**64
-
 # Independent random streams per chunk (the third seed word), so that costs, permanent faults and
 # transient faults can be changed independently of each other.
 _COST_STREAM = 0
 _PERMANENT_STREAM = 1
 _TRANSIENT_STREAM = 2
-
-# CPU calibration: rounds of a fixed loop until the budget is spent. One round (~1-3 ms at
-# 50-130 ns per iteration) is short enough to usually fit between preemptions; the fastest round
-# is the least disturbed. The budget (~40 ms, at least 5 rounds) is paid once per process.
-_CPU_CALIBRATION_ITERATIONS = 20_000
-_CPU_CALIBRATION_MIN_ROUNDS = 5
-_CPU_CALIBRATION_MAX_ROUNDS = 60
-_CPU_CALIBRATION_BUDGET_S = 0.04
-
-# Sleep calibration: time.sleep overshoots by a roughly constant wake-up latency (measured 80-150
-# µs by this calibration on 2-core machines: 50 µs timer slack plus scheduling). The median
-# overshoot of short sleeps is subtracted from every sleep. Clamped so a disturbed calibration
-# cannot turn sleeps into no-ops.
-_SLEEP_CALIBRATION_S = 0.0001
-_SLEEP_CALIBRATION_ROUNDS = 15
-_SLEEP_OVERSHOOT_MAX_S = 0.0005
-
-# The LCG of the cpu kernel (glibc's constants): integer multiply-add-mask, no allocation beyond
-# small ints, so the cost per iteration is steady.
-_LCG_MULTIPLIER = 1103515245
-_LCG_INCREMENT = 12345
-_LCG_MASK = 0x7FFFFFFF
-
-
-# ---------------------------------------------------------------------------------------------
-# Faults
-
-
-class InjectedFault(Exception):
-    """Base of the faults the workload injects; carries the item index and the attempt number."""
-
-    kind = "injected"
-
-    def __init__(self, index: int, attempt: int) -> None:
-        # args = (index, attempt) so the default exception pickling rebuilds it as cls(*args).
-        super().__init__(index, attempt)
-        self.index = index
-        self.attempt = attempt
-
-    def __str__(self) -> str:
-        return f"{self.kind} fault injected on item {self.index}, attempt {self.attempt}"
-
-
-class TransientFault(InjectedFault):
-    """A retryable fault: a later attempt on the same item succeeds."""
-
-    kind = "transient"
-
-
-class PermanentFault(InjectedFault):
-    """A fault that every attempt on the item raises: never retry it."""
-
-    kind = "permanent"
-
-
-# ---------------------------------------------------------------------------------------------
-# Records that travel between flow and workers
 
 
 class Item(NamedTuple):
@@ -153,36 +71,6 @@ class Item(NamedTuple):
     permanent: bool
     payload: bytes
 
-
-class ItemOutcome(NamedTuple):
-    index: int
-    ok: bool
-    compute_s: float
-    attempts: int
-    payload: bytes  # output payload (the input reversed); b"" when failed
-    error: str  # "" when ok, else the exception class name
-    message: str = ""  # the exception's message when failed (a user's task: the report lists a few)
-
-
-class BatchResult(NamedTuple):
-    outcomes: tuple[ItemOutcome, ...]
-    compute_s: float  # sum of the outcomes' compute_s
-    started: float  # time.time() on the worker when the batch function began
-    finished: float  # time.time() when it ended
-
-
-class FoldedBatch(NamedTuple):
-    """A BatchResult folded into a Tally where it ran: what a batched task sends back.
-
-    The per-item outcomes (each with its output payload) are what the flow would fold anyway;
-    folding them on the worker sends a few hundred bytes instead of ~1.2 MB per 4,096 items
-    of 256 B, and takes the unpickling and the per-item fold off the flow process
-    (docs/runtime-notes.md, "Where static:N loses to raw_dask:N")."""
-
-    tally: Tally
-    compute_s: float
-    started: float
-    finished: float
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,196 +352,3 @@ class ItemCursor:
         lo = self._next
         self._next = hi = min(lo + max(n, 0), self._count)
         return self._batch(lo, hi)
-
-
-# ---------------------------------------------------------------------------------------------
-# Kernels (run on workers)
-
-
-class Kernel(Protocol):
-    """What a task runs on its items when it is not a synthetic cost kind: a picklable object
-    (by reference: it travels to every worker) that never raises for an item, it returns a
-    failed outcome instead (harness.work.user_task.UserFunction is the one there is)."""
-
-    def run_item(self, item: Any, attempt: int = 1) -> ItemOutcome: ...
-
-    def run_batch(self, items: Sequence[Any], retries: int) -> BatchResult: ...
-
-
-_cpu_rate: float | None = None  # LCG iterations per millisecond on this process
-_sleep_overshoot_s: float | None = None  # median extra time time.sleep takes on this process
-_calibration_lock = threading.Lock()
-
-
-def _spin(iterations: int) -> int:
-    x = 1
-    for _ in range(iterations):
-        x = (x * _LCG_MULTIPLIER + _LCG_INCREMENT) & _LCG_MASK
-    return x
-
-
-def calibrate_cpu(force: bool = False) -> float:
-    """LCG loop iterations per millisecond in this process (measured once, then cached)."""
-    global _cpu_rate
-    with _calibration_lock:
-        if _cpu_rate is None or force:
-            _spin(_CPU_CALIBRATION_ITERATIONS // 10)  # warm up the interpreter's specialisation
-            best = math.inf
-            began = time.perf_counter()
-            for rounds in range(1, _CPU_CALIBRATION_MAX_ROUNDS + 1):
-                t0 = time.perf_counter()
-                _spin(_CPU_CALIBRATION_ITERATIONS)
-                best = min(best, time.perf_counter() - t0)
-                spent = time.perf_counter() - began
-                if rounds >= _CPU_CALIBRATION_MIN_ROUNDS and spent >= _CPU_CALIBRATION_BUDGET_S:
-                    break
-            _cpu_rate = _CPU_CALIBRATION_ITERATIONS / (max(best, 1e-9) * 1000.0)
-        return _cpu_rate
-
-
-def calibrate_sleep(force: bool = False) -> float:
-    """Median overshoot of time.sleep in seconds in this process (measured once, then cached)."""
-    global _sleep_overshoot_s
-    with _calibration_lock:
-        if _sleep_overshoot_s is None or force:
-            overshoots = []
-            for _ in range(_SLEEP_CALIBRATION_ROUNDS):
-                t0 = time.perf_counter()
-                time.sleep(_SLEEP_CALIBRATION_S)
-                overshoots.append(time.perf_counter() - t0 - _SLEEP_CALIBRATION_S)
-            _sleep_overshoot_s = min(max(statistics.median(overshoots), 0.0), _SLEEP_OVERSHOOT_MAX_S)
-        return _sleep_overshoot_s
-
-
-def run_item(item: Item, cost_kind: str | Kernel, attempt: int = 1) -> ItemOutcome:
-    """Run one attempt on an item: raise its injected fault, or do its work and time it.
-
-    `cost_kind` is what the task runs on its items: a synthetic cost kind ("cpu", "sleep"), or
-    a `Kernel` such as a user's function (harness.work.user_task), which handles its own retries."""
-    if not isinstance(cost_kind, str):
-        return cost_kind.run_item(item, attempt)
-    if item.permanent:
-        raise PermanentFault(item.index, attempt)
-    if attempt <= item.transient_failures:
-        raise TransientFault(item.index, attempt)
-    if cost_kind == "cpu":
-        iterations = round(item.cost_ms * (_cpu_rate or calibrate_cpu()))
-        t0 = time.perf_counter()
-        _spin(iterations)
-        compute_s = time.perf_counter() - t0
-    elif cost_kind == "sleep":
-        overshoot_s = calibrate_sleep() if _sleep_overshoot_s is None else _sleep_overshoot_s
-        seconds = max(item.cost_ms / 1000.0 - overshoot_s, 0.0)
-        t0 = time.perf_counter()
-        if item.cost_ms > 0:
-            time.sleep(seconds)
-        compute_s = time.perf_counter() - t0
-    else:
-        raise SpecError(f"cost kind must be one of {', '.join(COST_KINDS)}, got {cost_kind!r}")
-    return ItemOutcome(item.index, True, compute_s, attempt, item.payload[::-1], "")
-
-
-def run_batch(items: Sequence[Item], cost_kind: str | Kernel, retries: int) -> BatchResult:
-    """Run every item, retrying transient faults up to `retries` times each (attempts
-    1..retries+1) and never retrying permanent ones. Item faults become ok=False outcomes.
-
-    Every strategy calls this (or run_item) with the stage's `cost_kind`: a synthetic cost
-    kind, or a `Kernel` (a user's function), which then runs the batch."""
-    if not isinstance(cost_kind, str):
-        return cost_kind.run_batch(items, retries)
-    started = time.time()
-    outcomes = []
-    compute_s = 0.0
-    max_attempts = max(retries, 0) + 1
-    for item in items:
-        attempt = 1
-        while True:
-            try:
-                outcome = run_item(item, cost_kind, attempt)
-            except TransientFault:
-                if attempt < max_attempts:
-                    attempt += 1
-                    continue
-                outcome = ItemOutcome(item.index, False, 0.0, attempt, b"", "TransientFault")
-            except PermanentFault:
-                outcome = ItemOutcome(item.index, False, 0.0, attempt, b"", "PermanentFault")
-            break
-        compute_s += outcome.compute_s
-        outcomes.append(outcome)
-    return BatchResult(tuple(outcomes), compute_s, started, time.time())
-
-
-def run_batch_folded(items: Sequence[Item], cost_kind: str | Kernel, retries: int) -> FoldedBatch:
-    """`run_batch`, folded into a Tally where it ran (what batched tasks return)."""
-    result = run_batch(items, cost_kind, retries)
-    tally = Tally()
-    tally.add_batch(result)
-    return FoldedBatch(tally, result.compute_s, result.started, result.finished)
-
-
-# ---------------------------------------------------------------------------------------------
-# Folding results in the flow process
-
-
-def item_digest(outcome: ItemOutcome) -> int:
-    """crc32 of the item index (8 bytes, little endian) followed by the output payload."""
-    return zlib.crc32(outcome.payload, zlib.crc32(outcome.index.to_bytes(8, "little")))
-
-
-@dataclass(slots=True)
-class Tally:
-    """Running totals of outcomes: constant memory however many items arrive, any order."""
-
-    items_ok: int = 0
-    items_failed: int = 0
-    retries: int = 0  # sum over items of attempts - 1
-    compute_s: float = 0.0
-    checksum: int = 0  # sum of item_digest over ok items, mod 2**64: independent of order and batching
-    failed_indices: list[int] = field(default_factory=list)  # the first FAILED_INDICES_KEPT only
-    errors: dict[str, int] = field(default_factory=dict)  # failed items per error class name
-    # (index, "Type: message") of the first FAILURE_EXAMPLES_KEPT failed items that said why.
-    failure_examples: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def items(self) -> int:
-        return self.items_ok + self.items_failed
-
-    def add(self, outcome: ItemOutcome) -> None:
-        if outcome.ok:
-            self.items_ok += 1
-            self.retries += outcome.attempts - 1
-            self.compute_s += outcome.compute_s
-            self.checksum = (self.checksum + item_digest(outcome)) % CHECKSUM_MODULUS
-        else:
-            self.add_failure(outcome.index, outcome.attempts, outcome.error, outcome.message)
-            self.compute_s += outcome.compute_s
-
-    def add_batch(self, result: BatchResult | FoldedBatch) -> None:
-        if isinstance(result, FoldedBatch):
-            self.merge(result.tally)
-            return
-        for outcome in result.outcomes:
-            self.add(outcome)
-
-    def add_failure(self, index: int, attempts: int, error: str, message: str = "") -> None:
-        """An item whose final state is failed (e.g. a per-item task that exhausted its retries)."""
-        if message and len(self.failure_examples) < FAILURE_EXAMPLES_KEPT:
-            self.failure_examples.append((index, f"{error}: {message}"))
-        self.items_failed += 1
-        self.retries += max(attempts - 1, 0)
-        self.errors[error] = self.errors.get(error, 0) + 1
-        if len(self.failed_indices) < FAILED_INDICES_KEPT:
-            self.failed_indices.append(index)
-
-    def merge(self, other: Tally) -> None:
-        """Fold another tally into this one (e.g. one per stage or per subflow)."""
-        self.items_ok += other.items_ok
-        self.items_failed += other.items_failed
-        self.retries += other.retries
-        self.compute_s += other.compute_s
-        self.checksum = (self.checksum + other.checksum) % CHECKSUM_MODULUS
-        room = FAILED_INDICES_KEPT - len(self.failed_indices)
-        self.failed_indices.extend(other.failed_indices[:room])
-        self.failure_examples.extend(other.failure_examples[:FAILURE_EXAMPLES_KEPT - len(self.failure_examples)])
-        for error, n in other.errors.items():
-            self.errors[error] = self.errors.get(error, 0) + n

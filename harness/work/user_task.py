@@ -1,7 +1,7 @@
 """A user's task: their function and items (`[task]` + `[items]`), run by every strategy in
 place of the synthetic kernel (README "Measure your own task").
 
-`UserFunction` is the `Kernel` the tasks run (harness.work.synthetic.run_batch dispatches to it):
+`UserFunction` is the `Kernel` the tasks run (harness.work.kernels.run_batch dispatches to it):
 it holds the function as a "module:attribute" reference and the folder to import it from, so
 it pickles as a few strings and each worker process imports the function itself. It times
 each call with perf_counter (wall time: user code may wait on I/O or release the GIL), retries
@@ -9,7 +9,7 @@ a call that raises, and turns the last exception into a failed outcome: a user's
 never fails a task, so a run never crashes on one.
 
 A result never travels back: each ok outcome carries a digest of its result (a hash of its
-pickle), which the Tally folds into the run's checksum (harness.work.synthetic.item_digest), so
+pickle), which the Tally folds into the run's checksum (harness.work.outcomes.item_digest), so
 strategies can be compared on their results at the cost of 16 bytes per item.
 
 This module imports neither Prefect nor Dask (it runs on workers and in the flow process).
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness.errors import SpecError
-from harness.work.synthetic import BatchResult, ItemCursor, ItemOutcome
+from harness.work.outcomes import BatchResult, ItemOutcome
+from harness.work.synthetic import ItemCursor
 
 if TYPE_CHECKING:
     from harness.workload.spec import WorkloadSpec

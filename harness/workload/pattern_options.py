@@ -269,7 +269,6 @@ def _kind(value: Any) -> Any:
 # The `[pattern]` table: a tagged union on `kind`.
 PatternSpec = Annotated[Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in PATTERN_OPTIONS.items())],
                         Discriminator(_kind), Expected(f"one of {', '.join(map(repr, PATTERN_KINDS))}")]
-PatternOptions = NestedMapOptions | BranchingOptions | SubflowsOptions | PipelineOptions
 
 
 def pattern_options(spec: Any) -> Any:

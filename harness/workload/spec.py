@@ -43,7 +43,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from harness.errors import SpecError
 from harness.workload.pattern_options import PATTERN_OPTIONS, MapOptions, PatternSpec
-from harness.workload.vocabulary import COST_KINDS, REGISTRY, SIZED_STRATEGY_KINDS, STRATEGY_FORMS, STRATEGY_KINDS, PATTERN_KINDS, Strategy  # noqa: F401
+from harness.workload.vocabulary import COST_KINDS, REGISTRY, STRATEGY_FORMS, PATTERN_KINDS, Strategy
 from harness.workload.rules import (
     TEXT,
     Expected,

@@ -191,12 +191,7 @@ ADAPTIVE = _add(StrategyKind("adaptive", "harness.strategies.adaptive", needs_fl
 RAW_DASK = _add(StrategyKind("raw_dask", "harness.strategies.raw_dask", sized=True, task_budget=DASK_TASK_BUDGET))
 JOBLIB_AUTO = _add(StrategyKind("joblib_auto", "harness.strategies.joblib_auto"))
 
-STRATEGY_KINDS = REGISTRY.names
-# Kinds that take a batch size after a colon ("static:64"); the others take none.
-SIZED_STRATEGY_KINDS = tuple(name for name in REGISTRY.names if REGISTRY[name].sized)
 STRATEGY_FORMS = REGISTRY.forms
-# Kinds that run Prefect tasks (Strategy.needs_flow says it per strategy).
-PREFECT_STRATEGIES = tuple(name for name in REGISTRY.names if REGISTRY[name].needs_flow)
 
 
 def parse_strategy(text: str, where: str) -> Strategy:

@@ -1,29 +1,18 @@
-"""What makes two runs comparable, and what the machine was doing while one ran.
+"""What the machine was doing while a run ran, and whether that stretched its walls.
 
-- `workload_digest`: a hash of the normalized workload (every table of the file but [run],
-  [cluster] and the description) and of the items it generates, recorded in env.json so that
-  `compare` can refuse two runs of different work.
-- `cpu_model`: the processor, recorded beside the CPU count.
+- `load_now`: the 1-minute load average and CPU count (env.json's load block).
 - `LoadProbe`: the load average before and after a measured run, the share of CPU time
   idle and stolen (by a hypervisor) during it, and the share of the machine's CPU time that
   processes outside the harness used during it; appended to each row of runs.csv.
-- `differences`: what differs between two env.json files in workload, profile, cluster layout,
-  machine and package versions, one sentence each.
 - `load_warnings`: a run's rows that ran on a busy machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
 import math
 import os
-import platform
 import time
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import psutil
@@ -43,27 +32,6 @@ OTHER_CPU_PCT_WARNING = 10.0
 # is usual on shared cloud VMs, 10 % and more stretches every wall measurably.
 STEAL_PCT_WARNING = 10.0
 LOAD_COLUMNS = ("load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct", "other_cpu_pct")
-# The spec fields env.json recorded before it carried a workload_digest (old run folders).
-_LEGACY_WORKLOAD_FIELDS = ("name", "items", "seed", "cost")
-
-
-def workload_digest(spec: Any, expected_compute_s: float) -> str:
-    """sha256 of the normalized workload and its items' total generated cost (12 hex digits)."""
-    fields = {k: v for k, v in dataclasses.asdict(spec).items()
-              if k not in ("run", "cluster", "source", "description")}
-    text = json.dumps({"spec": fields, "items_compute_s": round(expected_compute_s, 6)}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def cpu_model() -> str:
-    """The processor's model name (from /proc/cpuinfo on Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_now() -> dict[str, float]:
@@ -140,50 +108,3 @@ def load_warnings(runs: pd.DataFrame, cpu_count: int | None) -> list[str]:
             out.append(f"{len(stolen)} of {len(runs)} measured runs lost more than {STEAL_PCT_WARNING:.0f} % of CPU "
                        f"time to steal (highest {stolen['cpu_steal_pct'].max():.0f} %): the hypervisor was busy")
     return out
-
-
-# --- likeness of two runs -----------------------------------------------------------------
-
-
-def _layout(env: dict[str, Any]) -> list[tuple[Any, Any]]:
-    workers = env.get("runtime", {}).get("workers", [])
-    return sorted((w.get("nthreads"), w.get("memory_limit")) for w in workers)
-
-
-def _workload(env: dict[str, Any]) -> tuple[str, Any]:
-    if env.get("workload_digest"):
-        return "workload digest", env["workload_digest"]
-    w = env.get("workload", {})
-    return "workload (" + ", ".join(_LEGACY_WORKLOAD_FIELDS) + ")", {k: w.get(k) for k in _LEGACY_WORKLOAD_FIELDS}
-
-
-def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Why two runs (their env.json) are not like for like: one sentence per difference."""
-    out = []
-    (what_a, wa), (what_b, wb) = _workload(a), _workload(b)
-    if what_a != what_b:  # one side predates the digest: compare the fields both recorded
-        what_a, wa = _workload({"workload": a.get("workload", {})})
-        _, wb = _workload({"workload": b.get("workload", {})})
-    if wa != wb:
-        out.append(f"{what_a}: A {_short(wa)}, B {_short(wb)}")
-    checks = [
-        ("runtime profile", a.get("runtime", {}).get("profile"), b.get("runtime", {}).get("profile")),
-        ("cluster layout (threads, memory limit per worker)", _layout(a), _layout(b)),
-        ("CPU count", a.get("cpu_count"), b.get("cpu_count")),
-        ("CPU model", a.get("cpu_model"), b.get("cpu_model")),
-        # Figures taken while drawing Dask performance reports include their cost (README, "Dask's
-        # own diagnostics"); a run from before the option drew none.
-        ("Dask performance reports (--dask-report)", bool(a.get("dask_report")), bool(b.get("dask_report"))),
-    ]
-    for what, x, y in checks:
-        if x != y and x is not None and y is not None:  # None: an older run that did not record it
-            out.append(f"{what}: A {_short(x)}, B {_short(y)}")
-    pa, pb = a.get("packages", {}) or {}, b.get("packages", {}) or {}
-    for name in sorted(set(pa) | set(pb)):
-        if name != "harness" and pa.get(name) != pb.get(name):
-            out.append(f"package {name}: A {pa.get(name)}, B {pb.get(name)}")
-    return out
-
-
-def _short(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
