@@ -15,12 +15,8 @@ from run_fixture import make_env, make_runs
 
 from harness.analysis import settle, stats
 from harness.cli import main
-<<<<<<< HEAD
 from harness.measure import results_file as results
-from harness.measure.conditions import LOAD_COLUMNS
-=======
 from harness.measure.machine_load import LOAD_COLUMNS
->>>>>>> split
 
 BUDGET_S = 40
 
