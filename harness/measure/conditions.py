@@ -1,8 +1,8 @@
 """What makes two runs comparable, and what the machine was doing while one ran.
 
 - `workload_digest`: a hash of the normalized workload (every table of the file but [run],
-  [cluster] and the description) and of the items it generates, recorded in env.json so that
-  `compare` can refuse two runs of different work.
+  [cluster] and the description) and of the items it generates (a [task]'s function and items:
+  harness.work.user_task), recorded in env.json so that `compare` can refuse two runs of different work.
 - `cpu_model`: the processor, recorded beside the CPU count.
 - `LoadProbe`: the load average before and after a measured run, the share of CPU time
   idle and stolen (by a hypervisor) during it, and the share of the machine's CPU time that
@@ -28,6 +28,8 @@ from typing import Any
 import pandas as pd
 import psutil
 
+from harness.work.user_task import digest_differences
+
 # Runs written before `other_cpu_pct` existed are judged by their load average: past 1.5x the
 # cores, something was likely competing. It cannot tell the harness's own processes from
 # others: on the 2-core machine the flow process, two workers and the API server alone keep the
@@ -47,11 +49,13 @@ LOAD_COLUMNS = ("load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct", "o
 _LEGACY_WORKLOAD_FIELDS = ("name", "items", "seed", "cost")
 
 
-def workload_digest(spec: Any, expected_compute_s: float) -> str:
-    """sha256 of the normalized workload and its items' total generated cost (12 hex digits)."""
+def workload_digest(spec: Any, expected_compute_s: float, task_parts: dict[str, Any] | None = None) -> str:
+    """sha256 of the normalized workload, its items' total generated cost and, for a [task], its
+    function's and items' parts (UserTask.digest_parts) (12 hex digits)."""
     fields = {k: v for k, v in dataclasses.asdict(spec).items()
               if k not in ("run", "cluster", "source", "description")}
-    text = json.dumps({"spec": fields, "items_compute_s": round(expected_compute_s, 6)}, sort_keys=True, default=str)
+    content = {"spec": fields, "items_compute_s": round(expected_compute_s, 6)}
+    text = json.dumps(content | ({"task": task_parts} if task_parts else {}), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -165,7 +169,8 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         what_a, wa = _workload({"workload": a.get("workload", {})})
         _, wb = _workload({"workload": b.get("workload", {})})
     if wa != wb:
-        out.append(f"{what_a}: A {_short(wa)}, B {_short(wb)}")
+        why = digest_differences(a.get("workload_parts"), b.get("workload_parts")) if what_a == "workload digest" else []
+        out.append(f"{what_a}: A {_short(wa)}, B {_short(wb)}" + (f" ({'; '.join(why)})" if why else ""))
     checks = [
         ("runtime profile", a.get("runtime", {}).get("profile"), b.get("runtime", {}).get("profile")),
         ("cluster layout (threads, memory limit per worker)", _layout(a), _layout(b)),
