@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +227,36 @@ def test_a_planted_30_percent_slowdown_is_caught_from_synthetic_samples():
     rng = np.random.default_rng(13)
     caught = [all(c.regressed for c in judge(_samples(rng, 0.05), _samples(rng, 0.05, 1.3))) for _ in range(100)]
     assert sum(caught) >= 95
+
+
+# ---------------------------------------------------------------- a user's task: the same function and data
+
+
+@pytest.mark.cluster
+def test_runs_over_an_edited_items_file_are_refused_naming_the_file(runtime, tmp_path, capsys, keep_signal_handlers):
+    """Two real [task] runs, orders.csv edited in between: not like for like, and compare says
+    which part differs; forced, it compares them (three repeats each, enough for a verdict)."""
+    (tmp_path / "ut_cmp_orders.py").write_text("def total(row):\n    return row['quantity'] * row['unit_price']\n")
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,quantity,unit_price\n" + "".join(f"{i},{i % 4 + 1},{i / 2}\n" for i in range(24)))
+    workload = tmp_path / "w.toml"
+    workload.write_text('name = "cmp-task"\n[task]\nfunction = "ut_cmp_orders:total"\n[items]\npath = "orders.csv"\n')
+
+    def run() -> str:
+        assert main(["run", str(workload), "--out", str(tmp_path / "results"), "--strategies", "static:8",
+                     "--repeats", "3", "--dask-address", runtime.scheduler_address]) == 0
+        return capsys.readouterr().out.rstrip("\n").splitlines()[-1]
+
+    a = run()
+    orders.write_text(orders.read_text().replace("\n3,4,1.5\n", "\n3,4,2.5\n"))
+    b = run()
+    env_a = json.loads((Path(a) / "env.json").read_text())
+    assert env_a["workload_parts"]["items"]["path"] == "orders.csv"
+    assert main(["compare", a, b]) == 2
+    err = capsys.readouterr().err
+    assert "not like for like" in err and "workload digest" in err and "the items file orders.csv differs" in err
+    assert "function" not in err.split("workload digest", 1)[1].splitlines()[0]  # the function did not change
+    assert main(["compare", a, b, "--force"]) in (0, 1)  # 1 only if B happened to be slower
+    out = capsys.readouterr().out
+    assert "the items file orders.csv differs" in out and "static:8" in out
+    assert any(verdict in out for verdict in ("REGRESSION", "slower", "faster", "no significant change"))

@@ -4,7 +4,11 @@ raising function (failed items counted and named), a non-deterministic one (a no
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
 import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -14,8 +18,11 @@ import pytest
 
 from harness.cli import main
 from harness.errors import SpecError
-from harness.work.user_task import ItemList, UserFunction, UserItem, result_digest
+from harness.measure.workload_digest import workload_digest
 from harness.work.outcomes import CHECKSUM_MODULUS, ItemOutcome, item_digest
+from harness.work.user_task import (ItemList, UserFunction, UserItem, digest_differences, load_task, result_digest,
+                                    take_items)
+from harness.workload.spec import MAX_ITEMS, load_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -112,6 +119,9 @@ GOOD_MODULE = """\
     NOT_CALLABLE = [1, 2]
     def broken():
         raise RuntimeError("no database")
+    def endless():  # the limit's worth of small ints is ~80 MB and about a second
+        while True:
+            yield 1
     """
 
 BAD_INPUT = [
@@ -129,7 +139,10 @@ BAD_INPUT = [
     ("unpicklable-item", 'function = "{m}:f"', 'source = "{m}:unpicklable"', "",
      ["[items] source", "item 1", "cannot be pickled"]),
     ("missing-path", 'function = "{m}:f"', 'path = "nope.csv"', "", ["[items] path", "no such file"]),
-    ("unparsable-path", 'function = "{m}:f"', 'path = "broken.parquet"', "", ["[items] path", "Parquet"]),
+    ("malformed-jsonl", 'function = "{m}:f"', 'path = "rows.jsonl"', "",
+     ["[items] path", "rows.jsonl as JSON lines: line 3: not valid JSON"]),
+    ("endless-source", 'function = "{m}:f"', 'source = "{m}:endless"', "",
+     ["[items] source", f"{{m}}:endless(): yields more than {MAX_ITEMS:_} items", "set [items] count"]),
     ("unknown-suffix", 'function = "{m}:f"', 'path = "rows.xlsx"', "", ["[items] path", ".csv"]),
     ("source-and-path", 'function = "{m}:f"', 'source = "{m}:items"\npath = "rows.csv"', "",
      ["[items] source", "both source and path"]),
@@ -144,7 +157,7 @@ def test_bad_user_task_input_exits_2_naming_file_and_key_and_writes_nothing(tmp_
                                                                             extra, named):
     module = f"ut_bad_{case.replace('-', '_')}"
     write(tmp_path, f"{module}.py", GOOD_MODULE)
-    (tmp_path / "broken.parquet").write_text("not parquet at all")
+    (tmp_path / "rows.jsonl").write_text('{"a": 1}\n\n{"a": 2\n{"a": 3}\n')  # line 3 is cut short
     workload = write(tmp_path, "w.toml", f'name = "bad"\n[task]\n{task.format(m=module)}\n'
                                          f'[items]\n{items.format(m=module)}\n{extra}')
     out = tmp_path / "results"
@@ -152,8 +165,159 @@ def test_bad_user_task_input_exits_2_naming_file_and_key_and_writes_nothing(tmp_
     assert code == 2, err
     assert str(workload) in err, err
     for text in named:
-        assert text in err, f"{text!r} not in: {err}"
+        assert text.format(m=module) in err, f"{text!r} not in: {err}"
     assert not out.exists()
+
+
+def test_a_damaged_parquet_file_exits_2_naming_it(tmp_path, capsys):
+    """A real Parquet file cut short (its footer lost): pyarrow's complaint, with the file named."""
+    write(tmp_path, "ut_damaged.py", GOOD_MODULE)
+    pd.DataFrame(ROWS).to_parquet(tmp_path / "rows.parquet")
+    data = (tmp_path / "rows.parquet").read_bytes()
+    (tmp_path / "rows.parquet").write_bytes(data[: len(data) // 2])
+    workload = write(tmp_path, "w.toml", 'name = "bad"\n[task]\nfunction = "ut_damaged:f"\n'
+                                         '[items]\npath = "rows.parquet"\n')
+    code, _, err = run_cli(["run", str(workload), "--out", str(tmp_path / "results"), "--quick"], capsys)
+    assert code == 2, err
+    assert f"{workload}: [items] path: cannot read {tmp_path / 'rows.parquet'} as Parquet: ArrowInvalid" in err
+    assert not (tmp_path / "results").exists()
+
+
+# --- reading items: every file format, bounded ---------------------------------------------
+
+# Rows of every column type the three formats share; the items a function sees must equal them.
+ROWS = [{"order_id": 1000 + i, "customer": f"customer-{i % 7}", "quantity": i % 5 + 1, "unit_price": 9.5 + i / 4}
+        for i in range(30)]
+FORMATS = {"parquet": lambda frame, path: frame.to_parquet(path, row_group_size=8),  # several row groups
+           "csv": lambda frame, path: frame.to_csv(path, index=False),
+           "jsonl": lambda frame, path: frame.to_json(path, orient="records", lines=True)}
+
+ROWS_MODULE = """\
+    import json
+    def f(row):  # the item as it arrived, in a form its checksum compares exactly
+        return json.dumps(row, sort_keys=True)
+    def make(count):
+        for i in range(count):
+            yield i
+        raise RuntimeError("read past [items] count")
+    def twelve_then_error():  # an error if asked for a 13th item
+        return make(12)
+    def twelve():
+        return list(range(12))
+    """
+
+
+def as_seen(row: dict) -> str:
+    return json.dumps(row, sort_keys=True)
+
+
+def task_folder(tmp_path: Path, module: str, items: str) -> Path:
+    """A folder with the rows in each format, a module and a workload file whose [items] is `items`."""
+    write(tmp_path, f"{module}.py", ROWS_MODULE)
+    for suffix, save in FORMATS.items():
+        save(pd.DataFrame(ROWS), tmp_path / f"rows.{suffix}")
+    return write(tmp_path, "w.toml", f'name = "rows"\n[task]\nfunction = "{module}:f"\n[items]\n{items}\n'
+                                     '[run]\nstrategies = ["static:8"]\n')
+
+
+@pytest.mark.parametrize("suffix", list(FORMATS))
+@pytest.mark.parametrize("count", [None, 1, 11, 30, 31])
+def test_a_data_file_gives_its_rows_and_honours_count(tmp_path, suffix, count):
+    workload = task_folder(tmp_path, f"ut_rows_{suffix}_{count}", f'path = "rows.{suffix}"'
+                           + (f"\ncount = {count}" if count else ""))
+    task = load_task(load_spec(workload))
+    assert list(task.workload.values()) == ROWS[:count]
+
+
+def test_a_source_is_read_only_up_to_count(tmp_path):
+    """The source raises when pulled past its 12th item: count = 12 reads exactly 12."""
+    workload = task_folder(tmp_path, "ut_rows_source", 'source = "ut_rows_source:twelve_then_error"\ncount = 12')
+    assert list(load_task(load_spec(workload)).workload.values()) == list(range(12))
+
+
+def test_an_endless_source_stops_at_the_limit():
+    """The rule load_task applies with the spec's MAX_ITEMS, here with a small limit."""
+    def endless():
+        yield from itertools.count()
+    assert take_items(endless(), 5, "w.toml: [items] source: m:endless()", limit=3) == [0, 1, 2, 3, 4]
+    assert take_items(iter(range(3)), None, "w", limit=3) == [0, 1, 2]
+    with pytest.raises(SpecError, match=r"^w.toml: \[items\] source: m:endless\(\): yields more than 3 items .*"
+                                        r"set \[items\] count"):
+        take_items(endless(), None, "w.toml: [items] source: m:endless()", limit=3)
+
+
+def test_the_digest_parts_say_whether_the_function_or_the_items_changed(tmp_path):
+    """Like for like means the same data: an edited items file or module changes the workload
+    digest, and digest_differences names which part changed."""
+    workload = task_folder(tmp_path, "ut_parts", 'path = "rows.csv"')
+    spec = load_spec(workload)
+    parts = load_task(spec).digest_parts()
+    assert parts == load_task(spec).digest_parts()
+    assert parts["function"]["ref"] == "ut_parts:f" and parts["items"]["count"] == len(ROWS)
+    digest = workload_digest(spec, 0.0, parts)
+    assert digest == workload_digest(spec, 0.0, load_task(spec).digest_parts())
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text(rows.read_text().replace("9.5", "9.6", 1))
+    edited = load_task(spec).digest_parts()
+    assert workload_digest(spec, 0.0, edited) != digest
+    assert digest_differences(parts, edited) == ["the items file rows.csv differs"]
+
+    module = tmp_path / "ut_parts.py"
+    module.write_text(module.read_text() + "# a comment is a change too\n")
+    recoded = load_task(spec).digest_parts()
+    assert digest_differences(edited, recoded) == ["the function's code differs (its module file ut_parts.py)"]
+
+
+def test_the_digest_parts_of_a_source_cover_its_code_and_first_items(tmp_path):
+    workload = task_folder(tmp_path, "ut_parts_source", 'source = "ut_parts_source:twelve"')
+    twelve = load_task(load_spec(workload)).digest_parts()
+    workload.write_text(workload.read_text().replace('twelve"', 'twelve"\ncount = 11'))
+    eleven = load_task(load_spec(workload)).digest_parts()
+    assert digest_differences(twelve, eleven) == ["the first items of ut_parts_source:twelve differ",
+                                                  "the number of items differs: A 12, B 11"]
+    module = tmp_path / "ut_parts_source.py"
+    module.write_text(module.read_text() + "# edited\n")
+    assert digest_differences(eleven, load_task(load_spec(workload)).digest_parts()) == [
+        "the function's code differs (its module file ut_parts_source.py)",
+        "the items source's code differs (its module file ut_parts_source.py)"]
+
+
+def test_a_synthetic_workloads_digest_is_as_before(make_spec):
+    """No task parts: the digest hashes what it hashed before them, so older runs still compare."""
+    spec = make_spec()
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("run", "cluster", "source", "description")}
+    text = json.dumps({"spec": fields, "items_compute_s": 1.5}, sort_keys=True, default=str)
+    assert workload_digest(spec, 1.5) == hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("suffix", list(FORMATS))
+def test_a_data_file_round_trips_through_a_real_run(runtime, tmp_path, suffix):
+    """The command line in its own process: each row reaches the function as it is in the file."""
+    workload = task_folder(tmp_path, f"ut_trip_{suffix}", f'path = "rows.{suffix}"')
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(workload), "--quick", "--out",
+                           str(tmp_path / "results"), "--dask-address", runtime.scheduler_address],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr
+    runs = _full_rows(folder_of(proc.stdout))
+    assert list(runs["items"]) == [len(ROWS)] and list(runs["items_failed"]) == [0]
+    assert list(runs["checksum"]) == [plain_checksum(as_seen, ROWS)]
+
+
+@pytest.mark.cluster
+def test_benchmark_over_the_rows_of_each_file_matches_a_plain_loop(runtime, tmp_path):
+    from harness import benchmark
+
+    task_folder(tmp_path, "ut_bench_rows", 'path = "rows.csv"')
+    module = import_from(tmp_path, "ut_bench_rows")
+    readers = {"parquet": pd.read_parquet, "csv": pd.read_csv,
+               "jsonl": lambda path: pd.read_json(path, lines=True)}
+    rows = [row for suffix, read in readers.items() for row in read(tmp_path / f"rows.{suffix}").to_dict("records")]
+    assert rows == ROWS * 3
+    result = benchmark(module.f, iter(rows), strategies=["static:16"], repeats=1, out=tmp_path / "results",
+                       address=runtime.scheduler_address)
+    assert list(result.runs["checksum"].astype(str)) == [plain_checksum(as_seen, rows)]
 
 
 @pytest.mark.cluster

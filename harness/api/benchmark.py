@@ -26,7 +26,7 @@ from harness.errors import SpecError
 from harness.measure.records import read_runs
 from harness.workload.spec import (BENCHMARK_SOURCE, ClusterSpec, FaultSpec, ItemsSpec, RunSpec, TaskSpec, WorkloadSpec,
                           parse_strategy)
-from harness.work.user_task import ItemList, UserFunction, UserTask, check_items, remember
+from harness.work.user_task import ItemList, UserFunction, UserTask, check_items, remember, take_items
 
 # The options `benchmark` takes besides its named parameters, and the workload-file key each stands for.
 _OPTIONS = {"name": "name", "workers": "[cluster] workers", "threads_per_worker": "[cluster] threads_per_worker",
@@ -102,7 +102,8 @@ def benchmark(fn: Callable[[Any], Any], items: Iterable[Any], *, strategies: Seq
         remember(batch_ref, batch_folder, batch_fn)
         if batch_folder != folder:
             raise SpecError("harness.benchmark: batch_function: expected it in the same folder as fn")
-    values = list(items)
+    values = take_items(items, None, "harness.benchmark: items",  # an endless iterable stops at the limit
+                        remedy="pass the first N, e.g. itertools.islice(items, N)")
     check_items(values, "harness.benchmark: items")
     name = options.get("name") or ref.rpartition(":")[2].lower().replace(".", "-")
     try:

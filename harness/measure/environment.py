@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+from harness.work.user_task import digest_differences
+
 # Versions recorded in env.json: what a reader needs to reproduce a number.
 PACKAGES = ("prefect", "prefect-dask", "dask", "distributed", "numpy", "pandas", "joblib", "harness")
 # env.json names each package as above; the harness is installed as the distribution
@@ -94,7 +96,8 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         what_a, wa = _workload({"workload": a.get("workload", {})})
         _, wb = _workload({"workload": b.get("workload", {})})
     if wa != wb:
-        out.append(f"{what_a}: A {_short(wa)}, B {_short(wb)}")
+        why = digest_differences(a.get("workload_parts"), b.get("workload_parts")) if what_a == "workload digest" else []
+        out.append(f"{what_a}: A {_short(wa)}, B {_short(wb)}" + (f" ({'; '.join(why)})" if why else ""))
     checks = [
         ("runtime profile", a.get("runtime", {}).get("profile"), b.get("runtime", {}).get("profile")),
         ("cluster layout (threads, memory limit per worker)", _layout(a), _layout(b)),

@@ -300,7 +300,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
     planned = "auto" if auto else spec.run.repeats
     budget = f", budget {spec.run.budget_s:.0f} s" if auto else ""
     say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {planned} repeats{budget})")
-    digest = workload_digest(spec, workload.expected_compute_s)
+    task_parts = task.digest_parts() if task is not None else None  # like for like: the same function and data
+    digest = workload_digest(spec, workload.expected_compute_s, task_parts)
     load_at_start = load_now()
     run_id = fresh_run_id(out, spec.name)
     with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
@@ -415,6 +416,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
                 "repeats": repeat,  # rounds measured (each strategy once per round)
                 "repeats_requested": spec.run.repeats,
                 "workload_digest": digest,
+                **({"workload_parts": task_parts} if task_parts is not None else {}),  # compare names the part that differs
                 "load": {"at_start": load_at_start, "at_end": load_now()},
                 "settling": None if decision is None else {
                     "budget_s": spec.run.budget_s, "rounds": repeat,

@@ -12,6 +12,11 @@ A result never travels back: each ok outcome carries a digest of its result (a h
 pickle), which the Tally folds into the run's checksum (harness.work.outcomes.item_digest), so
 strategies can be compared on their results at the cost of 16 bytes per item.
 
+Loading (`load_task`) reads at most `[items] count` items, and without a count never more than
+the spec's MAX_ITEMS, so an endless source fails with exit 2 instead of filling memory.
+`UserTask.digest_parts` is what makes two runs the same work (the function's code, the items'
+content), for the workload digest; `digest_differences` says which part differs.
+
 This module imports neither Prefect nor Dask (it runs on workers and in the flow process).
 """
 
@@ -19,7 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
+import io
 import itertools
+import json
 import operator
 import pickle
 import sys
@@ -33,6 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from harness.errors import SpecError
 from harness.work.outcomes import BatchResult, ItemOutcome
 from harness.work.synthetic import ItemCursor
+from harness.workload.spec import MAX_ITEMS
 
 if TYPE_CHECKING:
     from harness.workload.spec import WorkloadSpec
@@ -45,9 +54,22 @@ DIGEST_BYTES = 16
 # long message is enough to recognise it, and outcomes travel back in every batch result.
 MESSAGE_MAX_CHARS = 200
 
-# Data files `[items] path` reads (by suffix), each with pandas.
+# Data files `[items] path` reads (by suffix): CSV and JSON lines with pandas, Parquet with pyarrow.
 DATA_SUFFIXES = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet", ".jsonl": "JSON lines",
                  ".ndjson": "JSON lines", ".json": "JSON lines"}
+
+# Rows per record batch read from a Parquet file: pyarrow's default, so that with [items] count
+# only the row groups holding the first rows are decoded, not the whole file.
+PARQUET_BATCH_ROWS = 65_536
+
+# How many of an [items] source's (or harness.benchmark's) first items the workload digest
+# covers: a changed source nearly always changes its first items, and digesting every item
+# would pickle all of them once more (check_items already pickles them once), seconds for millions.
+ITEMS_DIGESTED = 1_000
+
+# Hex digits kept of a file's sha256 in the workload's parts: 64 bits tell two versions of a
+# file apart with certainty in practice and stay readable in env.json.
+FILE_DIGEST_HEX = 16
 
 _resolved: dict[tuple[str, str], Any] = {}
 _resolve_lock = threading.Lock()
@@ -187,6 +209,10 @@ class ItemList:
     def __repr__(self) -> str:
         return f"ItemList({len(self._values)} items)"
 
+    def values(self) -> Iterator[Any]:
+        """The items themselves, in order, without their indices."""
+        return iter(self._values)
+
     def items(self, start: int = 0, stop: int | None = None) -> Iterator[UserItem]:
         stop = len(self._values) if stop is None else min(stop, len(self._values))
         return map(UserItem._make, zip(range(start, stop), self._values[start:stop]))
@@ -231,6 +257,79 @@ class UserTask:
         return {"function": self.kernel.function, "batch_function": self.kernel.batch_function,
                 "items_from": self.items_from, "folder": self.kernel.folder}
 
+    def digest_parts(self) -> dict[str, Any]:
+        """What makes two runs of this task the same work, by part, for the workload digest and
+        env.json's `workload_parts` (`digest_differences` names the part that differs):
+
+        - function (and batch_function): its reference and a hash of its module's file;
+        - items: from a `path`, a hash of the file's content; from a `source`, its reference, a
+          hash of its module's file and a digest of the first ITEMS_DIGESTED items; given to
+          harness.benchmark, that digest; each with the number of items read.
+        """
+        folder = self.kernel.folder
+        parts: dict[str, Any] = {"function": code_part(self.kernel.function, folder)}
+        if self.kernel.batch_function:
+            parts["batch_function"] = code_part(self.kernel.batch_function, folder)
+        spec_items = self.workload.spec.items if self.workload.spec is not None else None
+        items: dict[str, Any]
+        if spec_items is not None and spec_items.path:
+            items = {"path": spec_items.path, "sha256": file_digest(data_path(spec_items.path, Path(folder)))}
+        else:
+            first = hashlib.blake2b(digest_size=DIGEST_BYTES)
+            for value in itertools.islice(self.workload.values(), ITEMS_DIGESTED):
+                first.update(result_digest(value))
+            if spec_items is not None and spec_items.source:
+                items = {"source": spec_items.source} | code_part(spec_items.source, folder)
+            else:
+                items = {"given": self.items_from}
+            items["first_items"] = first.hexdigest()
+        parts["items"] = items | {"count": len(self.workload)}
+        return parts
+
+
+def file_digest(path: str | Path) -> str:
+    """The first FILE_DIGEST_HEX hex digits of the sha256 of a file's content."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()[:FILE_DIGEST_HEX]
+
+
+def code_part(ref: str, folder: str) -> dict[str, Any]:
+    """A "module:attribute" reference and the file of the module it lives in (name and content
+    hash; None for a module with no file, such as a built-in one)."""
+    obj = resolve(ref, folder)
+    module = inspect.getmodule(obj) or sys.modules.get(ref.partition(":")[0])
+    file = getattr(module, "__file__", None)
+    return {"ref": ref, "file": Path(file).name if file else None, "sha256": file_digest(file) if file else None}
+
+
+def digest_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
+    """Which parts of two runs' tasks (env.json's `workload_parts`, UserTask.digest_parts) differ,
+    one phrase each, for two runs whose workload digests differ."""
+    if a is None and b is None:
+        return []  # neither ran a [task]: their spec differs
+    if a is None or b is None:
+        return [f"run {'A' if a is None else 'B'} recorded no digest of a [task]'s function and items "
+                f"(a synthetic workload, or a run from before the harness took one)"]
+    out = []
+    for key, what in (("function", "the function"), ("batch_function", "the batch function")):
+        x, y = a.get(key) or {}, b.get(key) or {}
+        if x.get("ref") != y.get("ref"):
+            out.append(f"{what} differs: A {x.get('ref') or 'none'}, B {y.get('ref') or 'none'}")
+        elif x.get("sha256") != y.get("sha256"):
+            out.append(f"{what}'s code differs (its module file {y.get('file')})")
+    ia, ib = a.get("items") or {}, b.get("items") or {}
+    where = [i.get("path") or i.get("source") or i.get("given") for i in (ia, ib)]
+    if where[0] != where[1]:
+        out.append(f"the items come from elsewhere: A {where[0]}, B {where[1]}")
+    elif ia.get("sha256") != ib.get("sha256"):
+        out.append(f"the items file {where[0]} differs" if "path" in ia
+                   else f"the items source's code differs (its module file {ib.get('file')})")
+    elif ia.get("first_items") != ib.get("first_items"):
+        out.append(f"the first items of {where[0]} differ")
+    if ia.get("count") != ib.get("count"):
+        out.append(f"the number of items differs: A {ia.get('count')}, B {ib.get('count')}")
+    return out or ["the function and its items are the same: the workload file's other settings differ"]
+
 
 # --- loading (in the flow process, before anything starts) ----------------------------------
 
@@ -262,7 +361,20 @@ def _callable(ref: str, folder: Path, where: str) -> Callable[..., Any]:
     return obj
 
 
-def _items_from_source(ref: str, folder: Path, count: int | None, where: str) -> list[Any]:
+def take_items(produced: Iterable[Any], count: int | None, where: str, limit: int = MAX_ITEMS,
+               remedy: str = "set [items] count to read the first N") -> list[Any]:
+    """The first `count` items of `produced`, pulling no more than that from it; without a count,
+    all of them, but never more than `limit`: an endless source fails after `limit` + 1 items
+    rather than filling memory (SpecError saying `remedy`). The iterable's exceptions propagate."""
+    if count is not None:
+        return list(itertools.islice(produced, count))
+    values = list(itertools.islice(produced, limit + 1))
+    if len(values) > limit:
+        raise SpecError(f"{where}: yields more than {limit:_} items (the most a run holds); {remedy}")
+    return values
+
+
+def _items_from_source(ref: str, folder: Path, count: int | None, where: str, limit: int = MAX_ITEMS) -> list[Any]:
     make = _callable(ref, folder, where)
     try:
         produced = make()
@@ -272,33 +384,89 @@ def _items_from_source(ref: str, folder: Path, count: int | None, where: str) ->
         raise SpecError(f"{where}: {ref}() returned a {type(produced).__name__}, expected an iterable of items "
                         f"(a list, a generator, ...)")
     try:
-        return list(itertools.islice(produced, count))
+        return take_items(produced, count, f"{where}: {ref}()", limit)
+    except SpecError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the user's generator failed
         raise SpecError(f"{where}: iterating over {ref}() raised {type(exc).__name__}: {exc}") from None
 
 
+def data_path(path_text: str, folder: Path) -> Path:
+    """`[items] path` as a file: relative to the workload file's folder unless absolute."""
+    path = Path(path_text)
+    return path if path.is_absolute() else folder / path
+
+
+def _read_parquet(path: Path, count: int | None) -> Any:
+    """The first `count` rows (all without a count) as a DataFrame, decoding only the record
+    batches that hold them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as file:
+        if count is None:
+            table = file.read()
+        else:
+            batches, rows = [], 0
+            for batch in file.iter_batches(batch_size=min(count, PARQUET_BATCH_ROWS)):
+                batches.append(batch)
+                rows += batch.num_rows
+                if rows >= count:
+                    break
+            table = pa.Table.from_batches(batches, schema=file.schema_arrow).slice(0, count)
+    return table.to_pandas()
+
+
+def _json_lines(path: Path, count: int | None) -> list[tuple[int, bytes]]:
+    """The first `count` non-blank lines of a JSON lines file (all without a count), numbered
+    from 1 as in the file: blank lines are no rows, so they don't count towards `count`."""
+    with path.open("rb") as file:
+        return list(itertools.islice(((n, line) for n, line in enumerate(file, start=1) if line.strip()), count))
+
+
+def _bad_json_line(lines: Sequence[tuple[int, bytes]]) -> str:
+    """Where JSON lines pandas refused are broken: "line N: why", or "" when each is a JSON object."""
+    for number, line in lines:
+        try:
+            value = json.loads(line.rstrip(b"\r\n"))  # so that an error's column is on this line
+        except UnicodeDecodeError as exc:
+            return f"line {number}: not UTF-8 ({exc.reason} at byte {exc.start + 1})"
+        except json.JSONDecodeError as exc:
+            return f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+        if not isinstance(value, dict):
+            return f"line {number}: found a JSON {type(value).__name__}, expected an object"
+    return ""
+
+
 def _items_from_path(path_text: str, folder: Path, count: int | None, where: str) -> list[dict[str, Any]]:
+    """The rows of a data file as dicts of their columns: the first `count` only are read."""
     import pandas as pd
 
-    path = Path(path_text) if Path(path_text).is_absolute() else folder / path_text
+    path = data_path(path_text, folder)
     kind = DATA_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise SpecError(f"{where}: found {path_text!r}, expected a file ending in {', '.join(DATA_SUFFIXES)} "
                         f"(CSV, Parquet or JSON lines)")
     if not path.is_file():
         raise SpecError(f"{where}: found {path_text!r}, but there is no such file ({path})")
+    lines: list[tuple[int, bytes]] = []
     try:
         if kind == "CSV":
             frame = pd.read_csv(path, nrows=count)
         elif kind == "Parquet":
-            frame = pd.read_parquet(path)
+            frame = _read_parquet(path, count)
         else:
-            frame = pd.read_json(path, lines=True, nrows=count)
-    except Exception as exc:  # noqa: BLE001 - pandas' parse errors vary by format
+            lines = _json_lines(path, count)
+            frame = pd.read_json(io.BytesIO(b"".join(line for _, line in lines)), lines=True) if lines else None
+    except ImportError as exc:  # a broken install: pyarrow is a dependency of the harness
+        raise SpecError(f"{where}: cannot read {path} as {kind}: {exc} (pip install pyarrow)") from None
+    except Exception as exc:  # noqa: BLE001 - the readers' parse errors vary by format
+        line = _bad_json_line(lines) if kind == "JSON lines" else ""
+        if line:
+            raise SpecError(f"{where}: cannot read {path} as JSON lines: {line}; expected one JSON object per "
+                            f"line") from None
         raise SpecError(f"{where}: cannot read {path} as {kind}: {type(exc).__name__}: {exc}") from None
-    if count is not None:
-        frame = frame.head(count)
-    return frame.to_dict("records")
+    return [] if frame is None else frame.to_dict("records")  # none: check_items says so
 
 
 def check_items(values: Sequence[Any], where: str) -> None:

@@ -67,6 +67,10 @@ USER_TASK_PATTERNS = ("map",)
 MISSING_KEY = "missing (a required key)"
 # The `source` of a spec harness.benchmark builds: its items are Python objects, not [items] keys.
 BENCHMARK_SOURCE = "harness.benchmark"
+# The most items one run holds ([items] count's upper bound). Every item lives in the flow
+# process (a [task]'s as a list, for random access by the strategies and samples), so an
+# [items] source read without a count stops here (harness.work.user_task) rather than filling memory.
+MAX_ITEMS = 10_000_000
 
 def _parse_strategy(text: Any) -> Strategy:
     """A strategy name ("per_item", "static:64", ...) through the strategy registry; raises Problem."""
@@ -106,7 +110,7 @@ class ItemsSpec:
     """Synthetic items (with [cost]): `count` and `payload_bytes`. A user's items (with [task]):
     `source` or `path`, and optionally `count` (the first N only)."""
 
-    count: integer(1, 10_000_000) | None = None
+    count: integer(1, MAX_ITEMS) | None = None
     payload_bytes: integer(0, 16 * 1024 * 1024, note="16 MiB") = 0
     source: _OPTIONAL_REF = ""  # "module:attribute": a callable returning an iterable of items
     path: TEXT = ""  # a data file read with pandas (CSV, Parquet, JSON lines), relative to the workload file
@@ -265,7 +269,7 @@ class WorkloadSpec:
                 raise Problem(("cost",), None, "a [cost] table (synthetic work) or a [task] table (your function)",
                               found="neither")
             if items.count is None:
-                raise Problem(("items", "count"), None, "an integer from 1 to 10_000_000 ([cost] needs it)",
+                raise Problem(("items", "count"), None, f"an integer from 1 to {MAX_ITEMS:_} ([cost] needs it)",
                               found=MISSING_KEY)
             for key in ("source", "path"):
                 if getattr(items, key):
