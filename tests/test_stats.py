@@ -197,3 +197,13 @@ def test_with_ties_the_p_value_is_never_below_scipys_exact_one(n, m, alternative
         expected = mannwhitneyu(a, b, alternative=alternative, method="exact").pvalue
         assert stats.mann_whitney_p(a, b, alternative) >= expected - 1e-12, (a, b)
     assert tied >= 50  # the draws did tie
+
+
+def test_an_interval_prints_with_the_digits_its_size_needs():
+    tiny = stats.Ratio("adaptive", "per_item", 0.0025, 0.0022, 0.0028)  # docs/examples/large, per_item
+    assert tiny.interval() == tiny.interval(3) == "[0.0022, 0.0028]"  # not "[0.00, 0.00]"
+    assert stats.Ratio("a", "b", 1.03, 0.939, 1.127).interval() == "[0.94, 1.13]"  # two decimals do
+    assert stats.Ratio("a", "b", 421.0, 360.2, 464.4).interval(0) == "[360, 464]"
+    assert stats.Ratio("a", "b", 0.94, 0.9391, 0.9399).interval() == "[0.9391, 0.9399]"  # distinct ends differ
+    assert stats.Ratio("a", "b", 1.0, 1.0, 1.0).interval() == "[1.00, 1.00]"
+    assert stats.Ratio("a", "b", 1.0, 1.0, 1.0 + 1e-12).interval() == "[1.000, 1.000]"  # alike to 4 digits
