@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from kernel_bounds import KERNEL_LOW, ok_cost_s
 
 from harness.patterns import run_pattern
 from harness.workload.spec import parse_spec
@@ -64,13 +67,23 @@ def test_adaptive_accounts_every_item_once_and_matches_static(runtime):
 def test_the_warm_up_times_the_probe_into_a_waiting_and_a_filling_flow(runtime):
     """What the controller's start weighs (harness.strategies.probe), measured on the real path;
     an adaptive run given them still accounts for every item once."""
-    from harness.measure.run import warm_up
+    from harness.measure.run import WARM_UP_TASKS_PER_THREAD, warm_up
 
     spec = parse_spec(WORKLOAD)
     workload = Workload(spec)
+    t0 = time.perf_counter()
     priors = warm_up(spec, workload, runtime)
-    for figure in (priors.overhead_s, priors.item_s, priors.probe_s, priors.probe_filling_s):
-        assert figure is not None and 0 < figure < 30  # a round trip, in seconds
+    warm_up_s = time.perf_counter() - t0
+    # Every figure was measured inside the warm-up, so its duration bounds them: a round trip
+    # cannot outlast it, nor a task's overhead, (wall x threads - compute) / tasks, exceed its
+    # share of it (a unit slip, ms for s, lands 1,000x off).
+    threads = runtime.worker_threads
+    sampled = workload.take(workload.sample_indices(min(len(workload), WARM_UP_TASKS_PER_THREAD * threads)))
+    assert 0 < priors.probe_s <= warm_up_s and 0 < priors.probe_filling_s <= warm_up_s
+    assert 0 < priors.overhead_s <= warm_up_s * threads / len(sampled)  # static:1: a task per item
+    # item_s is the sampled items' mean compute: their own cost, within the kernel's accuracy.
+    assert KERNEL_LOW * ok_cost_s(sampled, spec.faults.retries) / len(sampled) <= priors.item_s
+    assert priors.item_s <= warm_up_s * threads / len(sampled)
     assert warm_up(spec, workload, runtime, probe=False).probe_s is None  # no adaptive strategy: no probes
 
     stage = Stage(workload, None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client,

@@ -3,6 +3,7 @@ threshold, 0 otherwise, 2 on bad input; run B is built by scaling run A's wall t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -156,30 +157,102 @@ def test_other_work_is_flagged_by_its_cpu_share_and_the_harnesss_own_load_is_not
     assert "warning: B:" in out and "outside the harness" in out and "warning: A:" not in out
 
 
-def test_the_load_probe_counts_a_foreign_process_as_other_work_and_its_own_child_not():
-    """One core burnt for the probe's whole span: by a child of this process (a LocalCluster
-    worker, the API server) it is the harness's own; by a process outside its tree (here one
-    orphaned by a shell, as any unrelated program is) it is other work, about 1 / CPUs more."""
+# A process that burns one core until it is killed; it prints its pid once it is up, the signal
+# the test waits for. The 600 s cap only ends it should this test itself be killed unawares.
+BURN = "import os, time\nprint(os.getpid(), flush=True)\nt = time.monotonic()\nwhile time.monotonic() - t < 600: pass"
+# CPU-seconds the burner uses inside each probe: the window lasts until it has, however busy the
+# machine (at load average 10 on 2 cores it gets ~0.2 of a core).
+BURN_CPU_S = 0.5
+@pytest.fixture
+def burner():
+    """start(orphaned) -> the burning process, up and burning: this process's child, or one
+    orphaned by a shell (outside this process's tree, as any unrelated program is). Each starts
+    in a session of its own, and the whole process group is killed when the test ends."""
+    import signal
     import subprocess
     import sys
+
+    import psutil
+
+    started: list[tuple[subprocess.Popen, psutil.Process | None]] = []
+
+    def start(orphaned: bool) -> psutil.Process:
+        command = (["sh", "-c", '"$0" -c "$1" &', sys.executable, BURN] if orphaned
+                   else [sys.executable, "-c", BURN])
+        popen = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        started.append((popen, None))
+        line = popen.stdout.readline()  # the burner's pid: it is up
+        assert line.strip().isdigit(), f"the burner did not start (printed {line!r})"
+        process = psutil.Process(int(line))
+        started[-1] = (popen, process)
+        if orphaned:
+            popen.wait()  # the shell is gone: the burner is no longer in this process's tree
+        return process
+
+    yield start
+    for popen, process in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)  # the group outlives the shell that led it
+        popen.wait()
+        popen.stdout.close()
+        if process is not None:
+            psutil.wait_procs([process], timeout=30)
+
+
+def _tree_cpu_s() -> dict[int, float]:
+    import psutil
+
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            out[proc.pid] = sum(proc.cpu_times()[:2])
+    return out
+
+
+def _probe_while(burning) -> tuple[float, float, float, set[int]]:
+    """One LoadProbe over a window in which `burning` uses BURN_CPU_S, read around it by the test
+    itself, in % of the machine over the window: what the probe counted as other work, what the
+    machine used minus this process tree (the probe's definition of other work), and what the
+    burner used; and the tree's pids. Percentages, not CPU-seconds: the test's window is a few
+    ms wider than the probe's (on a loaded machine, a preemption between the reads), which
+    moves a CPU-second total by as much as the burner but a rate by little."""
     import time
 
-    burn = "import time\nt = time.time()\nwhile time.time() - t < 1.6: pass"
-    share = 100 / (os.cpu_count() or 1)  # one core, in % of the machine
-    child = subprocess.Popen([sys.executable, "-c", burn])
-    try:
-        time.sleep(0.3)  # the interpreter is up and burning
-        with machine_load.LoadProbe() as own:
-            time.sleep(1.0)
-    finally:
-        child.wait()
-    subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{burn}" >/dev/null 2>&1 &'], check=True)
-    time.sleep(0.3)
-    with machine_load.LoadProbe() as foreign:
-        time.sleep(1.0)
-    time.sleep(0.5)  # the orphan ends on its own
-    # Whatever else the machine runs meanwhile counts in both probes alike: compare the two.
-    assert foreign.other_cpu_pct - own.other_cpu_pct > 0.5 * share
+    import psutil
+
+    burnt0 = sum(burning.cpu_times()[:2])
+    tree0 = _tree_cpu_s()
+    busy0, t0 = psutil.cpu_times(), time.monotonic()  # together, as the probe reads them
+    with machine_load.LoadProbe() as probe:
+        while sum(burning.cpu_times()[:2]) - burnt0 < BURN_CPU_S:
+            assert burning.is_running(), "the burner ended"
+            time.sleep(0.05)
+    busy1, t1 = psutil.cpu_times(), time.monotonic()
+    tree1 = _tree_cpu_s()
+    burnt1 = sum(burning.cpu_times()[:2])
+    span = (t1 - t0) * (psutil.cpu_count() or 1)
+    busy_s = sum(getattr(busy1, f, 0.0) - getattr(busy0, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+    tree_s = sum(cpu - tree0.get(pid, 0.0) for pid, cpu in tree1.items())  # as the probe: who is alive at the end
+    return probe.other_cpu_pct, 100 * (busy_s - tree_s) / span, 100 * (burnt1 - burnt0) / span, set(tree1)
+
+
+def test_the_load_probe_counts_a_foreign_process_as_other_work_and_its_own_child_not(burner):
+    """A burning child of this process (a LocalCluster worker, the API server) is the harness's
+    own; one outside its tree (orphaned by a shell) is other work. Judged on the probe's own
+    window, so whatever else the machine runs meanwhile counts on both sides alike: the probe
+    must agree with the test's reading to well within the burner's share, by which counting
+    the burner on the wrong side would move it. (CPU time is counted in 10 ms ticks: BURN_CPU_S
+    is 50 of them.)"""
+    child = burner(orphaned=False)
+    probed, expected, burnt, tree = _probe_while(child)
+    assert child.pid in tree
+    assert probed == pytest.approx(expected, abs=burnt / 2), "the child's CPU counted as other work"
+
+    foreign = burner(orphaned=True)
+    probed, expected, burnt, tree = _probe_while(foreign)
+    assert foreign.pid not in tree
+    assert probed == pytest.approx(expected, abs=burnt / 2), "the foreign CPU not counted as other work"
 
 
 def test_a_run_under_load_is_flagged(tmp_path, capsys):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from run_fixture import ITEMS, THREADS, TRUE_WALL_S, make_runs
+from scipy.stats import mannwhitneyu
 
 from harness.analysis import stats
 
@@ -151,3 +152,58 @@ def test_a_large_speed_up_without_a_verdict_reads_as_times_faster():
     assert fast.phrase("per_item").startswith("1,116× faster than per_item (too few repeats")
     near = Ratio("adaptive", "static:64", 0.97, math.nan, math.nan)
     assert near.phrase("static:64").startswith("0.97× the wall time of static:64 (too few repeats")
+
+
+# Sizes either side of EXACT_PAIRS_MAX (400 pairs): exact counts below, the normal approximation
+# with continuity correction above; 1 x 1 and 3 x 3 are the smallest, where no verdict is possible.
+EXACT_SIZES = [(1, 1), (1, 6), (3, 3), (4, 4), (4, 9), (5, 5), (8, 3), (10, 10), (12, 17), (20, 20)]
+ASYMPTOTIC_SIZES = [(21, 20), (25, 25), (40, 12)]
+
+
+def shifted_pairs(n: int, m: int, seed: int, trials: int = 50):
+    """Continuous samples (no ties), shifted by 0 to 1 sd so the p-values span the whole range."""
+    rng = np.random.default_rng([seed, n, m])
+    for _ in range(trials):
+        yield rng.normal(rng.uniform(0, 1), 1, n), rng.normal(0, 1, m)
+
+
+@pytest.mark.parametrize(("n", "m"), EXACT_SIZES)
+@pytest.mark.parametrize("alternative", ["two-sided", "greater"])
+def test_mann_whitney_p_is_scipys_exact_p_without_ties(n, m, alternative):
+    for a, b in shifted_pairs(n, m, seed=11):
+        expected = mannwhitneyu(a, b, alternative=alternative, method="exact").pvalue
+        assert stats.mann_whitney_p(a, b, alternative) == pytest.approx(expected, rel=1e-12), (a, b)
+
+
+@pytest.mark.parametrize(("n", "m"), ASYMPTOTIC_SIZES)
+@pytest.mark.parametrize("alternative", ["two-sided", "greater"])
+def test_mann_whitney_p_above_the_exact_size_is_scipys_normal_approximation(n, m, alternative):
+    assert n * m > stats.EXACT_PAIRS_MAX
+    for a, b in shifted_pairs(n, m, seed=12):
+        expected = mannwhitneyu(a, b, alternative=alternative, method="asymptotic", use_continuity=True).pvalue
+        assert stats.mann_whitney_p(a, b, alternative) == pytest.approx(expected, rel=1e-12), (a, b)
+
+
+@pytest.mark.parametrize(("n", "m"), [(3, 3), (4, 4), (5, 6), (10, 10), (12, 17)])
+@pytest.mark.parametrize("alternative", ["two-sided", "greater"])
+def test_with_ties_the_p_value_is_never_below_scipys_exact_one(n, m, alternative):
+    """Ties count half and the tail is rounded the cautious way; scipy's exact method ignores
+    ties. So a tie can only make the harness's p larger, never claim more than scipy's."""
+    rng = np.random.default_rng([13, n, m])
+    tied = 0
+    for _ in range(100):
+        a, b = rng.integers(0, 5, n).astype(float), rng.integers(0, 4, m).astype(float)
+        tied += bool(np.isin(a, b).any())
+        expected = mannwhitneyu(a, b, alternative=alternative, method="exact").pvalue
+        assert stats.mann_whitney_p(a, b, alternative) >= expected - 1e-12, (a, b)
+    assert tied >= 50  # the draws did tie
+
+
+def test_an_interval_prints_with_the_digits_its_size_needs():
+    tiny = stats.Ratio("adaptive", "per_item", 0.0025, 0.0022, 0.0028)  # docs/examples/large, per_item
+    assert tiny.interval() == tiny.interval(3) == "[0.0022, 0.0028]"  # not "[0.00, 0.00]"
+    assert stats.Ratio("a", "b", 1.03, 0.939, 1.127).interval() == "[0.94, 1.13]"  # two decimals do
+    assert stats.Ratio("a", "b", 421.0, 360.2, 464.4).interval(0) == "[360, 464]"
+    assert stats.Ratio("a", "b", 0.94, 0.9391, 0.9399).interval() == "[0.9391, 0.9399]"  # distinct ends differ
+    assert stats.Ratio("a", "b", 1.0, 1.0, 1.0).interval() == "[1.00, 1.00]"
+    assert stats.Ratio("a", "b", 1.0, 1.0, 1.0 + 1e-12).interval() == "[1.000, 1.000]"  # alike to 4 digits

@@ -268,7 +268,8 @@ def test_expected_compute_s_sums_the_costs():
     assert Workload(make_spec(12_345, mean_ms=2.0)).expected_compute_s == pytest.approx(12_345 * 2.0 / 1000)
 
 
-def measured_mean_ms(cost_kind: str, cost_ms: float, count: int) -> float:
+def measured_ratio(cost_kind: str, cost_ms: float, count: int) -> float:
+    """Time the kernel took per item over the time requested, for one batch of `count` items."""
     items = [Item(i, cost_ms, 0, False, b"") for i in range(count)]
     cpu_started = time.thread_time()
     result = run_batch(items, cost_kind, retries=0)
@@ -276,37 +277,37 @@ def measured_mean_ms(cost_kind: str, cost_ms: float, count: int) -> float:
     assert all(outcome.ok for outcome in result.outcomes)
     # The cpu kernel is judged by the CPU time it burns (what calibration promises), so other
     # processes competing for the cores cannot fail it; sleep by the wall time it waits.
-    return (cpu_s if cost_kind == "cpu" else result.compute_s) / count * 1000
+    return (cpu_s if cost_kind == "cpu" else result.compute_s) / count * 1000 / cost_ms
 
 
-# These VMs switch between a fast and a slow state (measured ~12,000 vs ~7,000 LCG iterations per
-# ms, states lasting ~0.1-2 s, with no other process running), which no one-off calibration can
-# follow: about one calibrate-then-measure round in five lands outside 15 %. The kernel is judged
-# honest when one of a few rounds lands within tolerance.
-HONESTY_TOLERANCE = 0.15
-HONESTY_ATTEMPTS = 8
+# A calibration holds for the moment it was taken: these VMs switch between a fast and a slow
+# state (~12,000 vs ~7,000 LCG iterations per CPU-ms, states lasting ~0.1-2 s) and other
+# processes on the shared cores slow the loop and delay wake-ups, so under load (load average
+# 10-14 on 2 cores) single calibrate-then-measure rounds landed at 0.6-1.7. The kernel is judged
+# over a fixed number of short rounds (a fresh calibration, then a batch of ~10 ms) by the median
+# round, which the few rounds a speed change or a burst of load catches cannot move: over 20 runs
+# under that load the medians were 0.96-1.06 (cpu), 1.01-1.16 (sleep of 1 ms: the calibration
+# subtracts the median wake-up delay, the mean under load is larger) and 1.00-1.05 (sleep of
+# 5 ms). A unit or formula bug is off by 2x or more.
+HONESTY_ROUNDS = 15
+HONESTY_TOLERANCE = 0.2
 
 
-@pytest.mark.parametrize(("cost_ms", "count"), [(0.05, 1000), (0.2, 500), (2.0, 150)])
-def test_cpu_kernel_takes_the_requested_time(cost_ms, count):
+def median_ratio(cost_kind: str, cost_ms: float, count: int) -> tuple[float, list[float]]:
+    calibrate = calibrate_cpu if cost_kind == "cpu" else calibrate_sleep
     ratios = []
-    for _ in range(HONESTY_ATTEMPTS):
-        calibrate_cpu(force=True)
-        ratios.append(measured_mean_ms("cpu", cost_ms, count) / cost_ms)
-        if abs(ratios[-1] - 1) <= HONESTY_TOLERANCE:
-            break
-    assert abs(ratios[-1] - 1) <= HONESTY_TOLERANCE, ratios
+    for _ in range(HONESTY_ROUNDS):
+        calibrate(force=True)
+        ratios.append(measured_ratio(cost_kind, cost_ms, count))
+    return statistics.median(ratios), sorted(ratios)
 
 
-@pytest.mark.parametrize(("cost_ms", "count"), [(1.0, 200), (5.0, 40)])
-def test_sleep_kernel_takes_the_requested_time(cost_ms, count):
-    ratios = []
-    for _ in range(HONESTY_ATTEMPTS):
-        calibrate_sleep(force=True)
-        ratios.append(measured_mean_ms("sleep", cost_ms, count) / cost_ms)
-        if abs(ratios[-1] - 1) <= HONESTY_TOLERANCE:
-            break
-    assert abs(ratios[-1] - 1) <= HONESTY_TOLERANCE, ratios
+@pytest.mark.parametrize(("cost_kind", "cost_ms", "count"), [
+    ("cpu", 0.05, 200), ("cpu", 0.2, 50), ("cpu", 2.0, 5), ("sleep", 1.0, 10), ("sleep", 5.0, 2)
+])
+def test_kernel_takes_the_requested_time(cost_kind, cost_ms, count):
+    median, ratios = median_ratio(cost_kind, cost_ms, count)
+    assert abs(median - 1) <= HONESTY_TOLERANCE, ratios
 
 
 def test_cpu_calibration_is_cached_per_process():

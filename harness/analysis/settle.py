@@ -71,24 +71,26 @@ def ratio_statuses(runs: pd.DataFrame, target: float = TARGET_HALF_WIDTH,
     is judged by the target and factor it ran with (env.json's settling block; None: no factor)."""
     rows = stats.main_rows(runs)
     table = stats.summarize(rows)
-    out = []
-    for ref in stats.adaptive_references(rows, table):
-        if ref.role not in SETTLING_ROLES:
-            continue
-        r = ref.ratio
-        if not r.has_interval:
-            why, settled = r.too_few, False
-        elif r.half_width <= target:
-            why, settled = f"settled: interval ±{r.half_width:.1%} within ±{target:.0%}", True
-        elif decisive_factor and decisive(r, decisive_factor):
-            why, settled = (f"settled: the whole interval {r.interval()} lies beyond {decisive_factor:g}× "
-                            f"(±{r.half_width:.1%})"), True
-        else:
-            rounds = int(rows["repeat"].nunique())
-            why, settled = (f"interval ±{r.half_width:.1%}, wider than ±{target:.0%} "
-                            f"(~{rounds_to_target(r.half_width, rounds, target)} rounds would reach it)"), False
-        out.append(RatioStatus(ref.role, ref.strategy, r, settled, why))
-    return tuple(out)
+    rounds = int(rows["repeat"].nunique())
+    return tuple(status(ref.role, ref.strategy, ref.ratio, rounds, target, decisive_factor)
+                 for ref in stats.adaptive_references(rows, table) if ref.role in SETTLING_ROLES)
+
+
+def status(role: str, strategy: str, r: stats.Ratio, rounds: int, target: float = TARGET_HALF_WIDTH,
+           decisive_factor: float | None = DECISIVE_FACTOR) -> RatioStatus:
+    """One ratio after `rounds` rounds: settled or not, and why (the rule, ratio by ratio; the
+    calibration in tests/calibration.py runs it on simulated ratios)."""
+    if not r.has_interval:
+        why, settled = r.too_few, False
+    elif r.half_width <= target:
+        why, settled = f"settled: interval ±{r.half_width:.1%} within ±{target:.0%}", True
+    elif decisive_factor and decisive(r, decisive_factor):
+        why, settled = (f"settled: the whole interval {r.interval()} lies beyond {decisive_factor:g}× "
+                        f"(±{r.half_width:.1%})"), True
+    else:
+        why, settled = (f"interval ±{r.half_width:.1%}, wider than ±{target:.0%} "
+                        f"(~{rounds_to_target(r.half_width, rounds, target)} rounds would reach it)"), False
+    return RatioStatus(role, strategy, r, settled, why)
 
 
 def decisive(r: stats.Ratio, factor: float = DECISIVE_FACTOR) -> bool:
@@ -119,11 +121,17 @@ def floor_rounds(strategies: int) -> int:
 def decide(runs: pd.DataFrame, round_s: list[float], elapsed_s: float, budget_s: float) -> Decision:
     """After the rounds in `runs` (durations `round_s`, `elapsed_s` spent in all): another round?"""
     statuses = ratio_statuses(runs) if len(runs) else ()
+    return decide_on(statuses, runs["strategy"].nunique() if len(runs) else 1, round_s, elapsed_s, budget_s)
+
+
+def decide_on(statuses: tuple[RatioStatus, ...], strategies: int, round_s: list[float], elapsed_s: float,
+              budget_s: float) -> Decision:
+    """`decide` on the ratios' statuses after len(round_s) rounds of `strategies` strategies."""
     estimate = max(round_s) * (1 + ROUND_ESTIMATE_MARGIN) if round_s else math.nan
     left = budget_s - elapsed_s
     fits = int(left // estimate) if estimate > 0 else 0
     done = len(round_s)
-    floor = floor_rounds(runs["strategy"].nunique() if len(runs) else 1)
+    floor = floor_rounds(strategies)
     if done >= floor and all(s.settled for s in statuses):
         reason = ("every ratio settled" if statuses
                   else f"no adaptive ratio to settle: stopped at the {floor} rounds the verdicts need")

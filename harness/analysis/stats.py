@@ -27,6 +27,11 @@ ALPHA = 1 - CONFIDENCE
 EXACT_PAIRS_MAX = 400
 # pyperf and asv call a benchmark unstable near 10 % relative spread; the issue asks the same.
 UNSTABLE_IQR_FRACTION = 0.10
+# Significant digits every printed ratio and interval end keeps, however small it is; and how many
+# more an interval's ends may take to print apart (4 significant in all: ends closer than that
+# are alike for every purpose here).
+SIGNIFICANT_DIGITS = 2
+APART_DIGITS = 2
 # The first repeat counts as "much slower" beyond this factor over the median of the others:
 # a warm-up that missed something (imports, JIT-like caches, a cold API server) shows up as
 # +50 % and more here, while ordinary noise on this machine stays within ~30 %.
@@ -214,9 +219,11 @@ class Ratio:
                      self.p_value, self.need)
 
     def interval(self, digits: int = 2) -> str:
+        """'[0.94, 1.13]': at least `digits` decimals, more when the ends need them (decimals)."""
         if not self.has_interval:
             return "[no interval]"
-        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        d = decimals((self.low, self.high), digits)
+        return f"[{self.low:.{d}f}, {self.high:.{d}f}]"
 
     def phrase(self, reference: str) -> str:
         """'41× [38, 44] faster than per_item' or '1.03× [0.98, 1.08] the wall time of static:50'."""
@@ -241,6 +248,20 @@ class Ratio:
                 "low": num(self.low), "high": num(self.high), "confidence": CONFIDENCE,
                 "p_value": num(self.p_value), "verdict": self.label, "significant": self.significant,
                 "repeats_needed": self.need or repeats_needed()}
+
+
+def decimals(values: tuple[float, ...], at_least: int) -> int:
+    """Decimals to print `values` with: at least `at_least`, and enough that each shows
+    SIGNIFICANT_DIGITS significant digits (a ratio to per_item of 0.0025 is not "0.00", an
+    interval [0.0022, 0.0028] not "[0.00, 0.00]") and that values that differ print apart (up
+    to APART_DIGITS more: [0.9391, 0.9399], not [0.94, 0.94])."""
+    finite = [abs(v) for v in values if math.isfinite(v)]
+    significant = [SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(v)) for v in finite if v > 0]
+    if not significant:
+        return at_least
+    gaps = [abs(a - b) for a, b in zip(finite, finite[1:]) if a != b]
+    apart = [min(-math.floor(math.log10(g)), max(significant) + APART_DIGITS) for g in gaps]
+    return max([at_least, *significant, *apart])
 
 
 def _digits(x: float) -> int:

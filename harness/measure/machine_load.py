@@ -46,18 +46,23 @@ class LoadProbe:
     def __enter__(self) -> LoadProbe:
         self.load_before = os.getloadavg()[0]
         psutil.cpu_times_percent(interval=None)  # starts the interval the exit reads
-        self._busy0, self._own0, self._t0 = _machine_busy_s(), _own_cpu_s(), time.monotonic()
+        # The machine's CPU time and the clock are read together, at each end: a scan of the
+        # process tree between them (tens of ms when the machine is loaded and this process
+        # waits for a core) would count the machine's work in that gap against a shorter span.
+        self._own0 = _own_cpu_s()
+        self._busy0, self._t0 = _machine_busy_s(), time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        busy = _machine_busy_s() - self._busy0
+        span = (time.monotonic() - self._t0) * (psutil.cpu_count() or 1)
         times = psutil.cpu_times_percent(interval=None)
         self.load_after = os.getloadavg()[0]
         self.cpu_idle_pct = float(times.idle)
         self.cpu_steal_pct = float(getattr(times, "steal", 0.0))
-        span = (time.monotonic() - self._t0) * (psutil.cpu_count() or 1)
         own = _own_cpu_s()
         own_used = sum(cpu - self._own0.get(pid, 0.0) for pid, cpu in own.items())
-        other = _machine_busy_s() - self._busy0 - own_used
+        other = busy - own_used
         self.other_cpu_pct = max(0.0, 100 * other / span) if span > 0 else math.nan
 
     def columns(self) -> dict[str, float]:

@@ -88,7 +88,7 @@ class Comparison:
             "strategy": [c.strategy for c in self.changes],
             "A wall s": [f"{c.a_wall_s:.3f}" for c in self.changes],
             "B wall s": [f"{c.b_wall_s:.3f}" for c in self.changes],
-            "B / A": [f"{c.ratio.estimate:.3f}" for c in self.changes],
+            "B / A": [f"{c.ratio.estimate:.{stats.decimals((c.ratio.estimate,), 3)}f}" for c in self.changes],
             "95 % CI": [c.ratio.interval(3) for c in self.changes],
             "change": [f"{c.ratio.estimate - 1:+.1%}" for c in self.changes],
             "p (B slower)": [f"{c.p_slower:.4f}" for c in self.changes],

@@ -134,7 +134,8 @@ def history(results_dir: Path, threshold: float = DEFAULT_THRESHOLD) -> History:
 def _cells(ref: stats.Reference | None) -> tuple[str, str]:
     if ref is None:
         return "—", "—"
-    return f"{ref.ratio.estimate:.3f}", ref.ratio.interval(3)
+    estimate = ref.ratio.estimate
+    return f"{estimate:.{stats.decimals((estimate,), 3)}f}", ref.ratio.interval(3)
 
 
 def _date(started: str) -> str:

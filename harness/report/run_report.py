@@ -283,7 +283,8 @@ def _dask_reports(env: dict[str, Any], run_dir: Path | None) -> tuple[Link, ...]
 
 
 def _comparison(against: str, strategy: str, ratio: stats.Ratio, in_words: str) -> Comparison:
-    return Comparison(against, strategy, _fmt(ratio.estimate, 3), ratio.interval(3), ratio.label, in_words)
+    estimate = _fmt(ratio.estimate, stats.decimals((ratio.estimate,), 3))
+    return Comparison(against, strategy, estimate, ratio.interval(3), ratio.label, in_words)
 
 
 def _findings(t: pd.DataFrame) -> tuple[str, ...]:

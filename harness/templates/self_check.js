@@ -1,6 +1,7 @@
 {#- Run by the browser when the page loads: a missing PNG gets a visible note, and the page
-    records how many images it could show (data-images-ok / data-images on <html>) and any
-    script or resource error (data-errors), which tests/test_report_html.py reads back. -#}
+    records how many images it could show (data-images-ok / data-images on <html>), any
+    script or resource error (data-errors) and how many pixels wider than the window it is
+    (data-overflow), which tests/test_report_html.py reads back. -#}
 window.__errors = [];
 window.addEventListener('error', function (e) {
   window.__errors.push((e.target && e.target.src) || e.message || 'error');
@@ -20,4 +21,5 @@ window.addEventListener('load', function () {
   root.setAttribute('data-images', String(images.length));
   root.setAttribute('data-images-ok', String(ok.length));
   root.setAttribute('data-errors', String(window.__errors.length));
+  root.setAttribute('data-overflow', String(Math.max(0, root.scrollWidth - root.clientWidth)));
 });

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ import pytest
 from harness.workload.spec import WorkloadSpec
 
 from harness.workload.vocabulary import Strategy
+from harness.policy.controller import BatchObservation, Controller
 from harness.strategies import Stage, StageResult, execute
 from harness.work.synthetic import Workload
 
@@ -126,14 +128,16 @@ class Measured:
 
 
 def measure_strategy(
-    benchmark: Any,
+    benchmark: Any | None,
     runtime: Any,
     spec: WorkloadSpec,
     strategy: Strategy,
     rounds: int,
 ) -> Measured:
     """Benchmark one strategy on `spec`: `rounds` rounds, each a fresh Stage over the same items;
-    Prefect strategies inside one flow run (module docstring), reference ones bare."""
+    Prefect strategies inside one flow run (module docstring), reference ones bare. Without a
+    `benchmark` (a guard measuring what no benchmark of the session did) the same rounds run
+    in a plain loop and pytest-benchmark keeps no statistics of them."""
     record = Measured(str(strategy), worker_threads=runtime.worker_threads)
 
     def fresh_stage() -> tuple[tuple[Strategy, Stage], dict[str, Any]]:
@@ -146,6 +150,11 @@ def measure_strategy(
         return result
 
     def all_rounds() -> None:
+        if benchmark is None:
+            for _ in range(rounds):
+                args, _ = fresh_stage()
+                one_round(*args)
+            return
         benchmark.pedantic(one_round, setup=fresh_stage, rounds=rounds, iterations=1, warmup_rounds=0)
 
     if strategy.needs_flow:
@@ -155,5 +164,51 @@ def measure_strategy(
         all_rounds()
     for result in record.results:
         assert result.tally.items == len(Workload(spec)), f"{strategy}: items lost"
-    benchmark.extra_info.update(record.extra_info())
+    if benchmark is not None:
+        benchmark.extra_info.update(record.extra_info())
     return record
+
+
+# ----------------------------------------------------------------------------- the controller
+
+# observe+decide pairs per round: ~10-50 ms of controller work, long enough for the timer and
+# short enough to repeat. The simulated run below never ends (remaining stays large).
+DECISIONS = 2000
+THREADS = 4
+# A plausible steady state: 20 ms of overhead per task, 0.2 ms per item (README's large.toml),
+# so the controller does all its work: growth, hysteresis, the queue replay, the drift check.
+OVERHEAD_S = 0.020
+ITEM_S = 0.0002
+
+
+def drive_controller(controller: Controller, decisions: int) -> float:
+    """`decisions` observe+decide pairs against a simulated cluster; returns seconds spent in
+    the controller alone (the simulation's own arithmetic is not timed)."""
+    spent = 0.0
+    clock = 0.0
+    in_flight: list[tuple[float, int]] = []  # (submitted, batch size)
+    remaining = 10**9
+    for _ in range(decisions):
+        t0 = time.perf_counter()
+        decision = controller.decide(remaining, len(in_flight))
+        controller.submitted(decision)  # the contract: every decide is answered
+        spent += time.perf_counter() - t0
+        in_flight.append((clock, decision.batch_size))
+        remaining -= decision.batch_size
+        if len(in_flight) < decision.window:
+            continue
+        started, size = in_flight.pop(0)
+        compute = size * ITEM_S
+        clock = max(clock, started) + (OVERHEAD_S + compute) / THREADS
+        obs = BatchObservation(size, size, started, clock, compute, size, 0)
+        t0 = time.perf_counter()
+        controller.observe(obs)
+        spent += time.perf_counter() - t0
+    return spent
+
+
+def controller_s_per_decision(rounds: int) -> float:
+    """Seconds per observe+decide: the median round of `rounds` rounds of DECISIONS, each on a
+    fresh controller (as test_bench_pure.py's benchmark takes it)."""
+    spent = sorted(drive_controller(Controller(10**9, THREADS), DECISIONS) for _ in range(rounds))
+    return spent[len(spent) // 2] / DECISIONS

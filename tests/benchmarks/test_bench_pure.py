@@ -9,47 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from benchlib import bench_rounds
+from benchlib import DECISIONS, THREADS, bench_rounds, drive_controller
 
-from harness.policy.controller import BatchObservation, Controller
+from harness.policy.controller import Controller
 from harness.work.synthetic import Workload
 
-# observe+decide pairs per round: ~10-50 ms of controller work, long enough for the timer and
-# short enough to repeat. The simulated run below never ends (remaining stays large).
-DECISIONS = 2000
-THREADS = 4
-# A plausible steady state: 20 ms of overhead per task, 0.2 ms per item (README's large.toml),
-# so the controller does all its work: growth, hysteresis, the queue replay, the drift check.
-OVERHEAD_S = 0.020
-ITEM_S = 0.0002
-
 GENERATED_ITEMS = 50_000  # ~12 chunks of 4,096: generation, not the first chunk's set-up
-
-
-def drive_controller(controller: Controller, decisions: int) -> float:
-    """`decisions` observe+decide pairs against a simulated cluster; returns seconds spent in
-    the controller alone (the simulation's own arithmetic is not timed)."""
-    spent = 0.0
-    clock = 0.0
-    in_flight: list[tuple[float, int]] = []  # (submitted, batch size)
-    remaining = 10**9
-    for _ in range(decisions):
-        t0 = time.perf_counter()
-        decision = controller.decide(remaining, len(in_flight))
-        controller.submitted(decision)  # the contract: every decide is answered
-        spent += time.perf_counter() - t0
-        in_flight.append((clock, decision.batch_size))
-        remaining -= decision.batch_size
-        if len(in_flight) < decision.window:
-            continue
-        started, size = in_flight.pop(0)
-        compute = size * ITEM_S
-        clock = max(clock, started) + (OVERHEAD_S + compute) / THREADS
-        obs = BatchObservation(size, size, started, clock, compute, size, 0)
-        t0 = time.perf_counter()
-        controller.observe(obs)
-        spent += time.perf_counter() - t0
-    return spent
 
 
 def test_controller_decision_cost(benchmark, measured):
