@@ -3,7 +3,8 @@ run id, task runs named by their items, the report's artifacts pointing at the c
 and `harness ui` serving all of it from the database the run left under its results folder.
 
 One real `harness run` subprocess (its own server and cluster, as a user types it), then one
-real `harness ui` subprocess over its folder, read back with Prefect's client.
+real `harness ui` subprocess over its folder, read back with Prefect's client and walked in a
+headless Chromium (tests/browser.py; skipped only where chromium is absent and CI is not set).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from browser import CHROMIUM, Browser
 
 from harness.patterns.labels import RunLabel, shown_parameters
+from harness.report.artifacts import artifact_key, report_link
 from harness.runtime import free_port
 from harness.strategies.tasks import Opaque, batch_run_name, item_run_name
 from harness.work.synthetic import Item
@@ -35,6 +39,8 @@ RUN_TIMEOUT_S = 300
 # several times the ~10 s it takes here.
 UI_START_TIMEOUT_S = 120
 UI_STOP_TIMEOUT_S = 30
+# Prefect's default port: the one the UI's pages asked when they did not ask the server.
+PREFECT_DEFAULT_PORT = 4200
 
 
 # ---------------------------------------------------------------- pure: names, tags, parameters
@@ -112,11 +118,19 @@ def _health(api_url: str) -> bool:
         return False
 
 
+class UI(NamedTuple):
+    proc: subprocess.Popen
+    api_url: str
+    url: str  # the address `harness ui` prints
+
+
 @pytest.fixture(scope="module")
 def ui(kept_run):
-    """`harness ui RESULTS_DIR --port P` running; yields (process, API URL). Stopped at the end."""
+    """`harness ui RESULTS_DIR --port P` running on a free port other than Prefect's default.
+    Stopped at the end."""
     out, _ = kept_run
     port = free_port()
+    assert port != PREFECT_DEFAULT_PORT  # free_port() picks from the ephemeral range, above it
     proc = subprocess.Popen([sys.executable, "-m", "harness", "ui", str(out), "--port", str(port)],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -127,7 +141,9 @@ def ui(kept_run):
             assert proc.poll() is None, proc.stderr.read()[-3000:]
             assert time.monotonic() < deadline, f"harness ui did not answer in {UI_START_TIMEOUT_S} s"
             time.sleep(0.5)
-        yield proc, api_url
+        printed = proc.stdout.readline()  # printed once the server answers
+        assert printed.startswith(f"Prefect UI: http://127.0.0.1:{port}  "), printed
+        yield UI(proc, api_url, printed.split()[2])
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -181,7 +197,7 @@ def test_the_run_keeps_its_database_under_the_results_folder(kept_run):
 @pytest.mark.cluster
 def test_ui_serves_flow_runs_named_and_tagged_by_strategy_and_repeat(kept_run, ui):
     _, folder = kept_run
-    _, api_url = ui
+    api_url = ui.api_url
     run_id = folder.name
     flow_runs = _flow_runs(api_url, run_id)
     by_name: dict[str, list] = {}
@@ -208,7 +224,7 @@ def test_ui_serves_flow_runs_named_and_tagged_by_strategy_and_repeat(kept_run, u
 @pytest.mark.cluster
 def test_ui_serves_task_runs_named_by_their_items(kept_run, ui):
     _, folder = kept_run
-    _, api_url = ui
+    api_url = ui.api_url
     flow_runs = {r.name: r for r in _flow_runs(api_url, folder.name)}
     names = {s: sorted(t.name for t in _task_runs(api_url, flow_runs[f"{WORKLOAD}/{s}/r0"].id)) for s in STRATEGIES}
     assert names["per_item"] == sorted(f"item {i}" for i in range(ITEMS))
@@ -220,7 +236,7 @@ def test_ui_serves_task_runs_named_by_their_items(kept_run, ui):
 @pytest.mark.cluster
 def test_ui_serves_the_report_artifacts_linking_the_committed_folder(kept_run, ui):
     _, folder = kept_run
-    _, api_url = ui
+    api_url = ui.api_url
     (report_run,) = [r for r in _flow_runs(api_url, folder.name) if r.name == f"{WORKLOAD}/report"]
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -234,14 +250,59 @@ def test_ui_serves_the_report_artifacts_linking_the_committed_folder(kept_run, u
         assert resp.status == 200 and b"<html" in resp.read().lower()
 
 
+def _ui_entries(ui_url: str) -> list[str]:
+    """Where to start walking each UI the server has: the address `harness ui` prints (it opens
+    the server's default UI), then the Runs page of any other (Prefect 3.9 serves its older UI
+    beside the new one, behind "Switch to V1 UI"; 3.6 has only the one)."""
+    with urllib.request.urlopen(ui_url + "/ui-settings", timeout=10) as resp:
+        settings = json.load(resp)
+    others = [v for v in settings.get("available_uis", []) if v != settings.get("default_ui")]
+    return [ui_url] + [ui_url + settings[f"{v}_base_url"].rstrip("/") + "/runs" for v in others]
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
+                    reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+# The run and the UI's start (the module's fixtures, ~2 min here) and two walks of ~30 s each on
+# a loaded machine: twice the suite's 300 s.
+@pytest.mark.timeout(600)
+def test_the_ui_a_user_opens_shows_the_runs_their_task_runs_and_the_report(kept_run, ui, tmp_path):
+    """The pages a user opens, in a real browser, walked by following the links a user clicks.
+
+    The UI's JavaScript asks the server which API to call (/ui-settings); a server on a port other
+    than Prefect's default once answered 4200, and every page said "Can't connect to Server API"
+    while the client-side checks above passed."""
+    _, folder = kept_run
+    runs = {r.name: r for r in _flow_runs(ui.api_url, folder.name)}
+    static, report = runs[f"{WORKLOAD}/static:8/r0"], runs[f"{WORKLOAD}/report"]
+    browser = Browser(tmp_path / "profile")
+    try:
+        for entry in _ui_entries(ui.url):
+            browser.open(entry)
+            # Prefect 3.6's UI greets a first visit with a dialog over the page, drawn with the
+            # sidebar and its Settings link: skipped as a user skips it.
+            if "Join the Prefect Community" in browser.wait_for("Settings"):
+                browser.click("Skip")
+            browser.follow("Runs")
+            browser.wait_for(*(f"{WORKLOAD}/{s}/r0" for s in STRATEGIES), report.name, at="/runs")
+            assert f"/runs/flow-run/{static.id}" in browser.follow(static.name, at="/runs")
+            browser.click("Task Runs", at=f"/runs/flow-run/{static.id}")
+            browser.wait_for("batch 0-7", "batch 8-15", "batch 16-23", at=f"/runs/flow-run/{static.id}")
+            browser.follow("Runs", at=f"/runs/flow-run/{static.id}")
+            assert f"/runs/flow-run/{report.id}" in browser.follow(report.name, at="/runs")
+            browser.click("Artifacts", at=f"/runs/flow-run/{report.id}")
+            browser.follow(artifact_key(WORKLOAD, "headline"), at=f"/runs/flow-run/{report.id}")
+            browser.wait_for("Full report: " + report_link(folder), at="/artifacts/artifact/")
+    finally:
+        browser.close()
+
+
 @pytest.mark.cluster
 def test_ui_stops_on_ctrl_c(ui):
-    proc, api_url = ui
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(UI_STOP_TIMEOUT_S) == 0
-    assert "Prefect UI: http://127.0.0.1:" in proc.stdout.read()
+    ui.proc.send_signal(signal.SIGINT)
+    assert ui.proc.wait(UI_STOP_TIMEOUT_S) == 0
     with contextlib.suppress(OSError):
-        assert not _health(api_url)
+        assert not _health(ui.api_url)
 
 
 def test_ui_on_a_folder_without_a_database_is_bad_input(tmp_path, capsys, keep_signal_handlers):

@@ -171,6 +171,11 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None, db_dir: 
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
     }
     env.pop("PREFECT_API_URL", None)
+    if ui:
+        # The UI's JavaScript asks /ui-settings which API to call; the server answers with
+        # PREFECT_UI_API_URL, by default built from PREFECT_SERVER_API_HOST/PORT (4200), which
+        # `--port` does not change. Named here, it is this server's API whatever its port.
+        env["PREFECT_UI_API_URL"] = api_url
     log_path = home / "server.log"
     started = time.perf_counter()
     with open(log_path, "wb") as log:
