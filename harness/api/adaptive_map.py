@@ -143,6 +143,50 @@ def _worker_threads(explicit: int | None) -> int:
     return max(1, min(max_workers, cores)) if isinstance(max_workers, int) else cores
 
 
+def _check_call(max_batch_size: int | None, retries: int, on_failure: str, workers: int | None) -> None:
+    """SpecError for an argument out of range, or a call from outside a flow."""
+    from prefect.context import FlowRunContext
+
+    if on_failure not in ON_FAILURE:
+        raise SpecError(f"adaptive_map on_failure: found {on_failure!r}, expected one of {', '.join(ON_FAILURE)}")
+    for name, value, low in (("max_batch_size", max_batch_size, 1), ("workers", workers, 1), ("retries", retries, 0)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise SpecError(f"adaptive_map {name}: found {value!r}, expected an integer >= {low}")
+    if FlowRunContext.get() is None:
+        raise SpecError("adaptive_map: call it inside a Prefect flow (it submits Prefect tasks)")
+
+
+def _len_or_none(items: Iterable[Any]) -> int | None:
+    """The item count when `items` has a len(); None for a stream (a generator)."""
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class _Collected:
+    """The results as the window folds them in, by item index, and the failures among them."""
+
+    def __init__(self) -> None:
+        self.values: dict[int, Any] = {}
+        self.failures: list[Failed] = []
+
+    def fold(self, result: _MapBatch) -> None:
+        for outcome in result.outcomes:
+            if outcome.index in self.values:  # the window folds each batch once; say so if it did not
+                raise RunError(f"adaptive_map: item {outcome.index} came back twice (a harness bug)")
+            self.values[outcome.index] = outcome.value
+            if not outcome.ok:
+                self.failures.append(outcome.value)
+
+    def in_order(self, items: int) -> list[Any]:
+        """The results of items 0 .. items-1 in order (a RunError if any is missing)."""
+        missing = [i for i in range(items) if i not in self.values]
+        if missing or len(self.values) != items:
+            raise RunError(f"adaptive_map lost items {missing[:FAILURES_SHOWN]} of {items} (a harness bug)")
+        return [self.values[i] for i in range(items)]
+
+
 def adaptive_map(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
@@ -179,40 +223,20 @@ def adaptive_map(
     an item's exception never fails its task. Stock Prefect settings propagation applies
     unless the runtime opted into `lean` (harness.local_runtime).
     """
-    from prefect.context import FlowRunContext
-
     from harness.policy.controller import Controller
     from harness.strategies.resilience import PathGuard
     from harness.strategies.tasks import Opaque
     from harness.strategies.window import run_window
 
-    if on_failure not in ON_FAILURE:
-        raise SpecError(f"adaptive_map on_failure: found {on_failure!r}, expected one of {', '.join(ON_FAILURE)}")
-    for name, value, low in (("max_batch_size", max_batch_size, 1), ("workers", workers, 1), ("retries", retries, 0)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-            raise SpecError(f"adaptive_map {name}: found {value!r}, expected an integer >= {low}")
-    if FlowRunContext.get() is None:
-        raise SpecError("adaptive_map: call it inside a Prefect flow (it submits Prefect tasks)")
-    try:
-        count: int | None = len(items)  # type: ignore[arg-type]
-    except TypeError:
-        count = None
+    _check_call(max_batch_size, retries, on_failure, workers)
+    count = _len_or_none(items)
     threads = _worker_threads(workers)
     label = getattr(fn, "__name__", type(fn).__name__)
     map_task = _task()
-    values: dict[int, Any] = {}
-    failures: list[Failed] = []
+    collected = _Collected()
 
     def submit(batch: list[_Indexed]) -> Any:
         return map_task.submit(Opaque((fn, batch, retries)), f"{label}[{batch[0].index}-{batch[-1].index}]")
-
-    def fold(result: _MapBatch) -> None:
-        for outcome in result.outcomes:
-            if outcome.index in values:  # the window folds each batch once; say so if it did not
-                raise RunError(f"adaptive_map: item {outcome.index} came back twice (a harness bug)")
-            values[outcome.index] = outcome.value
-            if not outcome.ok:
-                failures.append(outcome.value)
 
     run = run_window(
         (_Indexed(i, x) for i, x in enumerate(items)),
@@ -223,15 +247,12 @@ def adaptive_map(
                         fault_path="batched"),
         submit=submit,
         run_inline=lambda batch: apply_batch(fn, batch, retries),
-        fold=fold,
+        fold=collected.fold,
         allow_inline=inline,
     )
     if trace is not None:
         trace.extend(run.trace)
-    missing = [i for i in range(run.items) if i not in values]
-    if missing or len(values) != run.items:
-        raise RunError(f"adaptive_map lost items {missing[:FAILURES_SHOWN]} of {run.items} (a harness bug)")
-    results = [values[i] for i in range(run.items)]
-    if failures and on_failure == "raise":
-        raise ItemsFailed(sorted(failures, key=lambda f: f.index), results)
+    results = collected.in_order(run.items)
+    if collected.failures and on_failure == "raise":
+        raise ItemsFailed(sorted(collected.failures, key=lambda f: f.index), results)
     return results

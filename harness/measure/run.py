@@ -264,6 +264,208 @@ def warm_up(spec: WorkloadSpec, workload: Workload, runtime: Runtime, kernel: st
     return WarmUp(overhead, item, waiting, filling)
 
 
+class _Run:
+    """One workload run's state, from what it measures to env.json: the plan (fixed before the
+    runtime starts), the warm-up's priors, and what each stage leaves for the run folder."""
+
+    def __init__(self, spec: WorkloadSpec, task: UserTask | None, say: EventSink) -> None:
+        self.spec = spec
+        self.say = say
+        self.strategies = strategies_to_run(spec)
+        if spec.task is not None and task is None:
+            task = load_task(spec)
+        self.task = task
+        self.workload = task.workload if task is not None else Workload(spec)
+        self.kernel: str | Kernel = task.kernel if task is not None else spec.cost.kind
+        self.items_total = len(self.workload)
+        self.auto = spec.run.repeats == AUTO
+        self.records: list[RunRecord] = []
+        self.traces: list[pd.DataFrame] = []
+        self.task_rows: list[pd.DataFrame] = []  # tasks.csv and the fit's input: each run's tasks, thinned
+        self.notes: dict[str, dict[str, list[int]]] = {}  # what a strategy says about its numbers, in which repeats
+        if task is not None:  # the report says whose work it measured (in every repeat: no repeat named)
+            self.notes["task"] = {f"{task.kernel.function} over {len(self.workload):,} items from {task.items_from}": []}
+        self.reports: list[dict[str, object]] = []  # the performance reports written, for env.json
+        self.round_s: list[float] = []  # each round's duration, for the budget
+        self.decision: settle.Decision | None = None
+        self.rounds = 0  # rounds measured so far: the repeat number of the round under way
+
+    def announce(self) -> None:
+        """Say what is about to run, and note the start for env.json: when, the workload's
+        digest, and the machine's load before the runtime adds to it."""
+        spec = self.spec
+        self.started_at = time.time()
+        planned = "auto" if self.auto else spec.run.repeats
+        budget = f", budget {spec.run.budget_s:.0f} s" if self.auto else ""
+        self.say(f"starting the runtime for {spec.name} ({self.items_total:,} items, "
+                 f"{len(self.strategies)} strategies x {planned} repeats{budget})")
+        # Like for like: a [task]'s digest covers its function's code and its items' data too.
+        self.task_parts = self.task.digest_parts() if self.task is not None else None
+        self.digest = workload_digest(spec, self.workload.expected_compute_s, self.task_parts)
+        self.load_at_start = load_now()
+
+    def warm_up_on(self, runtime: Runtime, on_stage: StartupSink | None) -> None:
+        """Say the runtime is up, ready its workers for a user's task, and warm it up: the
+        adaptive controller's priors and the warm-up's duration, for env.json."""
+        self.runtime = runtime
+        self.say(f"runtime up: {runtime.startup}")
+        self.say(f"Dask dashboard: {runtime.dashboard}" if runtime.dashboard
+                 else "Dask dashboard: none (the scheduler serves none; Dask needs bokeh for it)")
+        if self.task is not None:
+            from harness.runtime.user_code import prepare_workers
+
+            # A cluster of the user's may be on other machines: its workers get the modules shipped.
+            self.kernel = prepare_workers(runtime.client, self.task.kernel, self.spec.source or "harness.benchmark",
+                                          ship=runtime.startup.get("dask_cluster") == "existing",
+                                          also=[self.spec.items.source] if self.spec.items.source else [])
+        if on_stage is not None:
+            on_stage("warm-up")
+        t0 = time.perf_counter()
+        self.priors = warm_up(self.spec, self.workload, runtime, self.kernel,
+                              probe=any(s.kind == "adaptive" for s in self.strategies))
+        self.warm_up_s = time.perf_counter() - t0
+        self.rounds_t0 = time.perf_counter()  # the budget's clock: the measured rounds start now
+
+    def run_rounds(self, tmp: Path, progress: ProgressSink | None, dask_report: bool) -> None:
+        """Round after round (each strategy once) until the stop rule says enough."""
+        while self._another_round():
+            round_t0 = time.perf_counter()
+            self._round(tmp, progress, dask_report)
+            self.round_s.append(time.perf_counter() - round_t0)
+            self.rounds += 1
+        self.rounds_elapsed_s = time.perf_counter() - self.rounds_t0  # rounds and the decisions between them
+
+    def _another_round(self) -> bool:
+        """The stop rule: the repeats asked for, or with "auto" harness.analysis.settle's decision."""
+        spec, repeat = self.spec, self.rounds
+        if not self.auto:
+            return repeat < spec.run.repeats
+        self.decision = settle.decide(records_frame(self.records), self.round_s, time.perf_counter() - self.rounds_t0,
+                                      spec.run.budget_s)
+        if not self.decision.go_on:
+            self.say(f"stopping after round {repeat}: {self.decision.reason}")
+            return False
+        more = (f" ({self.decision.over_budget})" if self.decision.over_budget
+                else f", ~{self.decision.more_within_budget} more within budget" if self.round_s else "")
+        self.say(f"round {repeat + 1}{more}")
+        return True
+
+    def _round(self, tmp: Path, progress: ProgressSink | None, dask_report: bool) -> None:
+        """Every strategy once, each round starting one later (rotated)."""
+        repeat = self.rounds
+        of = f"round {repeat + 1}" if self.auto else f"{repeat + 1}/{self.spec.run.repeats}"
+        # A non-map pattern runs each strategy as written and as its static twin,
+        # back to back, which of the two goes first alternating with the repeat.
+        variants = pattern_variants(self.spec)
+        if repeat % 2:
+            variants = variants[::-1]
+        runs = [(strategy, variant) for strategy in rotated(self.strategies, repeat) for variant in variants]
+        for order, (strategy, variant) in enumerate(runs):
+            shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
+            m = strategy.sample_size(self.items_total)
+            stage = self._stage(m)
+            stage.on_progress = progress(f"{shown} {of}", m) if progress else None
+            # The first repeat only: one report per strategy is what a reader opens, and
+            # the later repeats stay free of its cost (README, "Dask's own diagnostics").
+            report_to = tmp / dask_report_file(strategy, variant) if dask_report and repeat == 0 else None
+            record = self._measure(strategy, variant, order, stage, report_to)
+            sample = f" (sample of {record.items:,})" if record.sampled else ""
+            self.say(f"repeat {of} {shown}: {record.wall_s:.3f} s{sample}, "
+                     f"{record.tasks} tasks, {record.items_failed} failed")
+
+    def _stage(self, m: int) -> Stage:
+        """A stage over `m` items (all of them, or a sample), with the warm-up's priors as hints."""
+        runtime, priors = self.runtime, self.priors
+        return Stage(self.workload, None if m == self.items_total else self.workload.sample_indices(m),
+                     self.kernel, self.spec.faults.retries, runtime.worker_threads, runtime.client,
+                     overhead_hint_s=priors.overhead_s, item_hint_s=priors.item_s,
+                     probe_hint_s=priors.probe_s,
+                     probe_filling_hint_s=priors.probe_filling_s)
+
+    def _measure(self, strategy: Strategy, variant: str, order: int, stage: Stage, report_to: Path | None) -> RunRecord:
+        """Run one strategy's stage under watch and keep what it left: its runs.csv record,
+        tasks, trace, notes and performance report."""
+        spec, runtime, repeat = self.spec, self.runtime, self.rounds
+        label = RunLabel(spec.name, str(strategy), repeat, runtime.run_id, variant)
+        stage.on_submitted = getattr(stage.on_progress, "submitted", None)
+        with watch_stage(runtime.client, report_to) as watched:
+            with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client) as workers:
+                t0 = time.perf_counter()
+                result = run_pattern(spec, strategy, stage, runtime, variant, label)
+                flow_s = time.perf_counter() - t0
+        result.notes.extend(workers.notes())
+        tasks = task_frame(result, strategy, repeat, variant, runtime.worker_threads)
+        record = with_dask_seen(dataclasses.replace(
+            _record(spec, strategy, repeat, order, result, runtime, self.items_total, rss, flow_s, variant, tasks),
+            **load.columns()), watched.seen)
+        self.task_rows.append(overhead.thinned(tasks))
+        self.records.append(record)
+        if watched.report is not None:
+            self.reports.append({"strategy": str(strategy), "variant": variant, "file": watched.report.name,
+                                 "repeat": repeat, "drawn_s": round(watched.closing_s, 3)})
+        for note in result.notes + ([failure_note(result.tally)] if self.task and result.tally.items_failed
+                                    else []):
+            self.notes.setdefault(str(strategy), {}).setdefault(note, []).append(repeat)
+        if result.trace:
+            self.traces.append(pd.DataFrame(result.trace).assign(strategy=str(strategy), repeat=repeat,
+                                                                 variant=variant))
+        return record
+
+    def write_records(self, tmp: Path, dask_report: bool) -> None:
+        """Check the accounting, then write tasks.csv, runs.csv, trace.csv, env.json and results.json."""
+        for note in check_accounting(self.records, strict=self.task is None):
+            self.notes.setdefault("results", {}).setdefault(note, [])
+        tasks_csv = pd.concat(self.task_rows, ignore_index=True) if self.task_rows \
+            else pd.DataFrame(columns=list(TASKS_COLUMNS))
+        self.records = with_overhead_split(self.records, tasks_csv)
+        tasks_csv.to_csv(tmp / "tasks.csv", index=False)
+        runs = records_frame(self.records)
+        runs.to_csv(tmp / "runs.csv", index=False)
+        trace = pd.concat(self.traces) if self.traces else pd.DataFrame()
+        trace.reindex(columns=list(TRACE_COLUMNS) + [c for c in trace.columns if c not in TRACE_COLUMNS]).to_csv(
+            tmp / "trace.csv", index=False)
+        env = environment(self._env(dask_report))
+        write_json(tmp / "env.json", env)
+        write_results(tmp, runs, env)  # from the data alone: it never waits on the report
+
+    def _env(self, dask_report: bool) -> dict[str, object]:
+        """env.json's run-specific part (harness.measure.records.environment adds the machine's)."""
+        spec, task, priors, decision = self.spec, self.task, self.priors, self.decision
+        repeats_run = len({r.repeat for r in self.records})
+        return {
+            "workload": {"name": spec.name, "source": spec.source, "items": self.items_total, "seed": spec.seed,
+                         "cost": {"kind": spec.cost.kind, "distribution": spec.cost.distribution,
+                                  "mean_ms": spec.cost.mean_ms} if spec.cost is not None else None,
+                         **({"task": task.describe()} if task is not None else {})},
+            "strategies": [str(s) for s in self.strategies],
+            "repeats": self.rounds,  # rounds measured (each strategy once per round)
+            "repeats_requested": spec.run.repeats,
+            "workload_digest": self.digest,
+            **({"workload_parts": self.task_parts} if self.task_parts is not None else {}),  # compare names the part that differs
+            "load": {"at_start": self.load_at_start, "at_end": load_now()},
+            "settling": None if decision is None else {
+                "budget_s": spec.run.budget_s, "rounds": self.rounds,
+                "rounds_s": round(self.rounds_elapsed_s, 3), "round_s": [round(x, 3) for x in self.round_s],
+                "stopped_because": decision.reason, "target_half_width": settle.TARGET_HALF_WIDTH,
+                "decisive_factor": settle.DECISIVE_FACTOR, "floor": settle.floor_rounds(len(self.strategies))},
+            "runtime": self.runtime.describe(),
+            # Figures of a run with Dask performance reports include their cost: compare says so.
+            "dask_report": dask_report,
+            "dask_reports": self.reports,
+            "warm_up_s": round(self.warm_up_s, 3),
+            "warm_up_overhead_ms": _ms_or_none(priors.overhead_s),
+            "warm_up_item_ms": _ms_or_none(priors.item_s),
+            "warm_up_probe_ms": _ms_or_none(priors.probe_s),
+            "warm_up_probe_filling_ms": _ms_or_none(priors.probe_filling_s),
+            "strategy_notes": {s: [which_repeats(note, seen, repeats_run) for note, seen in said.items()]
+                               for s, said in self.notes.items()},
+            "phases": [{"at": p.at, "mean_ms": p.mean_ms} for p in (spec.cost.phases if spec.cost else ())],  # for the report's trace plot
+            "sampling": {"prefect_task_budget": PREFECT_TASK_BUDGET, "dask_task_budget": DASK_TASK_BUDGET},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started_at)),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
                  on_committed: CommittedSink | None = None, worker_timeout_s: float | None = None,
@@ -289,158 +491,16 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
         profile = STOCK if spec.task is not None else LEAN
     for stale in remove_stale_partials(out, spec.name):
         say(f"removed {stale}: the unfinished folder of a run that was killed")
-    strategies = strategies_to_run(spec)
-    if spec.task is not None and task is None:
-        task = load_task(spec)
-    workload = task.workload if task is not None else Workload(spec)
-    kernel: str | Kernel = task.kernel if task is not None else spec.cost.kind
-    items_total = len(workload)
-    started_at = time.time()
-    auto = spec.run.repeats == AUTO
-    planned = "auto" if auto else spec.run.repeats
-    budget = f", budget {spec.run.budget_s:.0f} s" if auto else ""
-    say(f"starting the runtime for {spec.name} ({items_total:,} items, {len(strategies)} strategies x {planned} repeats{budget})")
-    task_parts = task.digest_parts() if task is not None else None  # like for like: the same function and data
-    digest = workload_digest(spec, workload.expected_compute_s, task_parts)
-    load_at_start = load_now()
+    run = _Run(spec, task, say)  # a [task] that cannot load is a SpecError here, before anything starts
+    run.announce()
     run_id = fresh_run_id(out, spec.name)
     with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
                       worker_timeout_s=worker_timeout_s, results_dir=Path(out), run_id=run_id,
                       quiet_prefect=quiet_prefect, on_stage=on_stage) as runtime:
-        say(f"runtime up: {runtime.startup}")
-        say(f"Dask dashboard: {runtime.dashboard}" if runtime.dashboard
-            else "Dask dashboard: none (the scheduler serves none; Dask needs bokeh for it)")
-        if task is not None:
-            from harness.runtime.user_code import prepare_workers
-
-            # A cluster of the user's may be on other machines: its workers get the modules shipped.
-            kernel = prepare_workers(runtime.client, task.kernel, spec.source or "harness.benchmark",
-                                     ship=runtime.startup.get("dask_cluster") == "existing",
-                                     also=[spec.items.source] if spec.items.source else [])
-        if on_stage is not None:
-            on_stage("warm-up")
-        t0 = time.perf_counter()
-        priors = warm_up(spec, workload, runtime, kernel, probe=any(s.kind == "adaptive" for s in strategies))
-        warm_up_s = time.perf_counter() - t0
-        records: list[RunRecord] = []
-        traces: list[pd.DataFrame] = []
-        task_rows: list[pd.DataFrame] = []  # tasks.csv and the fit's input: each run's tasks, thinned
-        notes: dict[str, dict[str, list[int]]] = {}  # what a strategy says about its numbers, in which repeats
-        if task is not None:  # the report says whose work it measured (in every repeat: no repeat named)
-            notes["task"] = {f"{task.kernel.function} over {len(workload):,} items from {task.items_from}": []}
-        reports: list[dict[str, object]] = []  # the performance reports written, for env.json
-        round_s: list[float] = []  # each round's duration, for the budget
-        decision: settle.Decision | None = None
-        rounds_t0 = time.perf_counter()
+        run.warm_up_on(runtime, on_stage)
         with run_folder(out, spec.name, run_id) as (tmp, final):
-            repeat = 0
-            while True:
-                if not auto and repeat >= spec.run.repeats:
-                    break
-                if auto:
-                    decision = settle.decide(records_frame(records), round_s, time.perf_counter() - rounds_t0,
-                                             spec.run.budget_s)
-                    if not decision.go_on:
-                        say(f"stopping after round {repeat}: {decision.reason}")
-                        break
-                    more = (f" ({decision.over_budget})" if decision.over_budget
-                            else f", ~{decision.more_within_budget} more within budget" if round_s else "")
-                    say(f"round {repeat + 1}{more}")
-                round_t0 = time.perf_counter()
-                of = f"round {repeat + 1}" if auto else f"{repeat + 1}/{spec.run.repeats}"
-                # A non-map pattern runs each strategy as written and as its static twin,
-                # back to back, which of the two goes first alternating with the repeat.
-                variants = pattern_variants(spec)
-                if repeat % 2:
-                    variants = variants[::-1]
-                runs = [(strategy, variant) for strategy in rotated(strategies, repeat) for variant in variants]
-                for order, (strategy, variant) in enumerate(runs):
-                    m = strategy.sample_size(items_total)
-                    stage = Stage(workload, None if m == items_total else workload.sample_indices(m),
-                                  kernel, spec.faults.retries, runtime.worker_threads, runtime.client,
-                                  overhead_hint_s=priors.overhead_s, item_hint_s=priors.item_s,
-                                  probe_hint_s=priors.probe_s,
-                                  probe_filling_hint_s=priors.probe_filling_s)
-                    shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
-                    stage.on_progress = progress(f"{shown} {of}", m) if progress else None
-                    # The first repeat only: one report per strategy is what a reader opens, and
-                    # the later repeats stay free of its cost (README, "Dask's own diagnostics").
-                    report_to = tmp / dask_report_file(strategy, variant) if dask_report and repeat == 0 else None
-                    label = RunLabel(spec.name, str(strategy), repeat, run_id, variant)
-                    stage.on_submitted = getattr(stage.on_progress, "submitted", None)
-                    with watch_stage(runtime.client, report_to) as watched:
-                        with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client) as workers:
-                            t0 = time.perf_counter()
-                            result = run_pattern(spec, strategy, stage, runtime, variant, label)
-                            flow_s = time.perf_counter() - t0
-                    result.notes.extend(workers.notes())
-                    tasks = task_frame(result, strategy, repeat, variant, runtime.worker_threads)
-                    record = with_dask_seen(dataclasses.replace(
-                        _record(spec, strategy, repeat, order, result, runtime, items_total, rss, flow_s, variant,
-                                tasks),
-                        **load.columns()), watched.seen)
-                    task_rows.append(overhead.thinned(tasks))
-                    records.append(record)
-                    if watched.report is not None:
-                        reports.append({"strategy": str(strategy), "variant": variant, "file": watched.report.name,
-                                        "repeat": repeat, "drawn_s": round(watched.closing_s, 3)})
-                    for note in result.notes + ([failure_note(result.tally)] if task and result.tally.items_failed
-                                                else []):
-                        notes.setdefault(str(strategy), {}).setdefault(note, []).append(repeat)
-                    if result.trace:
-                        traces.append(pd.DataFrame(result.trace).assign(strategy=str(strategy), repeat=repeat,
-                                                                        variant=variant))
-                    sample = f" (sample of {record.items:,})" if record.sampled else ""
-                    say(f"repeat {of} {shown}: {record.wall_s:.3f} s{sample}, "
-                        f"{record.tasks} tasks, {record.items_failed} failed")
-                round_s.append(time.perf_counter() - round_t0)
-                repeat += 1
-            rounds_elapsed_s = time.perf_counter() - rounds_t0  # rounds and the decisions between them
-            for note in check_accounting(records, strict=task is None):
-                notes.setdefault("results", {}).setdefault(note, [])
-            tasks_csv = pd.concat(task_rows, ignore_index=True) if task_rows else pd.DataFrame(columns=list(TASKS_COLUMNS))
-            records = with_overhead_split(records, tasks_csv)
-            tasks_csv.to_csv(tmp / "tasks.csv", index=False)
-            runs = records_frame(records)
-            runs.to_csv(tmp / "runs.csv", index=False)
-            trace = pd.concat(traces) if traces else pd.DataFrame()
-            trace.reindex(columns=list(TRACE_COLUMNS) + [c for c in trace.columns if c not in TRACE_COLUMNS]).to_csv(
-                tmp / "trace.csv", index=False)
-            repeats_run = len({r.repeat for r in records})
-            env = environment({
-                "workload": {"name": spec.name, "source": spec.source, "items": items_total, "seed": spec.seed,
-                             "cost": {"kind": spec.cost.kind, "distribution": spec.cost.distribution,
-                                      "mean_ms": spec.cost.mean_ms} if spec.cost is not None else None,
-                             **({"task": task.describe()} if task is not None else {})},
-                "strategies": [str(s) for s in strategies],
-                "repeats": repeat,  # rounds measured (each strategy once per round)
-                "repeats_requested": spec.run.repeats,
-                "workload_digest": digest,
-                **({"workload_parts": task_parts} if task_parts is not None else {}),  # compare names the part that differs
-                "load": {"at_start": load_at_start, "at_end": load_now()},
-                "settling": None if decision is None else {
-                    "budget_s": spec.run.budget_s, "rounds": repeat,
-                    "rounds_s": round(rounds_elapsed_s, 3), "round_s": [round(x, 3) for x in round_s],
-                    "stopped_because": decision.reason, "target_half_width": settle.TARGET_HALF_WIDTH,
-                    "decisive_factor": settle.DECISIVE_FACTOR, "floor": settle.floor_rounds(len(strategies))},
-                "runtime": runtime.describe(),
-                # Figures of a run with Dask performance reports include their cost: compare says so.
-                "dask_report": dask_report,
-                "dask_reports": reports,
-                "warm_up_s": round(warm_up_s, 3),
-                "warm_up_overhead_ms": _ms_or_none(priors.overhead_s),
-                "warm_up_item_ms": _ms_or_none(priors.item_s),
-                "warm_up_probe_ms": _ms_or_none(priors.probe_s),
-                "warm_up_probe_filling_ms": _ms_or_none(priors.probe_filling_s),
-                "strategy_notes": {s: [which_repeats(note, seen, repeats_run) for note, seen in said.items()]
-                                   for s, said in notes.items()},
-                "phases": [{"at": p.at, "mean_ms": p.mean_ms} for p in (spec.cost.phases if spec.cost else ())],  # for the report's trace plot
-                "sampling": {"prefect_task_budget": PREFECT_TASK_BUDGET, "dask_task_budget": DASK_TASK_BUDGET},
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            })
-            write_json(tmp / "env.json", env)
-            write_results(tmp, runs, env)  # from the data alone: it never waits on the report
+            run.run_rounds(tmp, progress, dask_report)
+            run.write_records(tmp, dask_report)
         if on_committed is not None:
             on_committed(final)
     return final

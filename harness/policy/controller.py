@@ -225,20 +225,9 @@ class Controller:
         measured at warm-up into a waiting flow and into one that fills meanwhile; they decide
         whether fill pays and what the task path costs before its first result.
         """
-        if total_items < 1:
-            raise ValueError(f"total_items must be >= 1, got {total_items}")
-        if worker_threads < 1:
-            raise ValueError(f"worker_threads must be >= 1, got {worker_threads}")
-        if initial_batch_size < 1:
-            raise ValueError(f"initial_batch_size must be >= 1, got {initial_batch_size}")
-        for name, value in (("prior_overhead_s", prior_overhead_s), ("prior_item_s", prior_item_s),
-                            ("prior_probe_s", prior_probe_s), ("prior_probe_filling_s", prior_probe_filling_s)):
-            if value is not None and not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if log_size < 1:
-            raise ValueError(f"log_size must be >= 1, got {log_size}")
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self._check_arguments(total_items, worker_threads, initial_batch_size, log_size, max_batch_size,
+                              prior_overhead_s=prior_overhead_s, prior_item_s=prior_item_s,
+                              prior_probe_s=prior_probe_s, prior_probe_filling_s=prior_probe_filling_s)
         self.max_batch_size = max_batch_size
         self.allow_inline = allow_inline
         self.total_items = total_items
@@ -262,6 +251,29 @@ class Controller:
         self._observed = 0  # observations, inline included
         self._tasks_seen = 0  # batched tasks observed
 
+        self._start_estimates(prior_overhead_s, prior_item_s, prior_probe_s, prior_probe_filling_s)
+
+    @staticmethod
+    def _check_arguments(total_items: int, worker_threads: int, initial_batch_size: int, log_size: int,
+                         max_batch_size: int | None, **priors: float | None) -> None:
+        """ValueError naming the first argument out of range (the priors in the order given)."""
+        if total_items < 1:
+            raise ValueError(f"total_items must be >= 1, got {total_items}")
+        if worker_threads < 1:
+            raise ValueError(f"worker_threads must be >= 1, got {worker_threads}")
+        if initial_batch_size < 1:
+            raise ValueError(f"initial_batch_size must be >= 1, got {initial_batch_size}")
+        for name, value in priors.items():
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if log_size < 1:
+            raise ValueError(f"log_size must be >= 1, got {log_size}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+
+    def _start_estimates(self, prior_overhead_s: float | None, prior_item_s: float | None,
+                         prior_probe_s: float | None, prior_probe_filling_s: float | None) -> None:
+        """The estimates before any observation: empty, or the warm-up's priors where given."""
         # per-item cost
         self._costs: collections.deque[tuple[int, float]] = collections.deque(maxlen=COST_WINDOW_TASKS)
         self._streak: list[tuple[int, float]] = []
@@ -269,7 +281,7 @@ class Controller:
         self._drift: str | None = None  # set when a drift is confirmed, cleared by the next decision
 
         # per-task cost o + t·b
-        self._queue = _QueueReplay(worker_threads, history=QUEUE_HISTORY_WINDOWS * self.window + 16,
+        self._queue = _QueueReplay(self.worker_threads, history=QUEUE_HISTORY_WINDOWS * self.window + 16,
                                    prior=prior_overhead_s)
         self._first_overhead: float | None = None  # min(duration - compute), until the replay has data
         self._prior_overhead = prior_overhead_s  # the runtime's, measured before; until a task finishes
@@ -278,7 +290,7 @@ class Controller:
         self._probe_filling = prior_probe_filling_s  # ... into a flow that runs items meanwhile
 
         # throughput, for the trace: (finished, items) of the recent completions
-        span = max(THROUGHPUT_MIN_TASKS, THROUGHPUT_TASKS_PER_WORKER * worker_threads)
+        span = max(THROUGHPUT_MIN_TASKS, THROUGHPUT_TASKS_PER_WORKER * self.worker_threads)
         self._completions: collections.deque[tuple[float, int]] = collections.deque(maxlen=span + 1)
 
     # --- estimates (read-only, for the trace) ---

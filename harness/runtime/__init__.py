@@ -165,6 +165,23 @@ class Runtime:
         }
 
 
+def _checked_before_start(cluster: ClusterSpec, profile: Profile,
+                          worker_timeout_s: float | None) -> tuple[Any, tuple[str, str] | None]:
+    """The profile, the cluster's address and security, a Prefect API the settings name, and an
+    existing scheduler's workers, checked before anything starts: bad input costs no server
+    start-up. Returns the Security for tls:// (None: none given) and the existing API, if any."""
+    if profile not in PROFILES:
+        raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
+    tls = security(cluster)  # refused for an address that is not tls://
+    if cluster.address:
+        check_address(cluster.address, tls)
+    existing = existing_api()
+    if cluster.address:
+        wait_for_workers(cluster.address, WORKER_WAIT_TIMEOUT_S if worker_timeout_s is None else worker_timeout_s,
+                         tls)
+    return tls, existing
+
+
 @contextlib.contextmanager
 def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, worker_timeout_s: float | None = None,
@@ -187,16 +204,7 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
     the harness's own server gets OWN_SERVER_LOGGING and a user's API none (client_env.py).
     `on_stage(name)` is called as each start-up stage begins (for the progress line).
     """
-    if profile not in PROFILES:
-        raise SpecError(f"--profile: found {profile!r}, expected one of {', '.join(PROFILES)}")
-    # Checked before anything starts: bad input costs no server start-up.
-    tls = security(cluster)  # a Security for tls:// (None: none given); refused for another address
-    if cluster.address:
-        check_address(cluster.address, tls)
-    existing = existing_api()
-    if cluster.address:
-        wait_for_workers(cluster.address, WORKER_WAIT_TIMEOUT_S if worker_timeout_s is None else worker_timeout_s,
-                         tls)
+    tls, existing = _checked_before_start(cluster, profile, worker_timeout_s)
     say = on_event or (lambda message: None)
     for line in reap_orphaned_servers():
         say(line)

@@ -155,6 +155,138 @@ def _observation(decision: Decision, started: float, finished: float, result: An
     )
 
 
+class _Window:
+    """One window run's state: the items left, the controller, the tasks in flight (future ->
+    decision, submit time, job) and the queue their futures land in when done."""
+
+    def __init__(self, source: _Lookahead, ctl: Controller, guard: PathGuard, submit: Callable[[list[Any]], Any],
+                 run_inline: Callable[[list[Any]], Any], fold: Callable[[Any], None], allow_inline: bool,
+                 run: WindowRun) -> None:
+        self.source, self.ctl, self.guard, self.run = source, ctl, guard, run
+        self.submit, self.run_inline, self.fold, self.allow_inline = submit, run_inline, fold, allow_inline
+        self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.in_flight: dict[Any, tuple[Decision, float, Any]] = {}
+        self.window = 1  # until the first decision says otherwise
+        self.latest_size = 1
+        self.blocked = False  # every strategy refuses: wait for a task in flight before routing again
+        self.t0 = time.perf_counter()
+
+    def until_done(self) -> None:
+        """Send a batch while the window has room, else take in a finished task, until nothing is left."""
+        while True:
+            self.source.read_ahead(max(LOOKAHEAD_MIN_ITEMS, LOOKAHEAD_WINDOWS * self.window * self.latest_size))
+            remaining = self.source.remaining
+            if not (remaining or self.in_flight or self.guard.reruns):
+                return
+            if (remaining or self.guard.reruns) and len(self.in_flight) < self.window and not self.blocked:
+                self._send_next(remaining)
+            else:
+                self._take_in_next(remaining)
+
+    def _send_next(self, remaining: int) -> None:
+        """Ask the controller for the next batch and send it down the path the breakers allow."""
+        decision = self.ctl.decide(remaining + self.guard.queued_items, len(self.in_flight))
+        self.window = decision.window
+        self.latest_size = max(1, decision.batch_size)
+        job, _ = self.guard.next_batch(self.source, decision.batch_size)
+        if not job.items:  # the source held fewer items than its len() said
+            self.ctl.cancel(decision)
+            return
+        routed = self._routed(decision, job)
+        if routed is None:
+            return
+        self.run.batch_sizes[len(job.items)] += 1
+        if routed.strategy == "inline":
+            self._inline_job(routed, job)
+        else:
+            self._submit_job(routed, job)
+
+    def _routed(self, decision: Decision, job: Any) -> Decision | None:
+        """The decision as it goes out (rerouted when a breaker or the lack of inline says so),
+        told to the controller; None, the batch queued again, when every path refuses it."""
+        wanted = decision.strategy if self.allow_inline else "batched"
+        batch_strategy = self.guard.route(wanted, job)
+        if batch_strategy is None:
+            self.ctl.cancel(decision)
+            self.guard.reruns.appendleft(job)
+            self.blocked = bool(self.in_flight)
+            return None
+        if batch_strategy != decision.strategy:
+            self.ctl.rerouted(decision, batch_strategy)
+            why = "breaker" if wanted == decision.strategy else "inline not allowed"
+            return dataclasses.replace(decision, strategy=batch_strategy,
+                                       reason=f"{decision.reason}; routed to {batch_strategy} ({why})")
+        self.ctl.submitted(decision)
+        return decision
+
+    def _inline_job(self, decision: Decision, job: Any) -> None:
+        batch = job.items
+        if self.guard.injected(decision.strategy, job):
+            self.guard.failed(decision.strategy, job, PathFault(decision.strategy, batch[0].index, job.attempt))
+            return
+        # Cheaper than any task: the flow process runs the batch itself.
+        self._inline(decision, batch)
+        self.guard.succeeded(decision.strategy)
+
+    def _submit_job(self, decision: Decision, job: Any) -> None:
+        batch = job.items
+        submitted = time.perf_counter()
+        if self.guard.injected(decision.strategy, job):
+            future = fail_on_path.submit(Opaque(batch), decision.strategy, batch[0].index, job.attempt)
+        else:
+            future = self.submit(batch)
+        self.run.tasks += 1
+        self.in_flight[future] = (decision, submitted, job)
+        future.add_done_callback(self.done.put)
+
+    def _take_in_next(self, remaining: int) -> None:
+        """Take in the next task to finish; while none has and a worker thread idles, fill in inline."""
+        try:
+            future = self.done.get_nowait()
+        except queue.Empty:
+            if self._filled_in(remaining):
+                return
+            future = self.done.get()
+        seen = time.perf_counter()
+        decision, submitted, job = self.in_flight.pop(future)
+        self.blocked = False
+        try:
+            result = future.result().value
+        except Exception as exc:  # noqa: BLE001  (a task failed as a whole, items never do: re-run its batch)
+            del future
+            self.ctl.task_failed(submitted, seen, decision.batch_size)
+            self.guard.failed(decision.strategy, job, exc)
+            return
+        self.guard.succeeded(decision.strategy)
+        del future  # release it: Dask may otherwise re-run finished tasks (prefect#15442)
+        self._took(decision, submitted, seen, result)
+
+    def _filled_in(self, remaining: int) -> bool:
+        """The window is full and a worker thread idles: run a batch in the flow process
+        meanwhile, when the controller says one pays."""
+        fill = self.ctl.fill(remaining, len(self.in_flight)) if remaining and self.allow_inline else None
+        if fill is None:
+            return False
+        batch = self.source.take(fill.batch_size)
+        self.window = fill.window
+        if batch:  # not a task: left out of the batch-size tally
+            self._inline(fill, batch)
+        return True
+
+    def _inline(self, decision: Decision, batch: list[Any]) -> None:
+        submitted = time.perf_counter()
+        result = self.run_inline(batch)
+        self._took(decision, submitted, time.perf_counter(), result)
+
+    def _took(self, decision: Decision, started: float, finished: float, result: Any) -> None:
+        """A batch's result: observed by the controller, folded, and a trace row."""
+        obs = _observation(decision, started, finished, result)
+        self.ctl.observe(obs)
+        self.run.items += obs.items
+        self.fold(result)
+        self.run.trace.append(trace_row(self.t0, obs, decision, self.ctl, len(self.in_flight)))
+
+
 def run_window(
     items: Iterable[Any],
     count: int | None,
@@ -179,99 +311,9 @@ def run_window(
     run = WindowRun(trace=[], tasks=0, batch_sizes=Counter(), wall_s=0.0, items=0, notes=[])
     if source.remaining == 0:
         return run
-    ctl = controller(source.remaining)
-    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    in_flight: dict[Any, tuple[Decision, float, Any]] = {}  # future -> decision, submit time, batch
-    window = 1  # until the first decision says otherwise
-    latest_size = 1
-    t0 = time.perf_counter()
-    blocked = False  # every strategy refuses: wait for a task in flight before routing again
-
-    def inline(decision: Decision, batch: list[Any]) -> None:
-        submitted = time.perf_counter()
-        result = run_inline(batch)
-        obs = _observation(decision, submitted, time.perf_counter(), result)
-        ctl.observe(obs)
-        run.items += obs.items
-        fold(result)
-        run.trace.append(trace_row(t0, obs, decision, ctl, len(in_flight)))
-
-    while True:
-        source.read_ahead(max(LOOKAHEAD_MIN_ITEMS, LOOKAHEAD_WINDOWS * window * latest_size))
-        remaining = source.remaining
-        if not (remaining or in_flight or guard.reruns):
-            break
-        if (remaining or guard.reruns) and len(in_flight) < window and not blocked:
-            decision = ctl.decide(remaining + guard.queued_items, len(in_flight))
-            window = decision.window
-            latest_size = max(1, decision.batch_size)
-            job, _ = guard.next_batch(source, decision.batch_size)
-            batch = job.items
-            if not batch:  # the source held fewer items than its len() said
-                ctl.cancel(decision)
-                continue
-            wanted = decision.strategy if allow_inline else "batched"
-            batch_strategy = guard.route(wanted, job)
-            if batch_strategy is None:
-                ctl.cancel(decision)
-                guard.reruns.appendleft(job)
-                blocked = bool(in_flight)
-                continue
-            if batch_strategy != decision.strategy:
-                ctl.rerouted(decision, batch_strategy)
-                why = "breaker" if wanted == decision.strategy else "inline not allowed"
-                decision = dataclasses.replace(decision, strategy=batch_strategy,
-                                               reason=f"{decision.reason}; routed to {batch_strategy} ({why})")
-            else:
-                ctl.submitted(decision)
-            run.batch_sizes[len(batch)] += 1
-            submitted = time.perf_counter()
-            if batch_strategy == "inline":
-                if guard.injected(batch_strategy, job):
-                    guard.failed(batch_strategy, job, PathFault(batch_strategy, batch[0].index, job.attempt))
-                    continue
-                # Cheaper than any task: the flow process runs the batch itself.
-                inline(decision, batch)
-                guard.succeeded(batch_strategy)
-                continue
-            if guard.injected(batch_strategy, job):
-                future = fail_on_path.submit(Opaque(batch), batch_strategy, batch[0].index, job.attempt)
-            else:
-                future = submit(batch)
-            run.tasks += 1
-            in_flight[future] = (decision, submitted, job)
-            future.add_done_callback(done.put)
-            continue
-        try:
-            future = done.get_nowait()
-        except queue.Empty:
-            fill = ctl.fill(remaining, len(in_flight)) if remaining and allow_inline else None
-            if fill is not None:  # a worker thread idles and the window is full: work meanwhile
-                batch = source.take(fill.batch_size)
-                window = fill.window
-                if batch:  # not a task: left out of the batch-size tally
-                    inline(fill, batch)
-                continue
-            future = done.get()
-        seen = time.perf_counter()
-        decision, submitted, job = in_flight.pop(future)
-        blocked = False
-        try:
-            result = future.result().value
-        except Exception as exc:  # noqa: BLE001  (a task failed as a whole, items never do: re-run its batch)
-            del future
-            ctl.task_failed(submitted, seen, decision.batch_size)
-            guard.failed(decision.strategy, job, exc)
-            continue
-        guard.succeeded(decision.strategy)
-        del future  # release it: Dask may otherwise re-run finished tasks (prefect#15442)
-        obs = _observation(decision, submitted, seen, result)
-        ctl.observe(obs)
-        run.items += obs.items
-        fold(result)
-        run.trace.append(trace_row(t0, obs, decision, ctl, len(in_flight)))
-
-    run.wall_s = time.perf_counter() - t0
+    window = _Window(source, controller(source.remaining), guard, submit, run_inline, fold, allow_inline, run)
+    window.until_done()
+    run.wall_s = time.perf_counter() - window.t0
     inline_items = [row["items"] for row in run.trace if row["mode"] == "inline"]
     if inline_items:
         run.notes.append(f"{len(inline_items)} batches ({sum(inline_items)} items) ran inline in the flow process")
