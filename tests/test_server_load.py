@@ -3,6 +3,7 @@ the Prefect server saw"): counted on the client side, checked against what the A
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -11,6 +12,8 @@ import pytest
 from run_fixture import write_run
 
 from harness.analysis.server_load import per_thousand_items
+from harness.api.benchmark import BenchmarkResult
+from harness.measure import results_file
 from harness.measure.records import RUN_COLUMNS
 from harness.report.run_report import read_report, render_html, render_markdown
 
@@ -79,6 +82,12 @@ def test_the_section_per_thousand_items(tmp_path):
     assert rows["joblib_auto"]["Prefect"] == "no" and rows["joblib_auto"]["state changes"] == "0"
     for text in (render_markdown(report), render_html(report)):
         assert SECTION in text and "per 1,000 items" in text
+    document = results_file.build(runs, json.loads((tmp_path / "run" / "env.json").read_text()))
+    results_file.validate(document)
+    assert document["server_load"][0] == {"strategy": "per_item", "task_runs_per_1000_items": 1000.0,
+                                          "state_changes_per_1000_items": 3000.0,
+                                          "api_requests_per_1000_items": 2020.0}
+    assert BenchmarkResult(tmp_path / "run", runs).server_load.equals(table)
 
 
 def test_no_section_without_the_columns(tmp_path):
@@ -90,6 +99,7 @@ def test_no_section_without_the_columns(tmp_path):
     report = read_report(folder)
     assert not report.server_load.rows
     assert SECTION not in render_markdown(report) and SECTION not in render_html(report)
+    assert results_file.build(runs, {})["server_load"] == []
 
 
 def _with_counts(runs: pd.DataFrame) -> pd.DataFrame:
