@@ -88,7 +88,8 @@ SERVER_LOAD_INTRO = (
     "written (one row each in the server's database: Pending, Running, Completed for a task run "
     "that succeeds first time); API requests = HTTP requests to the API (the flow run's, log "
     "batches, reads; each retry one more). Task runs and their states travel as events over the "
-    "events websocket, not as requests. The references (Prefect: no) send nothing: Dask alone.")
+    "events websocket, not as requests. The references (Prefect: no) send nothing: Dask alone. "
+    "A flow run's own requests are per flow run: per 1,000 items of a sample they read high.")
 TWINS_INTRO = ("Each dynamic-workflow run against its static twin (the same work with its shape fixed up front): "
                "median wall of dynamic / twin, exact distribution-free 95 % interval.")
 
@@ -281,6 +282,14 @@ def _dask_seen(runs: pd.DataFrame, threads: Any) -> Table:
     }))
 
 
+def _three_figures(value: float) -> str:
+    """A count per 1,000 items to three significant figures (static:16384 makes 0.0650 task runs per
+    1,000 items, per_item 1,000): whole numbers from 100 up, 0 as 0."""
+    if value == 0 or math.isnan(value) or abs(value) >= 100:
+        return _fmt(value, 0)
+    return _fmt(value, 2 - math.floor(math.log10(abs(value))))
+
+
 def _server_load(runs: pd.DataFrame) -> Table:
     """Per strategy, what it sent the Prefect API per 1,000 items (SERVER_LOAD_INTRO)."""
     per = server_load.per_thousand_items(runs)
@@ -290,9 +299,9 @@ def _server_load(runs: pd.DataFrame) -> Table:
     return Table.from_frame(pd.DataFrame({
         "strategy": per.index,
         "Prefect": ["yes" if s in prefect else "no" for s in per.index],
-        "task runs": [_fmt(v, 0) for v in per["task_runs"]],
-        "state changes": [_fmt(v, 0) for v in per["state_changes"]],
-        "API requests": [_fmt(v, 0) for v in per["api_requests"]],
+        "task runs": [_three_figures(v) for v in per["task_runs"]],
+        "state changes": [_three_figures(v) for v in per["state_changes"]],
+        "API requests": [_three_figures(v) for v in per["api_requests"]],
     }))
 
 
