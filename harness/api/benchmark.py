@@ -3,6 +3,7 @@
     from harness import benchmark
     result = benchmark(peak, list(range(10_000)), strategies=["per_item", "static:64", "adaptive"])
     result.folder, result.runs        # the run folder, runs.csv as a DataFrame
+    result.server_load                # per strategy: task runs, state changes, API requests per 1,000 items
 
 The function runs in worker processes, which import it by reference ("module:attribute"),
 exactly as a workload file's `[task] function`: it must be a module-level function of an
@@ -22,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.analysis.server_load import per_thousand_items
 from harness.errors import SpecError
 from harness.measure.records import read_runs
 from harness.workload.spec import (BENCHMARK_SOURCE, ClusterSpec, FaultSpec, ItemsSpec, RunSpec, TaskSpec, WorkloadSpec,
@@ -40,6 +42,12 @@ class BenchmarkResult:
 
     folder: Path
     runs: pd.DataFrame
+
+    @property
+    def server_load(self) -> pd.DataFrame:
+        """What each strategy sent the Prefect API per 1,000 items (runs.csv's prefect_* columns,
+        medians over repeats): columns task_runs, state_changes, api_requests, one row per strategy."""
+        return per_thousand_items(self.runs)
 
     def __iter__(self):  # so that `folder, runs = benchmark(...)` works too
         return iter((self.folder, self.runs))

@@ -26,6 +26,7 @@ RUN_COLUMNS = (
     "load_before", "load_after", "cpu_idle_pct", "cpu_steal_pct",
     "fixed_ms_per_task", "transfer_us_per_item", "idle_s", "tail_idle_s", "peak_rss_above_start_mb",
     "dask_tasks", "dask_compute_s", "dask_transfer_s", "dask_deserialize_s", "other_cpu_pct",
+    "prefect_task_runs", "prefect_state_changes", "prefect_api_requests",
 )
 # tasks.csv: one row per task of per_item, static:N, adaptive and raw_dask:N (thinned to
 # harness.analysis.overhead.TASKS_CSV_MAX_PER_RUN per strategy x repeat); times in seconds from the
@@ -108,6 +109,13 @@ class RunRecord:
     dask_compute_s: float = math.nan
     dask_transfer_s: float = math.nan
     dask_deserialize_s: float = math.nan
+    # What the stage sent the Prefect API, counted in the flow process and every worker
+    # (harness.runtime.api_calls): task runs created, task-run states written, HTTP requests.
+    # 0 for the references (no Prefect); NaN where unknown (a process did not answer) or not
+    # recorded (run folders from before these columns).
+    prefect_task_runs: float = math.nan
+    prefect_state_changes: float = math.nan
+    prefect_api_requests: float = math.nan
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

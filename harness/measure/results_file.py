@@ -19,13 +19,14 @@ import pandas as pd
 
 from harness.measure.machine_load import LOAD_COLUMNS, load_warnings
 
-from harness.analysis import overhead, settle, stats
+from harness.analysis import overhead, server_load, settle, stats
 from harness.measure.records import read_run_folder
 from harness.measure.run_folder import write_json
 
 SCHEMA_ID = "harness.results/1"
 # History: harness.results/1 (this version): strategies, references, twins, verdicts, settling, load;
-# later the optional `overhead` block (additive: readers of the first documents are unaffected).
+# later the optional `overhead` and `server_load` blocks (additive: readers of the first documents
+# are unaffected).
 
 # The per-strategy figures, as harness.analysis.stats.summarize names them.
 STRATEGY_FIELDS = ("repeats", "items", "sampled", "wall_s", "q1_s", "q3_s", "iqr_s", "throughput_items_s",
@@ -65,6 +66,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any]) -> dict[str, Any]:
         "references": [{"role": r.role, "strategy": r.strategy, "ratio": r.ratio.as_dict()} for r in refs],
         "twins": [r.as_dict() for r in stats.variant_ratios(runs)],
         "overhead": _overhead(rows),
+        "server_load": _server_load(rows),
         "warnings": stats.instability_warnings(rows) + load_warnings(runs, env.get("cpu_count")),
         "load": _load(runs, env),
         "environment": env,
@@ -80,6 +82,13 @@ def _overhead(rows: pd.DataFrame) -> list[dict[str, Any]]:
     split = overhead.per_strategy(rows).rename(columns={"overhead_per_task_ms": "overhead_ms_per_task"})
     return [{"strategy": str(name), **{k: _plain(split.loc[name, k]) for k in OVERHEAD_FIELDS}}
             for name in split.index]
+
+
+def _server_load(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The report's "What the Prefect server saw" (harness.analysis.server_load): per 1,000 items."""
+    per = server_load.per_thousand_items(rows)
+    return [{"strategy": str(name), **{f"{k}_per_1000_items": _plain(per.loc[name, k]) for k in per.columns}}
+            for name in per.index]
 
 
 def _load(runs: pd.DataFrame, env: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from harness.measure.run_folder import fresh_run_id, remove_stale_partials, run_
 from harness.measure.results_file import write_results
 from harness.runtime import LEAN, STOCK, Runtime, open_runtime
 from harness.runtime.diagnostics import DaskSeen, watch_stage
+from harness.runtime.api_calls import ApiCalls, count_everywhere, count_stage
 from harness.workload.spec import AUTO, WorkloadSpec, strategies_to_run
 from harness.strategies import Stage, StageResult
 from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Strategy
@@ -163,6 +164,15 @@ def with_dask_seen(record: RunRecord, seen: DaskSeen | None) -> RunRecord:
     return dataclasses.replace(record, dask_tasks=seen.tasks, dask_compute_s=round(seen.compute_s, 6),
                                dask_transfer_s=round(seen.transfer_s, 6),
                                dask_deserialize_s=round(seen.deserialize_s, 6))
+
+
+def api_columns(seen: ApiCalls | None) -> dict[str, float]:
+    """runs.csv's prefect_* columns from what a stage sent the API (harness.runtime.api_calls);
+    NaN when a process could not say."""
+    if seen is None:
+        return {}
+    return {"prefect_task_runs": seen.task_runs, "prefect_state_changes": seen.state_changes,
+            "prefect_api_requests": seen.requests}
 
 
 def dask_report_file(strategy: Strategy, variant: str) -> str:
@@ -318,6 +328,7 @@ class _Run:
             self.kernel = prepare_workers(runtime.client, self.task.kernel, self.spec.source or "harness.benchmark",
                                           ship=runtime.startup.get("dask_cluster") == "existing",
                                           also=[self.spec.items.source] if self.spec.items.source else [])
+        count_everywhere(runtime.client)  # what each stage sends the Prefect API (runs.csv's prefect_* columns)
         if on_stage is not None:
             on_stage("warm-up")
         t0 = time.perf_counter()
@@ -388,16 +399,20 @@ class _Run:
         spec, runtime, repeat = self.spec, self.runtime, self.rounds
         label = RunLabel(spec.name, str(strategy), repeat, runtime.run_id, variant)
         stage.on_submitted = getattr(stage.on_progress, "submitted", None)
-        with watch_stage(runtime.client, report_to) as watched:
+        # Outermost: reading what the stage sent the API waits for queued events and logs.
+        with count_stage(runtime.client) as api, watch_stage(runtime.client, report_to) as watched:
             with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client) as workers:
                 t0 = time.perf_counter()
                 result = run_pattern(spec, strategy, stage, runtime, variant, label)
                 flow_s = time.perf_counter() - t0
         result.notes.extend(workers.notes())
+        if api.seen is None:
+            result.notes.append("what it sent the Prefect API is not recorded: a process could not send its "
+                                "queued events or logs, or did not answer")
         tasks = task_frame(result, strategy, repeat, variant, runtime.worker_threads)
         record = with_dask_seen(dataclasses.replace(
             _record(spec, strategy, repeat, order, result, runtime, self.items_total, rss, flow_s, variant, tasks),
-            **load.columns()), watched.seen)
+            **load.columns(), **api_columns(api.seen)), watched.seen)
         self.task_rows.append(overhead.thinned(tasks))
         self.records.append(record)
         if watched.report is not None:

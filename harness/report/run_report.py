@@ -27,7 +27,7 @@ from harness.report import advice, plots
 
 from harness.measure.machine_load import load_warnings
 
-from harness.analysis import overhead, settle, stats
+from harness.analysis import overhead, server_load, settle, stats
 from harness.measure.records import read_run_folder
 
 PLOT_FILES = {"walls": "wall_per_strategy.png", "sweep": "wall_vs_batch_size.png", "trace": "adaptive_over_time.png"}
@@ -81,6 +81,15 @@ DASK_SEEN_INTRO = (
     "their compute counts against its in-task figure.")
 DASK_REPORTS_INTRO = ("Dask's performance report of each strategy's first repeat (the dashboard's plots, "
                       "saved; open in a browser). Figures of this run include the cost of drawing them.")
+SERVER_LOAD_INTRO = (
+    "What each strategy sent the Prefect API server, per 1,000 items (medians over repeats; a "
+    "sampled strategy per 1,000 items of its sample), counted in the flow process and every Dask "
+    "worker as they sent it: task runs = task runs created; state changes = task-run states "
+    "written (one row each in the server's database: Pending, Running, Completed for a task run "
+    "that succeeds first time); API requests = HTTP requests to the API (the flow run's, log "
+    "batches, reads; each retry one more). Task runs and their states travel as events over the "
+    "events websocket, not as requests. The references (Prefect: no) send nothing: Dask alone. "
+    "A flow run's own requests are per flow run: per 1,000 items of a sample they read high.")
 TWINS_INTRO = ("Each dynamic-workflow run against its static twin (the same work with its shape fixed up front): "
                "median wall of dynamic / twin, exact distribution-free 95 % interval.")
 
@@ -195,6 +204,7 @@ class Report:
     environment: tuple[str, ...]
     batch_advice: AdviceSection = AdviceSection()
     overhead: OverheadSection = OverheadSection()
+    server_load: Table = Table(("strategy",), ())  # no rows for runs without the prefect_* columns
 
     @property
     def title(self) -> str:
@@ -269,6 +279,29 @@ def _dask_seen(runs: pd.DataFrame, threads: Any) -> Table:
         "threads idle ms": [_fmt(v, 1) for v in split["idle"]],
         "overhead ms/task": [_fmt(v, 1) for v in split["overhead"]],
         "worker threads busy": [f"{v:.0%}" if not math.isnan(v) else "—" for v in split["busy"]],
+    }))
+
+
+def _three_figures(value: float) -> str:
+    """A count per 1,000 items to three significant figures (static:16384 makes 0.0650 task runs per
+    1,000 items, per_item 1,000): whole numbers from 100 up, 0 as 0."""
+    if value == 0 or math.isnan(value) or abs(value) >= 100:
+        return _fmt(value, 0)
+    return _fmt(value, 2 - math.floor(math.log10(abs(value))))
+
+
+def _server_load(runs: pd.DataFrame) -> Table:
+    """Per strategy, what it sent the Prefect API per 1,000 items (SERVER_LOAD_INTRO)."""
+    per = server_load.per_thousand_items(runs)
+    if per.empty:
+        return Table(("strategy",), ())
+    prefect, _ = advice.through_prefect(list(per.index))
+    return Table.from_frame(pd.DataFrame({
+        "strategy": per.index,
+        "Prefect": ["yes" if s in prefect else "no" for s in per.index],
+        "task runs": [_three_figures(v) for v in per["task_runs"]],
+        "state changes": [_three_figures(v) for v in per["state_changes"]],
+        "API requests": [_three_figures(v) for v in per["api_requests"]],
     }))
 
 
@@ -470,6 +503,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         environment=tuple(environment_lines(env)),
         batch_advice=_advice_section(table),
         overhead=_overhead_section(rows, None if tasks is None else stats.main_rows(tasks)),
+        server_load=_server_load(rows),
     )
 
 
@@ -518,6 +552,7 @@ def _environment(fmt: str) -> jinja2.Environment:
     env.globals["fmt"] = f"{fmt}.j2"
     env.globals["dask_seen_intro"] = DASK_SEEN_INTRO
     env.globals["dask_reports_intro"] = DASK_REPORTS_INTRO
+    env.globals["server_load_intro"] = SERVER_LOAD_INTRO
     env.filters["markdown_table"] = lambda table: markdown_table(table.frame())
     env.filters["markdown_text"] = _markdown_text
     env.filters["thousands"] = "{:,}".format
