@@ -120,6 +120,22 @@ def test_damaged_folder_is_named_and_a_good_report_is_kept(tmp_path, capsys, dam
     assert {name: (run / name).read_bytes() for name in before} == before  # never overwritten
 
 
+def test_an_env_json_without_the_report_s_keys_is_refused_and_the_report_kept(tmp_path, capsys):
+    """`{}` is valid JSON and an object, but a report from it would read "Python None, 0
+    workers": refused naming the file and the keys, the good report.md byte-identical."""
+    run = _good_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    before = {name: (run / name).read_bytes() for name in ("report.md", "report.html")}
+    capsys.readouterr()
+    (run / "env.json").write_text("{}")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"harness: error: {run}/env.json: found no python, platform, cpu_count, memory_gb, "
+                          "packages, runtime, repeats, warm_up_s, started_at, finished_at"), err
+    assert len(err.splitlines()) == 1
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
 def test_a_complete_folder_reads_whole(tmp_path):
     folder = read_run_folder(_good_run(tmp_path / "run"))
     assert set(folder.runs["strategy"]) == set(TRUE_WALL_S)

@@ -193,11 +193,13 @@ def _check_rows_present(path: Path, runs: pd.DataFrame, env: dict[str, Any]) -> 
                        f"{repeats} repeats)", "with a row for every strategy and repeat")
 
 
-def read_run_folder(path: str | os.PathLike[str], *, writable: bool = False) -> RunFolder:
+def read_run_folder(path: str | os.PathLike[str], *, writable: bool = False,
+                    env_keys: tuple[str, ...] = ()) -> RunFolder:
     """Read a run folder's runs.csv and env.json, checked: every row complete, the needed
-    columns present, env.json an object, a row for each strategy x repeat it lists, and (with
-    `writable`) write access to the folder and its report files. SpecError naming the file
-    and the damage otherwise; nothing is written either way."""
+    columns present, env.json an object holding `env_keys` (what the caller reads of it), a
+    row for each strategy x repeat it lists, and (with `writable`) write access to the folder
+    and its report files. SpecError naming the file and the damage otherwise; nothing is
+    written either way."""
     folder = Path(path)
     if not folder.is_dir():
         raise SpecError(f"{folder}: not a run folder (no such folder)")
@@ -213,6 +215,9 @@ def read_run_folder(path: str | os.PathLike[str], *, writable: bool = False) -> 
         raise _damaged(env_path, f"cannot be read ({exc.strerror or exc})") from None
     if not isinstance(env, dict):
         raise _damaged(env_path, f"found a JSON {type(env).__name__}, not an object")
+    missing = [key for key in env_keys if env.get(key) is None]
+    if missing:
+        raise _damaged(env_path, f"found no {', '.join(missing)}", "with the keys `harness run` writes")
     runs = _check_runs_csv(folder / "runs.csv")
     _check_rows_present(folder / "runs.csv", runs, env)
     if writable:
