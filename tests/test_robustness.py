@@ -97,8 +97,16 @@ def _rows_dropped(folder: Path) -> str:
     return "runs.csv: found no rows for adaptive repeat 4"
 
 
+def _row_duplicated(folder: Path) -> str:
+    """A row written twice: named as the duplicate it is, not as rows missing everywhere else."""
+    path = folder / "runs.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines + [lines[3]]))
+    return f"runs.csv: line {len(lines) + 1} duplicates line 4: "
+
+
 DAMAGES = {"header-only": _header_only, "broken-env": _broken_env, "cut-mid-line": _cut_mid_line,
-           "rows-dropped": _rows_dropped}
+           "rows-dropped": _rows_dropped, "row-duplicated": _row_duplicated}
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
