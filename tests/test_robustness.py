@@ -409,3 +409,60 @@ def test_a_worker_killed_mid_stage_is_noted_for_a_static_run(runtime, make_spec)
         assert result.tally.items == 120
         notes = watch.notes()
         assert any(note.startswith(f"worker {victim} lost") for note in notes), notes
+
+
+# --- a damaged Prefect database under the results folder ----------------------------------
+
+# Real runs started here keep the session's template cache (the per-test cache of _own_cache
+# would make each server migrate a fresh database: seconds longer, nothing more tested).
+_SHARED_CACHE = os.environ.get("HARNESS_CACHE_DIR")
+
+
+def _user_env() -> dict[str, str]:
+    """The environment of a user's shell: none of the session's PREFECT_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    if _SHARED_CACHE:
+        env["HARNESS_CACHE_DIR"] = _SHARED_CACHE
+    else:
+        env.pop("HARNESS_CACHE_DIR", None)
+    return env
+
+
+GARBAGE = b"this is not an SQLite database\n" * 64
+
+
+def test_ui_on_a_damaged_database_names_it_and_the_way_out(tmp_path, capsys):
+    db = tmp_path / "results" / ".prefect" / "prefect.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(GARBAGE)
+    assert main(["ui", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("harness: error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"harness: error: {db}: not a sound SQLite database"), err
+    assert f"mv {db} {db}.damaged" in lines[0] and f"--out {tmp_path / 'results'}" in lines[0]
+    assert db.read_bytes() == GARBAGE  # `ui` only reads
+
+
+@pytest.mark.cluster
+def test_run_sets_a_damaged_database_aside_and_starts_fresh(tmp_path, make_toml):
+    """Garbage in <out>/.prefect/prefect.db: `harness run` renames it prefect.db.damaged-<time>,
+    says so in one line, and runs on a fresh database (which `ui` can then serve)."""
+    from harness.runtime.template_db import database_damage
+
+    out = tmp_path / "results"
+    db = out / ".prefect" / "prefect.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(GARBAGE)
+    workload = tmp_path / "tiny.toml"
+    workload.write_text(make_toml("damaged-db", count=20, strategies=("static:10",)))
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(workload), "--out", str(out), "--repeats", "1"],
+                          env=_user_env(), cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    aside = list(db.parent.glob("prefect.db.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == GARBAGE
+    said = [line for line in proc.stderr.splitlines() if "not a sound SQLite database" in line]
+    assert said == [f"[harness] {db}: not a sound SQLite database (file is not a database); set aside as "
+                    f"{aside[0].name} and starting a fresh one (the runs it held are no longer in `harness ui`; "
+                    "their run folders are untouched)"], proc.stderr[-4000:]
+    assert database_damage(db) is None
