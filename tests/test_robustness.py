@@ -429,6 +429,16 @@ def _user_env() -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def session_cache(monkeypatch):
+    """The cache the session's runtime started with (its workers' settings name files in it):
+    a run on that runtime from a test with _own_cache's would lose those settings under lean."""
+    if _SHARED_CACHE:
+        monkeypatch.setenv("HARNESS_CACHE_DIR", _SHARED_CACHE)
+    else:
+        monkeypatch.delenv("HARNESS_CACHE_DIR", raising=False)
+
+
 GARBAGE = b"this is not an SQLite database\n" * 64
 
 
@@ -466,3 +476,49 @@ def test_run_sets_a_damaged_database_aside_and_starts_fresh(tmp_path, make_toml)
                     f"{aside[0].name} and starting a fresh one (the runs it held are no longer in `harness ui`; "
                     "their run folders are untouched)"], proc.stderr[-4000:]
     assert database_damage(db) is None
+
+
+# --- every item failed: no speed verdict --------------------------------------------------
+
+
+@pytest.mark.cluster
+def test_a_run_whose_every_item_failed_gets_no_speed_verdict(runtime, session_cache, tmp_path, make_toml, capsys):
+    """permanent_rate = 1.0: every item fails under every strategy. The headline says what
+    failed (how many, the error) and no ratio is printed as a speed, in report.md and results.json."""
+    import json
+
+    workload = tmp_path / "doomed.toml"
+    workload.write_text(make_toml("doomed", count=40, permanent_rate=1.0, retries=0,
+                                  strategies=("per_item", "static:10", "adaptive")))
+    out = tmp_path / "results"
+    code = main(["run", str(workload), "--out", str(out), "--repeats", "1", "--dask-address", runtime.scheduler_address])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    folder = Path(stdout.rstrip("\n").splitlines()[-1])
+    report = (folder / "report.md").read_text()
+    results = json.loads((folder / "results.json").read_text())
+    expected = "No speed verdict: every item failed under every strategy ("
+    assert expected in report and results["headline"].startswith(expected), results["headline"]
+    assert "40 items failed after retries (40 PermanentFault)" in results["headline"]
+    speeds = [line for line in report.splitlines() if not line.startswith("wall: ")]  # the legend explains columns
+    assert not [line for line in speeds if "faster than" in line or "the wall time of" in line or "Fastest" in line]
+    assert "Near-optimal static batch sizes" not in report
+    assert results["references"] == [] and results["oracle"] is None
+    assert "No item succeeded under per_item, static:10, adaptive" in report
+
+
+def test_a_strategy_with_no_item_succeeding_is_compared_with_nothing(tmp_path):
+    """per_item's items all failed, the others' did not: the headline judges adaptive against
+    the best static alone and says why per_item is left out; no × per_item figure anywhere."""
+    from harness.report.run_report import read_report
+
+    runs = make_runs()
+    failed = runs["strategy"] == "per_item"
+    runs.loc[failed, "items_failed"] = runs.loc[failed, "items"]
+    runs.loc[failed, "items_ok"] = 0
+    report = read_report(write_run(tmp_path / "run", runs=runs, env=make_env()))
+    assert report.headline.startswith("adaptive was ") and "than per_item" not in report.headline
+    assert report.headline.endswith("per_item had no item succeed and is compared with nothing "
+                                     "(per_item: 500 items failed).")
+    assert [c for c in report.references.rows if c.against == "per_item"] == []
+    assert {row["× per_item"] for row in report.strategies.records()} == {"—"}

@@ -43,7 +43,7 @@ from harness.strategies.probe import probe_latencies
 from harness.work.user_task import UserTask, load_task
 from harness.measure.worker_watch import WorkerWatch
 from harness.work.kernels import Kernel
-from harness.work.outcomes import Tally
+from harness.work.outcomes import FAILED_AFTER_RETRIES, Tally
 from harness.work.synthetic import Workload
 
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
@@ -205,9 +205,12 @@ def check_accounting(records: list[RunRecord], strict: bool = True) -> list[str]
 
 
 def failure_note(tally: Tally) -> str:
-    """What the report says about a run's failed items: how many, and the first few exceptions."""
+    """What the report says about a run's failed items: how many, and the first few exceptions
+    (or, when none said why, how many of each exception class)."""
     first = "; ".join(f"item {index}: {text}" for index, text in tally.failure_examples)
-    return f"{tally.items_failed} items failed after retries" + (f" (first: {first})" if first else "")
+    classes = ", ".join(f"{n:,} {error}" for error, n in tally.errors.items())
+    return (f"{tally.items_failed:,} {FAILED_AFTER_RETRIES}"
+            + (f" (first: {first})" if first else f" ({classes})" if classes else ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,8 +406,10 @@ class _Run:
         if watched.report is not None:
             self.reports.append({"strategy": str(strategy), "variant": variant, "file": watched.report.name,
                                  "repeat": repeat, "drawn_s": round(watched.closing_s, 3)})
-        for note in result.notes + ([failure_note(result.tally)] if self.task and result.tally.items_failed
-                                    else []):
+        # A user's task: every failure is news. The synthetic faults are planned, so only a
+        # stage with no item succeeding is (the headline then quotes this note).
+        failed_note = result.tally.items_failed and (self.task or not result.tally.items_ok)
+        for note in result.notes + ([failure_note(result.tally)] if failed_note else []):
             self.notes.setdefault(str(strategy), {}).setdefault(note, []).append(repeat)
         if result.trace:
             self.traces.append(pd.DataFrame(result.trace).assign(strategy=str(strategy), repeat=repeat,

@@ -297,8 +297,14 @@ def _findings(t: pd.DataFrame) -> tuple[str, ...]:
     lines = []
     if oracle := t.attrs["oracle"]:
         lines.append(f"Best static batch size in hindsight (the oracle): {oracle}, {_fmt(t.loc[oracle, 'wall_s'], 3)} s.")
-    best = t["wall_s"].idxmin()
-    lines.append(f"Fastest overall: {best}, {_fmt(t.loc[best, 'wall_s'], 3)} s (median).")
+    failed = stats.without_success(t)
+    ran = t.drop(index=failed)
+    if len(ran):
+        best = ran["wall_s"].idxmin()
+        lines.append(f"Fastest overall: {best}, {_fmt(t.loc[best, 'wall_s'], 3)} s (median).")
+    if failed:
+        lines.append(f"No item succeeded under {', '.join(failed)}: {'its' if len(failed) == 1 else 'their'} "
+                     "wall time measured no work, so it is ranked against nothing.")
     return tuple(lines)
 
 
@@ -455,7 +461,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         name=str(runs["workload"].iloc[0]),
         items_total=table.attrs["items_total"],
         threads=threads,
-        headline=stats.headline(refs),
+        headline=stats.run_headline(refs, table, env.get("strategy_notes")),
         findings=_findings(table),
         strategies=_strategy_table(table, own_memory_mb(rows)),
         sampled_note=_sampled_note(table),
