@@ -522,3 +522,46 @@ def test_a_strategy_with_no_item_succeeding_is_compared_with_nothing(tmp_path):
                                      "(per_item: 500 items failed).")
     assert [c for c in report.references.rows if c.against == "per_item"] == []
     assert {row["× per_item"] for row in report.strategies.records()} == {"—"}
+
+
+# --- a worker killed on the default LocalCluster ------------------------------------------
+
+
+@pytest.mark.cluster
+def test_a_worker_killed_on_the_local_cluster_is_noted_in_the_report_and_results_json(tmp_path, make_toml):
+    """`harness run` on its own LocalCluster; one worker process SIGKILLed once the first stage
+    has reported (its nanny restarts it): every item is still counted once with the same
+    checksum, and the report's notes and results.json's say a worker was lost."""
+    import json
+    import signal
+
+    import pandas as pd
+    import psutil
+
+    workload = tmp_path / "lost.toml"
+    # four stages of ~1-2 s of sleeping items after the first: time for the kill to land in one
+    workload.write_text(make_toml("lost-local", count=200, kind="sleep", mean_ms=20.0,
+                                  strategies=("static:4", "static:8"), repeats=3))
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(workload), "--out", str(out)],
+                            env=_user_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    err_lines = []
+    for line in proc.stderr:
+        err_lines.append(line)
+        if killed is None and line.startswith("[harness] repeat 1/3"):
+            # the workers: the harness's spawned children (the nanny runs in the harness process)
+            workers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+            killed = workers[0].pid
+            os.kill(killed, signal.SIGKILL)
+    stdout = proc.stdout.read()
+    assert proc.wait(timeout=240) == 0, "".join(err_lines)[-4000:]
+    assert killed is not None
+    folder = Path(stdout.rstrip("\n").splitlines()[-1])
+    runs = pd.read_csv(folder / "runs.csv", dtype={"checksum": str})
+    assert (runs["items"] == 200).all() and (runs["items_ok"] == 200).all()
+    assert runs["checksum"].nunique() == 1
+    notes = [n for said in json.loads((folder / "results.json").read_text())["environment"]["strategy_notes"].values()
+             for n in said]
+    assert any(" lost: " in n and n.startswith("worker tcp://") for n in notes), notes
+    assert " lost: " in (folder / "report.md").read_text()

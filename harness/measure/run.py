@@ -41,7 +41,7 @@ from harness.strategies import Stage, StageResult
 from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Strategy
 from harness.strategies.probe import probe_latencies
 from harness.work.user_task import UserTask, load_task
-from harness.measure.worker_watch import WorkerWatch
+from harness.measure.worker_watch import WorkerWatch, current_workers
 from harness.work.kernels import Kernel
 from harness.work.outcomes import FAILED_AFTER_RETRIES, Tally
 from harness.work.synthetic import Workload
@@ -292,6 +292,7 @@ class _Run:
         self.round_s: list[float] = []  # each round's duration, for the budget
         self.decision: settle.Decision | None = None
         self.rounds = 0  # rounds measured so far: the repeat number of the round under way
+        self.workers: set[str] | None = None  # the cluster's workers as the last stage (or the warm-up) left them
 
     def announce(self) -> None:
         """Say what is about to run, and note the start for env.json: when, the workload's
@@ -327,6 +328,7 @@ class _Run:
         self.priors = warm_up(self.spec, self.workload, runtime, self.kernel,
                               probe=any(s.kind == "adaptive" for s in self.strategies))
         self.warm_up_s = time.perf_counter() - t0
+        self.workers = current_workers(runtime.client)  # a worker lost from here on is noted
         self.rounds_t0 = time.perf_counter()  # the budget's clock: the measured rounds start now
 
     def run_rounds(self, tmp: Path, progress: ProgressSink | None, dask_report: bool) -> None:
@@ -392,11 +394,12 @@ class _Run:
         label = RunLabel(spec.name, str(strategy), repeat, runtime.run_id, variant)
         stage.on_submitted = getattr(stage.on_progress, "submitted", None)
         with watch_stage(runtime.client, report_to) as watched:
-            with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client) as workers:
+            with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client, self.workers) as workers:
                 t0 = time.perf_counter()
                 result = run_pattern(spec, strategy, stage, runtime, variant, label)
                 flow_s = time.perf_counter() - t0
         result.notes.extend(workers.notes())
+        self.workers = workers.after  # a worker lost before the next stage is that stage's note
         tasks = task_frame(result, strategy, repeat, variant, runtime.worker_threads)
         record = with_dask_seen(dataclasses.replace(
             _record(spec, strategy, repeat, order, result, runtime, self.items_total, rss, flow_s, variant, tasks),
