@@ -175,6 +175,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from harness.report.run_report import markdown_table
 
     h = history(Path(args.results_dir))
+    for folder, why in h.skipped:
+        _say(f"skipped {folder}: {why.removeprefix(str(folder) + '/')}")
     index = write_index(h)
     print(markdown_table(frame(h)))
     print(index)

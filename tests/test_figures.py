@@ -9,6 +9,7 @@ server and LocalCluster checks what a run writes.
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -299,7 +300,9 @@ def test_a_note_names_the_repeats_it_was_made_in_counting_from_1():
     assert which_repeats("joblib reports batch counts", [0, 1, 2], of=3) == "joblib reports batch counts"
 
 
-def test_history_refuses_an_unreadable_run_folder_naming_it(tmp_path, capsys, keep_signal_handlers):
+def test_history_skips_a_damaged_run_folder_naming_it(tmp_path, capsys, keep_signal_handlers):
+    """One damaged run does not hide the others: left out with a one-line note naming it and
+    why; a results folder with nothing readable is refused."""
     from harness.cli import main
 
     write_run(tmp_path / "results" / "fixture" / "good")
@@ -307,9 +310,17 @@ def test_history_refuses_an_unreadable_run_folder_naming_it(tmp_path, capsys, ke
     bad.mkdir()
     (bad / "runs.csv").write_text("")
     (bad / "env.json").write_text("{}")
+    assert main(["history", str(tmp_path / "results")]) == 0
+    out, err = capsys.readouterr()
+    note = [line for line in err.splitlines() if str(bad) in line]
+    assert len(note) == 1 and note[0].startswith(f"[harness] skipped {bad}: runs.csv: found an empty file"), err
+    assert "good" in out and " bad " not in out
+    assert (tmp_path / "results" / "index.html").is_file()
+    shutil.rmtree(tmp_path / "results" / "fixture" / "good")
+    (tmp_path / "results" / "index.html").unlink()
     assert main(["history", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
-    assert str(bad) in err and "empty file" in err
+    assert "found no readable run folders (1 damaged" in err and str(bad) in err
     assert not (tmp_path / "results" / "index.html").exists()
     assert main(["history", str(tmp_path / "nowhere")]) == 2
     assert "no such results folder" in capsys.readouterr().err

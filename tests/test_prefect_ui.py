@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -336,9 +337,11 @@ def test_a_failed_run_leaves_no_database_it_created(tmp_path):
         (results_db_dir(out, "a", stack) / "prefect.db").write_bytes(b"runs")
         raise KeyboardInterrupt
     assert not out.exists()
-    with contextlib.ExitStack() as stack:
-        (results_db_dir(out, "b", stack) / "prefect.db").write_bytes(b"runs")
+    with contextlib.ExitStack() as stack:  # a sound database: a damaged one would be set aside
+        with contextlib.closing(sqlite3.connect(results_db_dir(out, "b", stack) / "prefect.db")) as db:
+            db.execute("CREATE TABLE flow_run (id TEXT)")
+    held = (out / ".prefect" / "prefect.db").read_bytes()
     with pytest.raises(RuntimeError), contextlib.ExitStack() as stack:
         results_db_dir(out, "c", stack)
         raise RuntimeError("the run failed")
-    assert (out / ".prefect" / "prefect.db").read_bytes() == b"runs"
+    assert (out / ".prefect" / "prefect.db").read_bytes() == held

@@ -97,8 +97,16 @@ def _rows_dropped(folder: Path) -> str:
     return "runs.csv: found no rows for adaptive repeat 4"
 
 
+def _row_duplicated(folder: Path) -> str:
+    """A row written twice: named as the duplicate it is, not as rows missing everywhere else."""
+    path = folder / "runs.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines + [lines[3]]))
+    return f"runs.csv: line {len(lines) + 1} duplicates line 4: "
+
+
 DAMAGES = {"header-only": _header_only, "broken-env": _broken_env, "cut-mid-line": _cut_mid_line,
-           "rows-dropped": _rows_dropped}
+           "rows-dropped": _rows_dropped, "row-duplicated": _row_duplicated}
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
@@ -118,6 +126,22 @@ def test_damaged_folder_is_named_and_a_good_report_is_kept(tmp_path, capsys, dam
     assert named in err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
     assert {name: (run / name).read_bytes() for name in before} == before  # never overwritten
+
+
+def test_an_env_json_without_the_report_s_keys_is_refused_and_the_report_kept(tmp_path, capsys):
+    """`{}` is valid JSON and an object, but a report from it would read "Python None, 0
+    workers": refused naming the file and the keys, the good report.md byte-identical."""
+    run = _good_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    before = {name: (run / name).read_bytes() for name in ("report.md", "report.html")}
+    capsys.readouterr()
+    (run / "env.json").write_text("{}")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"harness: error: {run}/env.json: found no python, platform, cpu_count, memory_gb, "
+                          "packages, runtime, repeats, warm_up_s, started_at, finished_at"), err
+    assert len(err.splitlines()) == 1
+    assert {name: (run / name).read_bytes() for name in before} == before
 
 
 def test_a_complete_folder_reads_whole(tmp_path):
@@ -385,3 +409,159 @@ def test_a_worker_killed_mid_stage_is_noted_for_a_static_run(runtime, make_spec)
         assert result.tally.items == 120
         notes = watch.notes()
         assert any(note.startswith(f"worker {victim} lost") for note in notes), notes
+
+
+# --- a damaged Prefect database under the results folder ----------------------------------
+
+# Real runs started here keep the session's template cache (the per-test cache of _own_cache
+# would make each server migrate a fresh database: seconds longer, nothing more tested).
+_SHARED_CACHE = os.environ.get("HARNESS_CACHE_DIR")
+
+
+def _user_env() -> dict[str, str]:
+    """The environment of a user's shell: none of the session's PREFECT_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    if _SHARED_CACHE:
+        env["HARNESS_CACHE_DIR"] = _SHARED_CACHE
+    else:
+        env.pop("HARNESS_CACHE_DIR", None)
+    return env
+
+
+@pytest.fixture
+def session_cache(monkeypatch):
+    """The cache the session's runtime started with (its workers' settings name files in it):
+    a run on that runtime from a test with _own_cache's would lose those settings under lean."""
+    if _SHARED_CACHE:
+        monkeypatch.setenv("HARNESS_CACHE_DIR", _SHARED_CACHE)
+    else:
+        monkeypatch.delenv("HARNESS_CACHE_DIR", raising=False)
+
+
+GARBAGE = b"this is not an SQLite database\n" * 64
+
+
+def test_ui_on_a_damaged_database_names_it_and_the_way_out(tmp_path, capsys):
+    db = tmp_path / "results" / ".prefect" / "prefect.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(GARBAGE)
+    assert main(["ui", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("harness: error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"harness: error: {db}: not a sound SQLite database"), err
+    assert f"mv {db} {db}.damaged" in lines[0] and f"--out {tmp_path / 'results'}" in lines[0]
+    assert db.read_bytes() == GARBAGE  # `ui` only reads
+
+
+@pytest.mark.cluster
+def test_run_sets_a_damaged_database_aside_and_starts_fresh(tmp_path, make_toml):
+    """Garbage in <out>/.prefect/prefect.db: `harness run` renames it prefect.db.damaged-<time>,
+    says so in one line, and runs on a fresh database (which `ui` can then serve)."""
+    from harness.runtime.template_db import database_damage
+
+    out = tmp_path / "results"
+    db = out / ".prefect" / "prefect.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(GARBAGE)
+    workload = tmp_path / "tiny.toml"
+    workload.write_text(make_toml("damaged-db", count=20, strategies=("static:10",)))
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(workload), "--out", str(out), "--repeats", "1"],
+                          env=_user_env(), cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    aside = list(db.parent.glob("prefect.db.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == GARBAGE
+    said = [line for line in proc.stderr.splitlines() if "not a sound SQLite database" in line]
+    assert said == [f"[harness] {db}: not a sound SQLite database (file is not a database); set aside as "
+                    f"{aside[0].name} and starting a fresh one (the runs it held are no longer in `harness ui`; "
+                    "their run folders are untouched)"], proc.stderr[-4000:]
+    assert database_damage(db) is None
+
+
+# --- every item failed: no speed verdict --------------------------------------------------
+
+
+@pytest.mark.cluster
+def test_a_run_whose_every_item_failed_gets_no_speed_verdict(runtime, session_cache, tmp_path, make_toml, capsys):
+    """permanent_rate = 1.0: every item fails under every strategy. The headline says what
+    failed (how many, the error) and no ratio is printed as a speed, in report.md and results.json."""
+    import json
+
+    workload = tmp_path / "doomed.toml"
+    workload.write_text(make_toml("doomed", count=40, permanent_rate=1.0, retries=0,
+                                  strategies=("per_item", "static:10", "adaptive")))
+    out = tmp_path / "results"
+    code = main(["run", str(workload), "--out", str(out), "--repeats", "1", "--dask-address", runtime.scheduler_address])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    folder = Path(stdout.rstrip("\n").splitlines()[-1])
+    report = (folder / "report.md").read_text()
+    results = json.loads((folder / "results.json").read_text())
+    expected = "No speed verdict: every item failed under every strategy ("
+    assert expected in report and results["headline"].startswith(expected), results["headline"]
+    assert "40 items failed after retries (40 PermanentFault)" in results["headline"]
+    speeds = [line for line in report.splitlines() if not line.startswith("wall: ")]  # the legend explains columns
+    assert not [line for line in speeds if "faster than" in line or "the wall time of" in line or "Fastest" in line]
+    assert "Near-optimal static batch sizes" not in report
+    assert results["references"] == [] and results["oracle"] is None
+    assert "No item succeeded under per_item, static:10, adaptive" in report
+
+
+def test_a_strategy_with_no_item_succeeding_is_compared_with_nothing(tmp_path):
+    """per_item's items all failed, the others' did not: the headline judges adaptive against
+    the best static alone and says why per_item is left out; no × per_item figure anywhere."""
+    from harness.report.run_report import read_report
+
+    runs = make_runs()
+    failed = runs["strategy"] == "per_item"
+    runs.loc[failed, "items_failed"] = runs.loc[failed, "items"]
+    runs.loc[failed, "items_ok"] = 0
+    report = read_report(write_run(tmp_path / "run", runs=runs, env=make_env()))
+    assert report.headline.startswith("adaptive was ") and "than per_item" not in report.headline
+    assert report.headline.endswith("per_item had no item succeed and is compared with nothing "
+                                     "(per_item: 500 items failed).")
+    assert [c for c in report.references.rows if c.against == "per_item"] == []
+    assert {row["× per_item"] for row in report.strategies.records()} == {"—"}
+
+
+# --- a worker killed on the default LocalCluster ------------------------------------------
+
+
+@pytest.mark.cluster
+def test_a_worker_killed_on_the_local_cluster_is_noted_in_the_report_and_results_json(tmp_path, make_toml):
+    """`harness run` on its own LocalCluster; one worker process SIGKILLed once the first stage
+    has reported (its nanny restarts it): every item is still counted once with the same
+    checksum, and the report's notes and results.json's say a worker was lost."""
+    import json
+    import signal
+
+    import pandas as pd
+    import psutil
+
+    workload = tmp_path / "lost.toml"
+    # four stages of ~1-2 s of sleeping items after the first: time for the kill to land in one
+    workload.write_text(make_toml("lost-local", count=200, kind="sleep", mean_ms=20.0,
+                                  strategies=("static:4", "static:8"), repeats=3))
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(workload), "--out", str(out)],
+                            env=_user_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    err_lines = []
+    for line in proc.stderr:
+        err_lines.append(line)
+        if killed is None and line.startswith("[harness] repeat 1/3"):
+            # the workers: the harness's spawned children (the nanny runs in the harness process)
+            workers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+            killed = workers[0].pid
+            os.kill(killed, signal.SIGKILL)
+    stdout = proc.stdout.read()
+    assert proc.wait(timeout=240) == 0, "".join(err_lines)[-4000:]
+    assert killed is not None
+    folder = Path(stdout.rstrip("\n").splitlines()[-1])
+    runs = pd.read_csv(folder / "runs.csv", dtype={"checksum": str})
+    assert (runs["items"] == 200).all() and (runs["items_ok"] == 200).all()
+    assert runs["checksum"].nunique() == 1
+    notes = [n for said in json.loads((folder / "results.json").read_text())["environment"]["strategy_notes"].values()
+             for n in said]
+    assert any(" lost: " in n and n.startswith("worker tcp://") for n in notes), notes
+    assert " lost: " in (folder / "report.md").read_text()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from harness.work.outcomes import FAILED_AFTER_RETRIES
 from harness.workload.vocabulary import RAW_DASK, STATIC, StrategyKind
 
 CONFIDENCE = 0.95
@@ -304,6 +305,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         # ideal_s is per run on its (maybe sampled) items: scale to the whole workload.
         "ideal_s": grouped["ideal_s"].median() * items_total / grouped["items"].max(),
         "failed": grouped["items_failed"].max(),
+        # items that succeeded over every repeat: 0 means its wall time carries no result (older
+        # runs.csv without items_ok: every strategy counts as having succeeded)
+        "ok": grouped["items_ok"].sum() if "items_ok" in runs else grouped["items"].max(),
         "retries": grouped["retries"].median(),
         "peak_rss_mb": grouped["peak_rss_mb"].max(),
     })
@@ -314,18 +318,28 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         table["overhead_ms_per_task"] = math.nan
     table["efficiency"] = table["ideal_s"] / table["wall_s"]
     oracle = best_of(table, STATIC)
-    per_item_wall = table["wall_s"].get("per_item", math.nan)
+    per_item_wall = table["wall_s"].get("per_item", math.nan) if "per_item" not in without_success(table) else math.nan
     table["vs_per_item"] = per_item_wall / table["wall_s"]
     table["vs_oracle"] = table["wall_s"] / (table.loc[oracle, "wall_s"] if oracle else math.nan)
     table["vs_ideal"] = table["wall_s"] / table["ideal_s"]
+    # A strategy none of whose items succeeded ran no work to be fast at: none of its speeds.
+    table.loc[table["ok"] == 0, ["throughput_items_s", "efficiency", "vs_per_item", "vs_oracle", "vs_ideal"]] = math.nan
     table.attrs["oracle"] = oracle
     table.attrs["items_total"] = int(items_total)
     return table
 
 
+def without_success(table: pd.DataFrame) -> list[str]:
+    """Strategies none of whose items succeeded in any repeat: a wall time without one result is
+    no speed, so these are ranked against nothing (not the oracle, not in a ratio)."""
+    return [str(s) for s in table.index[table["ok"] == 0]] if "ok" in table else []
+
+
 def best_of(table: pd.DataFrame, kind: StrategyKind) -> str | None:
-    """The strategy of `kind` (e.g. STATIC: static:N for every N run) with the smallest median wall."""
-    chosen = table[[kind.read(name) is not None for name in table.index]]
+    """The strategy of `kind` (e.g. STATIC: static:N for every N run) with the smallest median
+    wall, among those with an item that succeeded."""
+    failed = without_success(table)
+    chosen = table[[kind.read(name) is not None and name not in failed for name in table.index]]
     return str(chosen["wall_s"].idxmin()) if len(chosen) else None
 
 
@@ -340,14 +354,15 @@ class Reference:
 
 def adaptive_references(runs: pd.DataFrame, table: pd.DataFrame, subject: str = "adaptive") -> list[Reference]:
     """adaptive against the oracle, per_item, the best raw_dask:N and joblib_auto: the ones present."""
-    if subject not in table.index:
+    failed = without_success(table)
+    if subject not in table.index or subject in failed:
         return []
     samples = samples_by_strategy(runs)
     wanted = [("best static", best_of(table, STATIC)), ("per_item", "per_item" if "per_item" in table.index else None),
               ("best raw_dask", best_of(table, RAW_DASK)),
               ("joblib_auto", "joblib_auto" if "joblib_auto" in table.index else None)]
     return [Reference(role, ref, ratio(subject, samples[subject], ref, samples[ref]))
-            for role, ref in wanted if ref is not None]
+            for role, ref in wanted if ref is not None and ref not in failed]
 
 
 def headline(refs: list[Reference], subject: str = "adaptive") -> str:
@@ -362,6 +377,27 @@ def headline(refs: list[Reference], subject: str = "adaptive") -> str:
     if not parts:
         return ""
     return f"{subject} was " + " and ".join(parts) + "."
+
+
+def run_headline(refs: list[Reference], table: pd.DataFrame, notes: dict[str, list[str]] | None,
+                 subject: str = "adaptive") -> str:
+    """The report's and results.json's headline: `headline`, unless a strategy had no item
+    succeed; then what failed (how many items, the first error from its note in env.json's
+    strategy_notes) instead of a speed that measured no work."""
+    failed = without_success(table)
+    if not failed:
+        return headline(refs, subject)
+    said = next((f"{s}: {n}" for s in failed for n in (notes or {}).get(s, ()) if FAILED_AFTER_RETRIES in n),
+                f"{failed[0]}: {int(table.loc[failed[0], 'failed']):,} items failed")
+    if len(failed) == len(table):
+        return f"No speed verdict: every item failed under every strategy ({said})."
+    if subject in failed:
+        return (f"No speed verdict for {subject}: none of its {int(table.loc[subject, 'items']):,} items succeeded "
+                f"({said}).")
+    rest = headline(refs, subject)
+    others = ", ".join(failed)
+    return (f"{rest} " if rest else "") + (f"{others} had no item succeed and {'is' if len(failed) == 1 else 'are'} "
+                                           f"compared with nothing ({said}).")
 
 
 def instability_warnings(runs: pd.DataFrame) -> list[str]:

@@ -186,6 +186,22 @@ def _check_runs_csv(path: Path) -> pd.DataFrame:
     return runs
 
 
+def _check_no_duplicates(path: Path, runs: pd.DataFrame) -> None:
+    """One row per strategy x repeat (x variant, for a pattern's dynamic run and its twin): a row
+    written twice (a copy-paste, two files concatenated) would count its run twice."""
+    key = ["strategy", "repeat"] + (["variant"] if "variant" in runs else [])
+    keys = runs[key].astype(str).fillna("")  # an older file's empty variant (NaN) compares equal as ""
+    twice = keys.duplicated(keep="first")
+    if twice.any():
+        again = int(twice.to_numpy().argmax())
+        first = int((keys == keys.iloc[again]).all(axis=1).to_numpy().argmax())
+        row = runs.iloc[again]
+        variant = f" ({row['variant']})" if "variant" in runs and row["variant"] not in ("dynamic", None) \
+            and pd.notna(row["variant"]) else ""
+        raise _damaged(path, f"line {again + 2} duplicates line {first + 2}: {row['strategy']}{variant} repeat "
+                       f"{int(row['repeat'])} twice", "with one row per strategy and repeat")
+
+
 def _check_rows_present(path: Path, runs: pd.DataFrame, env: dict[str, Any]) -> None:
     """Every strategy x repeat env.json lists has its rows (a truncated runs.csv drops whole rows)."""
     strategies, repeats = env.get("strategies"), env.get("repeats")
@@ -201,11 +217,13 @@ def _check_rows_present(path: Path, runs: pd.DataFrame, env: dict[str, Any]) -> 
                        f"{repeats} repeats)", "with a row for every strategy and repeat")
 
 
-def read_run_folder(path: str | os.PathLike[str], *, writable: bool = False) -> RunFolder:
+def read_run_folder(path: str | os.PathLike[str], *, writable: bool = False,
+                    env_keys: tuple[str, ...] = ()) -> RunFolder:
     """Read a run folder's runs.csv and env.json, checked: every row complete, the needed
-    columns present, env.json an object, a row for each strategy x repeat it lists, and (with
-    `writable`) write access to the folder and its report files. SpecError naming the file
-    and the damage otherwise; nothing is written either way."""
+    columns present, env.json an object holding `env_keys` (what the caller reads of it), a
+    row for each strategy x repeat it lists, and (with `writable`) write access to the folder
+    and its report files. SpecError naming the file and the damage otherwise; nothing is
+    written either way."""
     folder = Path(path)
     if not folder.is_dir():
         raise SpecError(f"{folder}: not a run folder (no such folder)")
@@ -221,7 +239,11 @@ def read_run_folder(path: str | os.PathLike[str], *, writable: bool = False) -> 
         raise _damaged(env_path, f"cannot be read ({exc.strerror or exc})") from None
     if not isinstance(env, dict):
         raise _damaged(env_path, f"found a JSON {type(env).__name__}, not an object")
+    missing = [key for key in env_keys if env.get(key) is None]
+    if missing:
+        raise _damaged(env_path, f"found no {', '.join(missing)}", "with the keys `harness run` writes")
     runs = _check_runs_csv(folder / "runs.csv")
+    _check_no_duplicates(folder / "runs.csv", runs)
     _check_rows_present(folder / "runs.csv", runs, env)
     if writable:
         for target in (folder, *(folder / name for name in ("report.md", "report.html") if (folder / name).exists())):

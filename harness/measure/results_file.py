@@ -60,7 +60,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any]) -> dict[str, Any]:
         "settling": None if not settling else {
             **settling, "ratios": [s.as_dict() for s in settle.statuses_of(runs, settling)]},
         "oracle": table.attrs["oracle"],
-        "headline": stats.headline(refs),
+        "headline": stats.run_headline(refs, table, env.get("strategy_notes")),
         "strategies": [{"strategy": str(name), **{k: _plain(table.loc[name, k]) for k in STRATEGY_FIELDS}}
                        for name in table.index],
         "references": [{"role": r.role, "strategy": r.strategy, "ratio": r.ratio.as_dict()} for r in refs],

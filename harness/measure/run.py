@@ -42,9 +42,9 @@ from harness.strategies import Stage, StageResult
 from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Strategy
 from harness.strategies.probe import probe_latencies
 from harness.work.user_task import UserTask, load_task
-from harness.measure.worker_watch import WorkerWatch
+from harness.measure.worker_watch import WorkerWatch, current_workers
 from harness.work.kernels import Kernel
-from harness.work.outcomes import Tally
+from harness.work.outcomes import FAILED_AFTER_RETRIES, Tally
 from harness.work.synthetic import Workload
 
 # Warm-up tasks per worker thread: enough that every worker has imported Prefect, calibrated
@@ -215,9 +215,12 @@ def check_accounting(records: list[RunRecord], strict: bool = True) -> list[str]
 
 
 def failure_note(tally: Tally) -> str:
-    """What the report says about a run's failed items: how many, and the first few exceptions."""
+    """What the report says about a run's failed items: how many, and the first few exceptions
+    (or, when none said why, how many of each exception class)."""
     first = "; ".join(f"item {index}: {text}" for index, text in tally.failure_examples)
-    return f"{tally.items_failed} items failed after retries" + (f" (first: {first})" if first else "")
+    classes = ", ".join(f"{n:,} {error}" for error, n in tally.errors.items())
+    return (f"{tally.items_failed:,} {FAILED_AFTER_RETRIES}"
+            + (f" (first: {first})" if first else f" ({classes})" if classes else ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +302,7 @@ class _Run:
         self.round_s: list[float] = []  # each round's duration, for the budget
         self.decision: settle.Decision | None = None
         self.rounds = 0  # rounds measured so far: the repeat number of the round under way
+        self.workers: set[str] | None = None  # the cluster's workers as the last stage (or the warm-up) left them
 
     def announce(self) -> None:
         """Say what is about to run, and note the start for env.json: when, the workload's
@@ -335,6 +339,7 @@ class _Run:
         self.priors = warm_up(self.spec, self.workload, runtime, self.kernel,
                               probe=any(s.kind == "adaptive" for s in self.strategies))
         self.warm_up_s = time.perf_counter() - t0
+        self.workers = current_workers(runtime.client)  # a worker lost from here on is noted
         self.rounds_t0 = time.perf_counter()  # the budget's clock: the measured rounds start now
 
     def run_rounds(self, tmp: Path, progress: ProgressSink | None, dask_report: bool) -> None:
@@ -401,11 +406,12 @@ class _Run:
         stage.on_submitted = getattr(stage.on_progress, "submitted", None)
         # Outermost: reading what the stage sent the API waits for queued events and logs.
         with count_stage(runtime.client) as api, watch_stage(runtime.client, report_to) as watched:
-            with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client) as workers:
+            with LoadProbe() as load, RssSampler() as rss, WorkerWatch(runtime.client, self.workers) as workers:
                 t0 = time.perf_counter()
                 result = run_pattern(spec, strategy, stage, runtime, variant, label)
                 flow_s = time.perf_counter() - t0
         result.notes.extend(workers.notes())
+        self.workers = workers.after  # a worker lost before the next stage is that stage's note
         if api.seen is None:
             result.notes.append("what it sent the Prefect API is not recorded: a process could not send its "
                                 "queued events or logs, or did not answer")
@@ -418,8 +424,10 @@ class _Run:
         if watched.report is not None:
             self.reports.append({"strategy": str(strategy), "variant": variant, "file": watched.report.name,
                                  "repeat": repeat, "drawn_s": round(watched.closing_s, 3)})
-        for note in result.notes + ([failure_note(result.tally)] if self.task and result.tally.items_failed
-                                    else []):
+        # A user's task: every failure is news. The synthetic faults are planned, so only a
+        # stage with no item succeeding is (the headline then quotes this note).
+        failed_note = result.tally.items_failed and (self.task or not result.tally.items_ok)
+        for note in result.notes + ([failure_note(result.tally)] if failed_note else []):
             self.notes.setdefault(str(strategy), {}).setdefault(note, []).append(repeat)
         if result.trace:
             self.traces.append(pd.DataFrame(result.trace).assign(strategy=str(strategy), repeat=repeat,

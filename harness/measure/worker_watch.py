@@ -16,11 +16,26 @@ from typing import Any
 TOPIC = "all"
 
 
-class WorkerWatch:
-    """`with WorkerWatch(client) as watch: ...; watch.notes()`: the workers removed meanwhile."""
+def current_workers(client: Any) -> set[str] | None:
+    """The addresses of the workers the scheduler knows now; None if it cannot be asked."""
+    try:
+        return set(client.scheduler_info()["workers"])
+    except Exception:  # noqa: BLE001 - a run is not lost for want of a note
+        return None
 
-    def __init__(self, client: Any) -> None:
+
+class WorkerWatch:
+    """`with WorkerWatch(client, known) as watch: ...; watch.notes()`: the workers removed
+    meanwhile, and the workers of `known` (the cluster as the previous stage left it) gone by
+    the end. The second catches what the event stream misses: a worker killed between two
+    stages (no subscription then), or one whose nanny restarts it under a new address before
+    the scheduler's removal reaches the subscription. `watch.after` is the cluster at the end,
+    the next stage's `known`."""
+
+    def __init__(self, client: Any, known: set[str] | None = None) -> None:
         self.client = client
+        self.known = known
+        self.after: set[str] | None = None
         self._removed: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._error = ""
@@ -33,6 +48,8 @@ class WorkerWatch:
 
     def __enter__(self) -> WorkerWatch:
         if self.client is not None:
+            if self.known is None:
+                self.known = current_workers(self.client)
             try:
                 self.client.subscribe_topic(TOPIC, self._event)
             except Exception as exc:  # noqa: BLE001 - a run is not lost for want of a note: say so
@@ -45,6 +62,8 @@ class WorkerWatch:
                 self.client.unsubscribe_topic(TOPIC)
             except Exception:  # noqa: BLE001 - a closed client has nothing to unsubscribe
                 pass
+        if self.client is not None:
+            self.after = current_workers(self.client)
 
     def notes(self) -> list[str]:
         """One line per lost worker, with the tasks Dask re-ran because of it."""
@@ -52,6 +71,12 @@ class WorkerWatch:
             return [f"could not watch the cluster for lost workers ({self._error})"]
         with self._lock:
             removed = list(self._removed)
-        return [f"worker {m.get('worker')} lost: Dask re-ran {len(m.get('processing-tasks') or ())} running "
-                f"and {len(m.get('lost-computed-tasks') or ())} finished tasks elsewhere"
-                for m in removed if not m.get("expected")]
+        notes = [f"worker {m.get('worker')} lost: Dask re-ran {len(m.get('processing-tasks') or ())} running "
+                 f"and {len(m.get('lost-computed-tasks') or ())} finished tasks elsewhere"
+                 for m in removed if not m.get("expected")]
+        said = {m.get("worker") for m in removed}
+        if self.known is not None and self.after is not None:
+            notes += [f"worker {address} lost: in the cluster when the previous stage ended, gone by the end of "
+                      "this one (a LocalCluster's nanny restarts a dead worker under a new address; Dask re-ran "
+                      "what it held)" for address in sorted(self.known - self.after - said)]
+        return notes

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.analysis import stats
 from harness.workload.vocabulary import REGISTRY, STATIC
 
 # A size whose median wall is within this fraction of the best static's is as good in practice:
@@ -31,9 +32,11 @@ class BatchAdvice:
 
 
 def batch_advice(table: pd.DataFrame) -> BatchAdvice | None:
-    """From a summary table (harness.analysis.stats.summarize: strategies as index, median `wall_s`)."""
+    """From a summary table (harness.analysis.stats.summarize: strategies as index, median `wall_s`);
+    a size none of whose items succeeded is no candidate (stats.without_success)."""
+    failed = stats.without_success(table)
     walls = {s.batch_size: float(table.loc[name, "wall_s"])
-             for name in table.index if (s := STATIC.read(name)) is not None}
+             for name in table.index if (s := STATIC.read(name)) is not None and name not in failed}
     if not walls:
         return None
     best = min(walls, key=walls.__getitem__)

@@ -1,7 +1,8 @@
 """`harness history RESULTS_DIR`: every run folder under RESULTS_DIR, across commits.
 
 A run folder is `RESULTS_DIR/<workload>/<run id>/` holding runs.csv and env.json (`latest` and
-half-written `.partial` folders are skipped). Each run becomes one row: when it started, its git
+half-written `.partial` folders are skipped; so is a damaged one, listed in `History.skipped`
+with why). Each run becomes one row: when it started, its git
 commit, its workload, and adaptive's ratios to the oracle and to per_item with their intervals,
 computed by harness.analysis.stats exactly as the run's report computes them. Consecutive runs of a
 workload are put through harness.report.compare's `compare_runs`, so a step change is marked where
@@ -72,6 +73,7 @@ class History:
     results_dir: Path
     runs: tuple[RunEntry, ...]  # by workload, then start time
     plots: dict[str, Path] = field(default_factory=dict)  # workload -> trend PNG (after write_index)
+    skipped: tuple[tuple[Path, str], ...] = ()  # damaged run folders left out, and why (the SpecError's text)
 
     @property
     def workloads(self) -> list[str]:
@@ -118,9 +120,17 @@ def steps(previous: Path, current: Path, threshold: float = DEFAULT_THRESHOLD) -
 
 def history(results_dir: Path, threshold: float = DEFAULT_THRESHOLD) -> History:
     """Every run under `results_dir`, by workload then start time, each compared with the one before."""
-    entries = sorted((_entry(f) for f in find_runs(results_dir)), key=lambda e: (e.workload, e.started, e.folder.name))
+    read, skipped = [], []
+    for folder in find_runs(results_dir):
+        try:
+            read.append(_entry(folder))
+        except SpecError as exc:  # one damaged run does not hide the others: left out, and said so
+            skipped.append((folder, str(exc)))
+    entries = sorted(read, key=lambda e: (e.workload, e.started, e.folder.name))
     if not entries:
-        raise SpecError(f"{results_dir}: found no run folders, expected <workload>/<run id>/ with runs.csv and env.json")
+        damaged = f" ({len(skipped)} damaged, the first: {skipped[0][1]})" if skipped else ""
+        raise SpecError(f"{results_dir}: found no readable run folders{damaged}, expected <workload>/<run id>/ "
+                        "with runs.csv and env.json")
     out = []
     for i, entry in enumerate(entries):
         previous = entries[i - 1] if i and entries[i - 1].workload == entry.workload else None
@@ -128,7 +138,7 @@ def history(results_dir: Path, threshold: float = DEFAULT_THRESHOLD) -> History:
             found, why = steps(previous.folder, entry.folder, threshold)
             entry = dataclasses.replace(entry, steps=found, not_compared=why)
         out.append(entry)
-    return History(Path(results_dir), tuple(out))
+    return History(Path(results_dir), tuple(out), skipped=tuple(skipped))
 
 
 def _cells(ref: stats.Reference | None) -> tuple[str, str]:

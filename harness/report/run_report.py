@@ -30,6 +30,12 @@ from harness.measure.machine_load import load_warnings
 from harness.analysis import overhead, server_load, settle, stats
 from harness.measure.records import read_run_folder
 
+# What the report reads of env.json (environment_lines, build): a run folder's env.json lacking
+# one would render as "Python None, 0 workers, ? threads", so it is refused as damage instead.
+# Only keys every `harness run` has written; the rest (settling, dask_reports, ...) are optional.
+REPORT_ENV_KEYS = ("python", "platform", "cpu_count", "memory_gb", "packages", "runtime", "repeats", "warm_up_s",
+                   "started_at", "finished_at")
+
 PLOT_FILES = {"walls": "wall_per_strategy.png", "sweep": "wall_vs_batch_size.png", "trace": "adaptive_over_time.png"}
 PLOT_TITLES = {
     "walls": "Wall time per strategy",
@@ -324,8 +330,14 @@ def _findings(t: pd.DataFrame) -> tuple[str, ...]:
     lines = []
     if oracle := t.attrs["oracle"]:
         lines.append(f"Best static batch size in hindsight (the oracle): {oracle}, {_fmt(t.loc[oracle, 'wall_s'], 3)} s.")
-    best = t["wall_s"].idxmin()
-    lines.append(f"Fastest overall: {best}, {_fmt(t.loc[best, 'wall_s'], 3)} s (median).")
+    failed = stats.without_success(t)
+    ran = t.drop(index=failed)
+    if len(ran):
+        best = ran["wall_s"].idxmin()
+        lines.append(f"Fastest overall: {best}, {_fmt(t.loc[best, 'wall_s'], 3)} s (median).")
+    if failed:
+        lines.append(f"No item succeeded under {', '.join(failed)}: {'its' if len(failed) == 1 else 'their'} "
+                     "wall time measured no work, so it is ranked against nothing.")
     return tuple(lines)
 
 
@@ -482,7 +494,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         name=str(runs["workload"].iloc[0]),
         items_total=table.attrs["items_total"],
         threads=threads,
-        headline=stats.headline(refs),
+        headline=stats.run_headline(refs, table, env.get("strategy_notes")),
         findings=_findings(table),
         strategies=_strategy_table(table, own_memory_mb(rows)),
         sampled_note=_sampled_note(table),
@@ -510,7 +522,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
 def read_report(run_dir: Path, draw_plots: bool = False) -> Report:
     """The report of the run in `run_dir`; with `draw_plots`, its PNGs are (re)drawn beside it."""
     run_dir = Path(run_dir)
-    folder = read_run_folder(run_dir, writable=draw_plots)  # SpecError naming a damaged file
+    folder = read_run_folder(run_dir, writable=draw_plots, env_keys=REPORT_ENV_KEYS)  # SpecError naming a damaged file
     runs, env = folder.runs, folder.env
     tasks = _read_tasks(run_dir)
     if not draw_plots:

@@ -28,7 +28,7 @@ from typing import Any
 from harness.errors import RunError, SpecError
 from harness.runtime.cache import cache_dir
 from harness.runtime.orphans import forget_server, record_server
-from harness.runtime.template_db import DB_NAME, save_template, seed_home
+from harness.runtime.template_db import DB_NAME, database_damage, save_template, seed_home
 
 SERVER_ENTRY = Path(__file__).with_name("server_entry.py")
 
@@ -276,10 +276,32 @@ def _discard_unless_done(database: Path | None, made: list[Path], exc_type: type
     return False
 
 
-def results_db_dir(results_dir: Path, run_id: str, stack: contextlib.ExitStack) -> Path:
+# A damaged database's files keep this suffix and the time they were set aside, beside it.
+DAMAGED_SUFFIX = ".damaged-"
+
+
+def set_aside_if_damaged(database: Path) -> str | None:
+    """Rename a `database` that fails SQLite's quick check (and its journal, WAL and shared
+    memory files) to `prefect.db.damaged-<time>` beside it, so a fresh one takes its place; a
+    line saying so, or None if it is sound or absent. A server on a damaged file fails to
+    start, run after run, with nothing in its log naming the file."""
+    if not database.exists() or (damage := database_damage(database)) is None:
+        return None
+    aside = database.with_name(f"{database.name}{DAMAGED_SUFFIX}{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        part = database.with_name(database.name + suffix)
+        if part.exists():
+            part.rename(aside.with_name(aside.name + suffix))
+    return (f"{database}: not a sound SQLite database ({damage}); set aside as {aside.name} and starting a "
+            "fresh one (the runs it held are no longer in `harness ui`; their run folders are untouched)")
+
+
+def results_db_dir(results_dir: Path, run_id: str, stack: contextlib.ExitStack,
+                   on_event: Callable[[str], None] | None = None) -> Path:
     """Where a run's own server keeps its database under `results_dir`: the folder's shared one
     while no other run is using it (locked until `stack` closes), else one of the run's own.
-    If the run fails, what it created here is removed (`_discard_unless_done`)."""
+    A damaged database there is set aside first (`set_aside_if_damaged`, said through
+    `on_event`). If the run fails, what it created here is removed (`_discard_unless_done`)."""
     shared = Path(results_dir) / DB_DIR
     made = _missing(shared)
     shared.mkdir(parents=True, exist_ok=True)
@@ -287,6 +309,8 @@ def results_db_dir(results_dir: Path, run_id: str, stack: contextlib.ExitStack) 
     db_dir = shared if fd is not None else shared / RUNS_DB_DIR / (run_id or f"pid-{os.getpid()}")
     made += _missing(db_dir)
     database = db_dir / DB_NAME
+    if fd is not None and (said := set_aside_if_damaged(database)) and on_event:  # the lock: no server on it
+        on_event(said)
     # pushed first: it runs last, after the server has stopped and the lock is released
     stack.push(functools.partial(_discard_unless_done, None if database.exists() else database, made))
     if fd is not None:
@@ -307,7 +331,7 @@ def open_api(stack: contextlib.ExitStack, startup: dict[str, Any],
         startup["prefect_server"] = "existing"
         startup["prefect_server_version"] = existing[1]
         return existing[0]
-    db_dir = results_db_dir(results_dir, run_id, stack) if results_dir is not None else None
+    db_dir = results_db_dir(results_dir, run_id, stack, on_event) if results_dir is not None else None
     server = start_prefect_server(on_event, db_dir)
     stack.callback(server.stop)
     startup["prefect_server"] = "started"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import SpecError
 from harness.runtime.server import DB_DIR, RUNS_DB_DIR, PrefectServer, start_prefect_server
-from harness.runtime.template_db import DB_NAME
+from harness.runtime.template_db import DB_NAME, database_damage
 
 
 def own_databases(results_dir: Path) -> list[str]:
@@ -39,6 +39,13 @@ def database_dir(results_dir: Path, run_id: str | None = None) -> Path:
         raise SpecError(f"{results_dir}: found no Prefect database ({folder / DB_NAME}); expected a folder "
                         "that `harness run --out` wrote with the harness's own Prefect server (runs on "
                         "your own Prefect API are in that API's UI)")
+    # A server on a damaged file exits with pages of SQLAlchemy log and never names it. `ui`
+    # only reads: `harness run --out` into the folder sets it aside (server.set_aside_if_damaged).
+    if (damage := database_damage(folder / DB_NAME)) is not None:
+        raise SpecError(f"{folder / DB_NAME}: not a sound SQLite database ({damage}); the runs it held cannot be "
+                        f"shown. Move it aside (mv {folder / DB_NAME} {folder / DB_NAME}.damaged) or run a "
+                        f"workload with --out {results_dir}, which sets it aside and starts a fresh one; the "
+                        "run folders themselves are untouched")
     return folder
 
 

@@ -18,6 +18,9 @@ FAILED_INDICES_KEPT = 1000
 
 # Failed items a Tally keeps with their exception message: the report lists "the first few".
 FAILURE_EXAMPLES_KEPT = 5
+# How a strategy's note on its failed items begins after the count (harness.measure.run.failure_note);
+# the report's headline quotes that note when no item of a strategy succeeded.
+FAILED_AFTER_RETRIES = "items failed after retries"
 
 CHECKSUM_MODULUS = 2**64
 
