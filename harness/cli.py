@@ -67,10 +67,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                           budget_s=args.budget, address=args.dask_address, quick=args.quick,
                           security=load_security(args.dask_security) if args.dask_security else None)
     # What can be checked without the runtime is checked before it starts (exit 2, nothing written).
-    from harness.measure.admission import check_memory, check_out
+    from harness.measure.admission import check_disk, check_memory, check_out
 
     check_out(Path(args.out), spec.name)
     check_memory(spec)
+    check_disk(spec, Path(args.out))
     # Imported after the spec is known to be good: Prefect and Dask take seconds to import.
     from harness.report.progress import ProgressDisplay
     from harness.measure.run import run_workload

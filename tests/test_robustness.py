@@ -565,3 +565,69 @@ def test_a_worker_killed_on_the_local_cluster_is_noted_in_the_report_and_results
              for n in said]
     assert any(" lost: " in n and n.startswith("worker tcp://") for n in notes), notes
     assert " lost: " in (folder / "report.md").read_text()
+
+
+# --- a full disk: refused up front, or the measurements kept ---------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` on a tmpfs of `size` (a real file system that fills: ENOSPC as a full disk gives
+    it); as root only, skipped elsewhere or where mounting is refused."""
+    if os.geteuid() != 0:
+        pytest.skip("a small file system needs root to mount")
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mount.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False, capture_output=True)
+
+
+def test_a_run_whose_disk_cannot_hold_its_rounds_is_refused_before_anything_starts(tmp_path, make_toml, capsys):
+    """Disk full at start: one line naming --out, the figure needed and free, exit 2, nothing
+    written (before, a 34-line Prefect server log with "database or disk is full" 30 lines down)."""
+    from harness.measure.admission import DISK_BASE_BYTES, check_disk, disk_need
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(make_toml("tiny", count=40, strategies=("per_item", "static:8")))
+    spec = load_spec(path)
+    need = disk_need(spec)
+    # the file's repeats x (40 per_item task runs + 5 of static:8)
+    assert need.task_runs == spec.run.repeats * (40 + 5) and need.bytes > DISK_BASE_BYTES
+    with pytest.raises(SpecError, match=r"needs about \d+ MiB of disk there but its file system has 1 MiB free"):
+        check_disk(spec, tmp_path, free=2**20)
+    assert check_disk(spec, tmp_path, free=need.bytes) == need
+    with small_disk(tmp_path / "small", "2m") as out:
+        code = main(["run", str(path), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--out {out}" in err and "MiB free" in err
+        assert len(err.strip().splitlines()) == 1
+        assert list(out.iterdir()) == []
+
+
+def test_a_disk_that_fills_while_the_records_are_written_keeps_what_was_measured(tmp_path):
+    """Disk full after measuring: the partial folder is kept as `<run id>.incomplete`, holding
+    each record written whole (none cut short), and the error names it, what it holds and what
+    is missing (before, the folder and every measurement in it were removed)."""
+    from harness.errors import RunError
+    from harness.measure.run_folder import run_folder, write_json, written
+
+    with small_disk(tmp_path / "small", "1m") as out:
+        with pytest.raises(RunError) as raised:
+            with run_folder(out, "tiny") as (tmp, final):
+                with written(tmp / "runs.csv") as part:
+                    part.write_text("workload,strategy,repeat,wall_s\ntiny,per_item,0,1.0\n")
+                write_json(tmp / "env.json", {"python": "3.11"})
+                with written(tmp / "trace.csv") as part:
+                    part.write_bytes(b"x" * 2 * 2**20)  # more than the disk holds
+        [kept] = [p for p in (out / "tiny").iterdir() if p.name != "latest"]
+        assert kept.name == f"{final.name}.incomplete" and not final.exists()
+        assert sorted(p.name for p in kept.iterdir()) == ["env.json", "runs.csv"]  # no .part left
+        message = str(raised.value)
+        assert message.startswith(f"{kept}: the disk is full")
+        assert "kept the measurements written: runs.csv, env.json" in message
+        assert "missing: trace.csv, tasks.csv, results.json" in message
+        assert f"harness report {kept}" in message and "\n" not in message

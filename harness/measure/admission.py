@@ -1,10 +1,11 @@
-"""What `harness run` checks before it starts anything: the results folder and the memory the
-workload will need. Pure and fast (no Prefect, no Dask, no pandas): a refusal here comes in
+"""What `harness run` checks before it starts anything: the results folder, and the memory and
+the disk the workload will need. Pure and fast (no Prefect, no Dask, no pandas): a refusal here comes in
 well under a second, exit 2, with nothing written.
 
 The workload file itself (its size, its keys, every number against its bounds and the
 platform's limits) is checked by harness.workload.spec; this module checks what the file alone cannot
-say: where the run folder goes, and whether the machine can hold what will be in flight.
+say: where the run folder goes, whether the machine can hold what will be in flight, and
+whether the results folder's disk can hold the rounds the run is sure to measure.
 """
 
 from __future__ import annotations
@@ -128,3 +129,67 @@ def check_out(out: Path, workload: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SpecError(f"--out {out}: {existing} is not writable ({os.strerror(errno.EACCES)}); "
                         "choose another --out")
+
+
+# Disk a run needs besides its Prefect database: the database's template copy (~1.3 MB), the
+# run folder's CSVs, plots and reports (under 1 MB at the bundled workloads' sizes), Dask
+# performance reports (~1-10 MB each with --dask-report), with room to spare.
+DISK_BASE_BYTES = 64 * 2**20
+# The Prefect database per task run: 1,290 task runs of small.toml grew it (and its write-ahead
+# log) by ~10 MB, ~7.8 KiB each with their three state rows; twice that for the indexes and a
+# write-ahead log not yet checkpointed.
+DISK_PER_TASK_RUN_BYTES = 16 * 2**10
+# Rounds an "auto" run is sure to measure: its floor for 5-12 strategies
+# (harness.analysis.settle.floor_rounds). Past the floor a run is bounded by its budget, and a
+# disk that fills then keeps the records measured (harness.measure.run_folder).
+AUTO_ROUNDS_FOR_DISK = 5
+
+
+@dataclass(frozen=True)
+class DiskNeed:
+    bytes: int
+    task_runs: int
+    detail: str
+
+
+def disk_need(spec: WorkloadSpec) -> DiskNeed:
+    """The disk the run will fill at least: Prefect task runs of every round it is sure to run."""
+    from harness.workload.vocabulary import PREFECT_TASK_BUDGET
+
+    items = spec.items.count
+    per_round = 0
+    for strategy in strategies_to_run(spec):
+        if not strategy.needs_flow:
+            continue
+        if strategy.kind == "adaptive" or not items:  # sizes itself, or items counted once loaded
+            per_round += PREFECT_TASK_BUDGET
+        else:
+            batch = strategy.batch_size or 1
+            per_round += -(-strategy.sample_size(items) // batch)
+    if spec.pattern.kind != "map":
+        per_round *= 2  # every strategy also runs as the pattern's static twin
+    rounds = spec.run.repeats if isinstance(spec.run.repeats, int) else AUTO_ROUNDS_FOR_DISK
+    task_runs = per_round * rounds
+    need = DISK_BASE_BYTES + task_runs * DISK_PER_TASK_RUN_BYTES
+    detail = (f"~{task_runs:,} Prefect task runs ({rounds} rounds of ~{per_round:,}) x "
+              f"{DISK_PER_TASK_RUN_BYTES // 2**10} KiB in the run's Prefect database, plus "
+              f"{DISK_BASE_BYTES // 2**20} MiB for the database and the run folder")
+    return DiskNeed(need, task_runs, detail)
+
+
+def check_disk(spec: WorkloadSpec, out: Path, free: int | None = None) -> DiskNeed:
+    """Refuse (SpecError) a run whose results folder's file system has less free space than the
+    run will surely fill: a full disk mid-run fails Prefect's database and loses the run."""
+    import shutil
+
+    need = disk_need(spec)
+    if free is None:
+        existing = Path(out)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+    if need.bytes > free:
+        raise SpecError(f"--out {out}: this run needs about {need.bytes / 2**20:,.0f} MiB of disk there but its "
+                        f"file system has {free / 2**20:,.0f} MiB free ({need.detail}); free space, choose "
+                        f"another --out, or run fewer repeats or strategies")
+    return need

@@ -32,7 +32,7 @@ from harness.patterns.trace import mode_changes
 from harness.measure.environment import environment
 from harness.measure.memory import RssSampler
 from harness.measure.records import TASKS_COLUMNS, TRACE_COLUMNS, RunRecord, records_frame
-from harness.measure.run_folder import fresh_run_id, remove_stale_partials, run_folder, write_json
+from harness.measure.run_folder import fresh_run_id, remove_stale_partials, run_folder, write_json, written
 from harness.measure.results_file import write_results
 from harness.runtime import LEAN, STOCK, Runtime, open_runtime
 from harness.runtime.diagnostics import DaskSeen, watch_stage
@@ -435,20 +435,24 @@ class _Run:
         return record
 
     def write_records(self, tmp: Path, dask_report: bool) -> None:
-        """Check the accounting, then write tasks.csv, runs.csv, trace.csv, env.json and results.json."""
+        """Check the accounting, then write the records in run_folder.RECORD_FILES' order (the
+        small ones a report needs first: a disk that fills late loses the least), each whole."""
         for note in check_accounting(self.records, strict=self.task is None):
             self.notes.setdefault("results", {}).setdefault(note, [])
         tasks_csv = pd.concat(self.task_rows, ignore_index=True) if self.task_rows \
             else pd.DataFrame(columns=list(TASKS_COLUMNS))
         self.records = with_overhead_split(self.records, tasks_csv)
-        tasks_csv.to_csv(tmp / "tasks.csv", index=False)
         runs = records_frame(self.records)
-        runs.to_csv(tmp / "runs.csv", index=False)
-        trace = pd.concat(self.traces) if self.traces else pd.DataFrame()
-        trace.reindex(columns=list(TRACE_COLUMNS) + [c for c in trace.columns if c not in TRACE_COLUMNS]).to_csv(
-            tmp / "trace.csv", index=False)
+        with written(tmp / "runs.csv") as part:
+            runs.to_csv(part, index=False)
         env = environment(self._env(dask_report))
         write_json(tmp / "env.json", env)
+        trace = pd.concat(self.traces) if self.traces else pd.DataFrame()
+        with written(tmp / "trace.csv") as part:
+            trace.reindex(columns=list(TRACE_COLUMNS) + [c for c in trace.columns if c not in TRACE_COLUMNS]).to_csv(
+                part, index=False)
+        with written(tmp / "tasks.csv") as part:
+            tasks_csv.to_csv(part, index=False)
         write_results(tmp, runs, env)  # from the data alone: it never waits on the report
 
     def _env(self, dask_report: bool) -> dict[str, object]:

@@ -1,10 +1,15 @@
 """Where a run's files go: run ids, and the run folder that appears under its real name only
 when complete (written in a hidden partial folder, renamed into place; a killed run's partial
-folder removed by the next run), and the JSON files written into it."""
+folder removed by the next run), and the files written into it, each whole or not at all.
+
+A disk that fills while the measured records are written keeps them: the partial folder is
+renamed `<run id>.incomplete`, and the error names it, the files it holds (each complete) and
+the ones missing. Measurements that took minutes are not thrown away for a full disk."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -17,6 +22,12 @@ from typing import Any
 import psutil
 
 from harness.errors import RunError
+
+# The records a run writes, in the order it writes them: the small ones that a report needs
+# first (harness.measure.run), so a disk that fills late loses the least.
+RECORD_FILES = ("runs.csv", "env.json", "trace.csv", "tasks.csv", "results.json")
+# What a full disk raises: no space left, or the user's quota spent.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
@@ -96,11 +107,13 @@ def run_folder(out: Path, workload: str, run_id: str | None = None) -> Iterator[
             continue
     try:
         yield partial, final
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS and (partial / RECORD_FILES[0]).exists():
+            raise _kept_on_full_disk(partial, parent / f"{run_id}.incomplete", exc) from exc
+        _remove(partial, parent, out, made_out)
+        raise
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        for folder in (parent, out) if made_out else (parent,):
-            with contextlib.suppress(OSError):  # not empty: another run's, keep it
-                folder.rmdir()
+        _remove(partial, parent, out, made_out)
         raise
     partial.rename(final)
     latest = parent / "latest"
@@ -109,5 +122,40 @@ def run_folder(out: Path, workload: str, run_id: str | None = None) -> Iterator[
     tmp_link.replace(latest)
 
 
+def _remove(partial: Path, parent: Path, out: Path, made_out: bool) -> None:
+    """A failed run leaves nothing: its partial folder, and the folders made for it if empty."""
+    shutil.rmtree(partial, ignore_errors=True)
+    for folder in (parent, out) if made_out else (parent,):
+        with contextlib.suppress(OSError):  # not empty: another run's, keep it
+            folder.rmdir()
+
+
+def _kept_on_full_disk(partial: Path, kept: Path, exc: OSError) -> RunError:
+    """Keep what a run measured when the disk filled while writing it: the partial folder under a
+    visible name, and a one-line error saying where, what it holds and what is missing."""
+    for part in partial.glob(".*.part"):  # a file cut short by the full disk: never kept
+        part.unlink(missing_ok=True)
+    partial.rename(kept)
+    held = [name for name in RECORD_FILES if (kept / name).exists()]
+    missing = [name for name in RECORD_FILES if name not in held]
+    then = f" Free space, then `harness report {kept}` draws the report from them." if "env.json" in held else ""
+    return RunError(f"{kept}: the disk is full ({os.strerror(exc.errno or errno.ENOSPC)}) while writing the run "
+                    f"folder; kept the measurements written: {', '.join(held)} (each complete); missing: "
+                    f"{', '.join(missing) or 'nothing'}.{then}")
+
+
+@contextlib.contextmanager
+def written(path: Path) -> Iterator[Path]:
+    """A file written whole or not at all: write to the path this yields (a hidden name beside
+    `path`), renamed into place once complete, so a full disk never leaves a file cut short."""
+    part = path.with_name(f".{path.name}.part")
+    try:
+        yield part
+        part.replace(path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    with written(path) as part:
+        part.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

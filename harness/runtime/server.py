@@ -69,6 +69,9 @@ DB_DIR = ".prefect"
 DB_LOCK = "prefect.db.lock"
 RUNS_DB_DIR = "runs"
 
+# How a full disk shows in the server's log: SQLite's message, or the OS's.
+DISK_FULL_SIGNS = ("database or disk is full", "No space left on device")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -200,6 +203,10 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None, db_dir: 
             if process.poll() is not None or time.perf_counter() > deadline:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 reason = "exited" if process.poll() is not None else f"did not answer in {SERVER_START_TIMEOUT_S:.0f} s"
+                if any(sign in tail for sign in DISK_FULL_SIGNS):  # one line, not SQLAlchemy's 30
+                    raise RunError(f"the Prefect server {reason}: the disk holding its database "
+                                   f"{database} is full; free space there or choose another --out "
+                                   f"(its log: {log_path})")
                 raise RunError(f"the Prefect server {reason}; its log ends with:\n{tail}")
             time.sleep(HEALTH_POLL_INTERVAL_S)
     except BaseException:
