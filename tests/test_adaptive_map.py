@@ -65,14 +65,14 @@ def test_apply_batch_retries_each_item_and_keeps_its_last_failure():
 def test_lookahead_gives_a_lower_bound_until_the_source_ends():
     source = _Lookahead(iter(range(10)), None)
     source.read_ahead(4)
-    assert source.remaining == 4 and not source.exhausted
+    assert source.remaining == 4 and not source.exhausted and source.more
     assert [next(source) for _ in range(3)] == [0, 1, 2]
     source.read_ahead(100)
-    assert source.remaining == 7 and source.exhausted  # exact once the source ended
+    assert source.remaining == 7 and source.exhausted and not source.more  # exact once the source ended
     assert list(source) == list(range(3, 10)) and source.remaining == 0
     known = _Lookahead(range(5), 5)
     known.read_ahead(LOOKAHEAD_MIN_ITEMS)  # a known count reads nothing ahead
-    assert known.remaining == 5 and next(known) == 0 and known.remaining == 4
+    assert known.remaining == 5 and next(known) == 0 and known.remaining == 4 and not known.more
 
 
 def test_controller_caps_tasks_and_never_decides_inline_when_told_not_to():
@@ -189,6 +189,73 @@ def test_a_generator_without_len_streams_in_order(runtime):
     assert results == [square(x) for x in range(1_000)]
     assert sum(row["items"] for row in trace) == 1_000
     assert len(trace) > 1  # it streamed in several batches
+
+
+STREAM_ITEMS = 200_000
+
+
+def _streamed_flow(task_runner, n: int, **options):
+    """A flow mapping `square` over range(n) made in the flow, as a list or as a generator that
+    notes, at each item it hands out, how many it has handed out and how many results came back
+    (the trace's rows so far: adaptive_map appends each as its batch's results come back)."""
+    from prefect import flow
+
+    @flow(task_runner=task_runner)
+    def streamed(as_generator: bool):
+        trace: list[dict] = []
+        held: list[int] = []  # per item handed out: handed out - results back
+
+        def numbers():
+            returned, rows = 0, 0
+            for x in range(n):
+                while rows < len(trace):
+                    returned += trace[rows]["items"]
+                    rows += 1
+                held.append(x + 1 - returned)
+                yield x
+
+        # made in the flow: Prefect would walk a generator parameter
+        results = adaptive_map(square, numbers() if as_generator else list(range(n)), trace=trace, **options)
+        return results, trace, held
+
+    return streamed
+
+
+def _largest_within(trace: list[dict], batches: int) -> int:
+    """The largest batch among the first `batches` submitted."""
+    return max(row["batch_size"] for row in sorted(trace, key=lambda r: r["submitted_s"])[:batches])
+
+
+@pytest.mark.cluster
+def test_a_generator_reaches_the_batch_sizes_of_a_list_within_a_few_waves(runtime):
+    """The same 200,000 items as a list and as a generator: the generator's batches reach the
+    list's within a few waves (it must read to the end to know it; the list knows at once), and
+    the results are the same, in order."""
+    flow = _streamed_flow(runtime.task_runner(), STREAM_ITEMS)
+    listed, list_trace, _ = flow(False)
+    streamed, stream_trace, _ = flow(True)
+    expected = [square(x) for x in range(STREAM_ITEMS)]
+    assert listed == expected and streamed == expected
+    threads = 2  # the session's cluster: 2 workers x 1 thread
+    list_batches = len(list_trace)
+    largest = _largest_within(list_trace, list_batches)
+    # a few waves of W tasks beyond the list's own count, at the list's size within its 2x steps
+    assert _largest_within(stream_trace, list_batches + 3 * threads) * 2 >= largest
+    assert sum(row["items"] for row in stream_trace) == STREAM_ITEMS
+
+
+@pytest.mark.cluster
+def test_a_generator_is_read_ahead_only_for_the_batch_being_sent(runtime):
+    """With batches held to 5,000 items, at every item the generator handed out, the items out
+    but not back are at most the window's tasks plus one batch, under half the input: a
+    read-ahead of four windows of batches (as before) or of the whole input holds it all."""
+    items, cap = 60_000, 5_000
+    results, trace, held = _streamed_flow(runtime.task_runner(), items, max_batch_size=cap)(True)
+    assert results == [square(x) for x in range(items)]
+    assert len(held) == items  # each item read once
+    window = max(row["window"] for row in trace)
+    assert max(held) <= (window + 1) * cap < items / 2, (max(held), window)
+    assert _largest_within(trace, 1 + 3 * 2) == cap  # the cap within a few waves of the probe
 
 
 @pytest.mark.cluster

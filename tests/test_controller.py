@@ -595,3 +595,113 @@ def test_every_path_of_the_mechanism_keeps_the_contract():
     paths = _drive(controller, 30, lambda k, wanted: "batched" if k == 0 else wanted, failing=set())
     assert paths["inline rerouted to batched"] == 1 and paths["fill"] >= 1
     assert controller._queue.unmatched == 0
+
+
+# --- unknown length (a stream) ------------------------------------------------------------
+
+STREAM_C, STREAM_O = 1e-6, 0.020  # 1 µs items, 20 ms per task: a share cap far above any read-ahead
+
+
+def _run_stream(controller: Controller, remaining: int, more: bool, batches: int,
+                c: float = STREAM_C, o: float = STREAM_O, drain: bool = False) -> list[Decision]:
+    """`batches` decisions on W threads, as many in flight as each decision's window allows, each
+    task taking o + b·c (b·c of it compute) on the first free thread, seen when the window is
+    full (all seen at the end with `drain`). `remaining` stays put, as a stream's read-ahead
+    does while more keeps coming."""
+    free = [0.0] * controller.worker_threads
+    flying: list[tuple[float, float, Decision]] = []  # (finish, submit, decision)
+    decisions: list[Decision] = []
+    now, window = 0.0, 1
+    while len(decisions) < batches:
+        if len(flying) < window:
+            d = controller.decide(remaining, len(flying), more=more)
+            controller.submitted(d)
+            decisions.append(d)
+            window = d.window
+            thread = free.index(min(free))
+            free[thread] = max(now, free[thread]) + o + d.batch_size * c
+            flying.append((free[thread], now, d))
+            flying.sort(key=lambda f: f[0])
+            continue
+        finish, submit, d = flying.pop(0)
+        now = finish
+        controller.observe(BatchObservation(d.batch_size, d.batch_size, submit, finish, d.batch_size * c,
+                                            d.batch_size, 0))
+    for finish, submit, d in flying if drain else ():
+        controller.observe(BatchObservation(d.batch_size, d.batch_size, submit, finish, d.batch_size * c,
+                                            d.batch_size, 0))
+    return decisions
+
+
+def _share_cap(c: float = STREAM_C, o: float = STREAM_O) -> int:
+    return math.floor(o * (1 - ctl.TARGET_OVERHEAD_SHARE) / (ctl.TARGET_OVERHEAD_SHARE * c))
+
+
+def test_a_stream_grows_past_its_read_ahead_to_the_overhead_share_cap():
+    """2,048 items read ahead of a stream (more=True): the batches grow to the share cap within a
+    few steps; told the 2,048 are all there is (the same observations), the end-game rules hold
+    every batch to them (the issue-25 stall: 'fewer than 2 tasks' kept a stream at 128)."""
+    streamed = _run_stream(Controller(2_048, 2, allow_inline=False), 2_048, True, 12)
+    sizes = [d.batch_size for d in streamed]
+    assert sizes[0] == 1 and max(sizes) > 100 * 2_048
+    reached = sizes.index(_share_cap())  # the jump, then at most 2x per new observation
+    assert reached <= 4 * 2 and set(sizes[reached:]) == {_share_cap()}  # within 4 waves of W=2
+    for d in streamed[1:]:
+        assert not re.search(r"tail|fewer than|whole waves", d.reason), d.reason
+        assert "end not known" in d.reason or d.reason.startswith("hold")
+    known = _run_stream(Controller(2_048, 2, allow_inline=False), 2_048, False, 12)
+    assert max(d.batch_size for d in known) <= 2_048
+    assert any(re.search(r"tail|fewer than", d.reason) for d in known)
+
+
+def test_a_streams_plan_is_a_long_lists_plan():
+    """With the end not known the target is the whole-wave plan's limit as the items grow: a list
+    of 10**9 items (the same observations) gets the same sizes, to the rounding of its waves."""
+    streamed = _run_stream(Controller(300, 2, allow_inline=False), 300, True, 12)
+    listed = _run_stream(Controller(10**9, 2, allow_inline=False), 10**9, False, 12)
+    for s, l in zip(streamed, listed):
+        assert s.batch_size == pytest.approx(l.batch_size, rel=0.01), (s.reason, l.reason)
+        assert s.window == l.window
+
+
+def test_the_end_game_rules_return_once_the_streams_end_is_known():
+    """At the share cap, the stream ends: 300,000 items are left and nothing is in flight. The
+    tail rule gives each thread its share, where the stream asked for a share cap's worth."""
+    c = Controller(2_048, 2, allow_inline=False)
+    _run_stream(c, 2_048, True, 8, drain=True)
+    still = c.decide(300_000, 0, more=True)
+    c.cancel(still)
+    end = c.decide(300_000, 0, more=False)
+    assert still.batch_size == _share_cap()
+    assert end.reason.startswith("tail:") and end.batch_size == 300_000 // 2
+    c.submitted(end)
+
+
+def test_a_cancelled_decision_leaves_no_trace_in_the_steering():
+    """The window cancels a stream's decision when the source ends before the batch is read, then
+    decides again on the exact count: that must come out as if the stream's decision never was."""
+    a, b = (Controller(2_048, 2, allow_inline=False) for _ in range(2))
+    for controller in (a, b):
+        _run_stream(controller, 2_048, True, 2)  # the probe, then the jump (in flight)
+    wanted = a.decide(2_048, 1, more=True)  # grows: the read-ahead would go this far
+    a.cancel(wanted)
+    exact, reference = a.decide(50_000, 1), b.decide(50_000, 1)
+    assert wanted.batch_size > exact.batch_size
+    assert (exact.batch_size, exact.reason) == (reference.batch_size, reference.reason)
+
+
+def test_free_items_in_a_stream_grow_only_to_the_share_cap_at_the_item_floor():
+    """Items that cost nothing measurable: a list is capped by its count, a stream by nothing but
+    the share cap, so its items count STREAM_ITEM_FLOOR_S each (else: a batch of 10**18 to read)."""
+    sizes = [d.batch_size for d in _run_stream(Controller(256, 2, allow_inline=False), 256, True, 12, c=0.0)]
+    assert max(sizes) == _share_cap(c=ctl.STREAM_ITEM_FLOOR_S) == sizes[-1]
+
+
+def test_more_must_be_a_bool():
+    for bad in (1, "yes", None):
+        with pytest.raises(TypeError, match="more must be a bool"):
+            Controller(10, 2).decide(5, 0, more=bad)
+        with pytest.raises(TypeError, match="more must be a bool"):
+            Controller(10, 2).fill(5, 0, more=bad)
+    with pytest.raises(ValueError, match="remaining >= 1"):
+        Controller(10, 2).decide(0, 0, more=True)

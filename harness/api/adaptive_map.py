@@ -201,9 +201,10 @@ def adaptive_map(
     """`[fn(x) for x in items]`, run as Prefect tasks over adaptive batches; call it in a flow.
 
     Works on whatever task runner the flow has (DaskTaskRunner, ThreadPoolTaskRunner). Items
-    stream: `len(items)` is used when it exists, otherwise a generator is read ahead as the
-    batches need, never whole. Results come back in item order. Each task run is named
-    `<fn name>[first-last]` after the item indices it holds.
+    stream: `len(items)` is used when it exists, otherwise a generator is read ahead only for
+    the batch being sent (the flow holds the tasks in flight and one batch, never the whole
+    input), and its batches reach a list's sizes within a few waves. Results come back in
+    item order. Each task run is named `<fn name>[first-last]` after the item indices it holds.
 
     - `max_batch_size`: no task gets more items than this (None: as the controller sees fit).
     - `inline`: may the flow process run items itself, while it would otherwise wait (the
@@ -216,7 +217,8 @@ def adaptive_map(
     - `on_failure`: "raise" (default) runs every item, then raises one `ItemsFailed` naming
       the failed items (its `results` has a `Failed` in place of each); "return" returns
       the list with a `Failed(index, error, attempts)` in place of each failed item.
-    - `trace`: a list to append one row per batch to, with the columns of trace.csv.
+    - `trace`: a list to append one row per batch to, with the columns of trace.csv, as each
+      batch's results come back.
     - `workers`: threads the task runner runs tasks on (default: read from the runner).
 
     A task that fails as a whole (a worker lost) is re-run elsewhere, its items counted once;
@@ -249,9 +251,8 @@ def adaptive_map(
         run_inline=lambda batch: apply_batch(fn, batch, retries),
         fold=collected.fold,
         allow_inline=inline,
+        on_row=trace.append if trace is not None else None,
     )
-    if trace is not None:
-        trace.extend(run.trace)
     results = collected.in_order(run.items)
     if collected.failures and on_failure == "raise":
         raise ItemsFailed(sorted(collected.failures, key=lambda f: f.index), results)

@@ -6,14 +6,18 @@ docs/controller.md; the figures it cites come from `python tests/controller_swee
 
 The mechanism contract (checked: a broken one raises `ContractError`)
 ----------------------------------------------------------------------
-- `decide(remaining, in_flight)` before each batch, then exactly one of
+- `decide(remaining, in_flight, more=...)` before each batch, then exactly one of
   `submitted(decision)` (the task was submitted, or the inline batch is about to run),
   `rerouted(decision, strategy)` (a breaker sent it down another path) or
   `cancel(decision)` (nothing was submitted: every path refused);
 - `observe(obs)` for each finished task or inline batch, in the order the flow saw them;
   `task_failed(started, finished)` for a task that failed as a whole (its batch re-runs);
-- `fill(remaining, in_flight)` when the window is full and nothing has finished: items
-  for the flow to run itself, or None.
+- `fill(remaining, in_flight, more=...)` when the window is full and nothing has finished:
+  items for the flow to run itself, or None;
+- `more=True` when `remaining` is a lower bound (a source of unknown length, not yet
+  exhausted): the end is not in sight, so no end-game rule applies and the batch may exceed
+  `remaining` (the mechanism reads ahead that far, or, when the source ends first, cancels
+  and decides again with the exact count).
 
 The policy in brief (docs/controller.md has the why)
 ----------------------------------------------------
@@ -24,7 +28,8 @@ The policy in brief (docs/controller.md has the why)
   guard and overhead share pay, the batch sized so the waves come out whole;
 - steering: straight to the overhead-dominated size, then at most 2x per step, hold inside
   a band, shrink on a repeated signal (at once on confirmed drift), thinner batches at the
-  tail;
+  tail; with the end not known, the overhead share alone (the whole-wave plan's limit as
+  the items grow without bound);
 - inline: the rest runs in the flow when it costs less than one task's overhead; with a
   warm-up prior the flow first runs one item itself, so a tiny workload needs no task.
 """
@@ -153,6 +158,13 @@ MAX_WINDOW = 256
 # the inline rule's bar: a margin for the warm-up's few items (2 per thread) misjudging c.
 LEARN_IF_WITHIN = 4.0
 
+# With the end not known (a stream), `remaining` no longer caps a batch, and only the share
+# cap and the jump size bound it, both through c + t: an estimate near zero (items faster than
+# the timer shows) would ask the mechanism to read a near-endless batch ahead. So a stream's
+# items count at least this much: about one Python call, the least `fn(item)` costs
+# (o = 20 ms: share cap 6.5M items, jump 2M).
+STREAM_ITEM_FLOOR_S = 1e-7
+
 # The execution strategies a Decision names.
 STRATEGIES = ("batched", "inline")
 
@@ -163,6 +175,16 @@ STRATEGIES = ("batched", "inline")
 
 class ContractError(RuntimeError):
     """The mechanism broke the call order the controller relies on (a bug, not bad input)."""
+
+
+def _check_counts(call: str, remaining: int, in_flight: int, more: bool, least: int) -> None:
+    """TypeError / ValueError naming what a `decide` or `fill` call was given out of range."""
+    if not isinstance(more, bool):
+        raise TypeError(f"{call}: more must be a bool (is `remaining` a lower bound?), got {more!r}")
+    if remaining < least:
+        raise ValueError(f"{call} needs remaining >= {least}, got {remaining}")
+    if in_flight < 0:
+        raise ValueError(f"in_flight must be >= 0, got {in_flight}")
 
 
 @dataclass(frozen=True)
@@ -214,9 +236,10 @@ class Controller:
         allow_inline: bool = True,
     ) -> None:
         """`total_items`: the items to run, or a lower bound on them when the mechanism streams
-        a source of unknown length (it then passes a lower bound as `remaining` too, exact once
-        the source is exhausted). `max_batch_size`: no task gets more items than this (a
-        user's bound: memory or latency per task); the flow's own inline batches are not tasks.
+        a source of unknown length (it then passes a lower bound as `remaining` too, with
+        `more=True`, until the source is exhausted). `max_batch_size`: no task gets more items
+        than this (a user's bound: memory or latency per task); the flow's own inline batches
+        are not tasks.
         `allow_inline`: False when the flow process must not run items (no learn, no inline
         rest, no fill): every item goes out in a task. `prior_item_s`: the mean work per item
         of the warm-up's tasks, used only to skip the learn item where the inline rule could not
@@ -236,8 +259,9 @@ class Controller:
         # (time of the latest observation, decision), the newest `log_size` decisions
         self.log: collections.deque[tuple[float, Decision]] = collections.deque(maxlen=log_size)
 
-        # the contract: the decision awaiting submitted/rerouted/cancel, with its in_flight
-        self._pending: tuple[Decision, int] | None = None
+        # the contract: the decision awaiting submitted/rerouted/cancel, with its in_flight and
+        # the steering state before it (a cancelled decision leaves no trace)
+        self._pending: tuple[Decision, int, tuple[object, ...]] | None = None
         self._outstanding = 0  # items submitted as tasks and not yet seen back
         self._submits = 0  # tasks submitted (the contract: never fewer than tasks seen)
         self._ended = 0  # tasks seen: finished or failed as a whole
@@ -365,19 +389,21 @@ class Controller:
             raise ContractError(f"{self._ended} tasks seen but {self._submits} submitted: {what} "
                                 "was never answered with submitted() or rerouted()")
 
-    def decide(self, remaining: int, in_flight: int) -> Decision:
+    def decide(self, remaining: int, in_flight: int, *, more: bool = False) -> Decision:
         """The next batch: `remaining` items are not yet submitted, `in_flight` tasks run.
 
+        `more`: `remaining` is only a lower bound, more items may follow (a stream not yet
+        exhausted). The end-game rules then wait for the end to be known, and the batch may
+        hold more than `remaining` items: the mechanism reads ahead that far, and when the
+        source ends first it cancels the decision and decides again with `more=False`.
         Must be followed by `submitted`, `rerouted` or `cancel` before the next `decide`.
         """
         if self._pending is not None:
             raise ContractError(f"decide() again before submitted/rerouted/cancel of {self._pending[0]}")
-        if remaining < 1:
-            raise ValueError(f"decide() needs remaining >= 1 (nothing left to submit), got {remaining}")
-        if in_flight < 0:
-            raise ValueError(f"in_flight must be >= 0, got {in_flight}")
-        decision = self._decide(remaining, in_flight)
-        self._pending = (decision, in_flight)
+        _check_counts("decide()", remaining, in_flight, more, least=1)  # nothing left: nothing to decide
+        steering = self._steering()
+        decision = self._decide(remaining, in_flight, more)
+        self._pending = (decision, in_flight, steering)
         self.log.append((self._now, decision))
         return decision
 
@@ -392,31 +418,38 @@ class Controller:
         self._resolve(decision, strategy)
 
     def cancel(self, decision: Decision) -> None:
-        """Nothing was submitted for `decision` (every path refused): forget it."""
+        """Nothing was submitted for `decision` (every path refused, or a stream ended before
+        the batch was read): forget it, steering included, so the next `decide` starts from
+        the same state."""
         self._resolve(decision, None)
 
     def _resolve(self, decision: Decision, strategy: str | None) -> None:
         if self._pending is None or self._pending[0] is not decision:
             raise ContractError(f"{decision} is not the pending decision ({self._pending})")
-        _, in_flight = self._pending
+        _, in_flight, steering = self._pending
         self._pending = None
+        if strategy is None:
+            (self._size, self._fresh, self._shrink_votes, self._shrink_seen, self._drift) = steering
         if strategy == "batched":
             self._submits += 1
             self._queue.submitted(in_flight)
             self._outstanding += decision.batch_size
 
-    def fill(self, remaining: int, in_flight: int) -> Decision | None:
+    def fill(self, remaining: int, in_flight: int, *, more: bool = False) -> Decision | None:
         """Items to run in the flow process while it would otherwise wait, or None.
 
         Asked when the window is full and nothing has finished. Only while a worker thread
         idles (in_flight < W: the probe and slow start), so it takes no thread's work.
+        `more` as for `decide`; a fill never holds more than `remaining` items.
         """
         if self._pending is not None:
             raise ContractError(f"fill() before submitted/rerouted/cancel of {self._pending[0]}")
+        _check_counts("fill()", remaining, in_flight, more, least=0)
         if remaining < 1 or in_flight >= self.worker_threads or not self.allow_inline:
             return None
         c, o = self.per_item_s, self.overhead_s
-        if c is not None and o is not None and (inline := self._inline_rest(remaining, c, o)) is not None:
+        if c is not None and o is not None and not more and \
+                (inline := self._inline_rest(remaining, c, o)) is not None:
             self.log.append((self._now, inline))
             return inline
         if not self._fill_pays():
@@ -438,12 +471,18 @@ class Controller:
 
     # --- internals ---
 
-    def _decide(self, remaining: int, in_flight: int) -> Decision:
+    def _steering(self) -> tuple[object, ...]:
+        """The state `_steer` changes: restored when a decision is cancelled."""
+        return (self._size, self._fresh, self._shrink_votes, self._shrink_seen, self._drift)
+
+    def _decide(self, remaining: int, in_flight: int, more: bool) -> Decision:
         c, o = self.per_item_s, self.overhead_s
-        if c is None and o is not None and not self._tasks_seen and not in_flight and self._learns(remaining, o):
+        # Learn and inline judge the whole rest: both wait for its end to be known.
+        if c is None and o is not None and not self._tasks_seen and not in_flight and not more \
+                and self._learns(remaining, o):
             return Decision(1, "inline", f"learn: the flow runs one item itself before any task "
                             f"(o={_ms(o)} measured at warm-up)", COLD_START_WINDOW)
-        if c is not None and o is not None and in_flight < self.worker_threads and self.allow_inline:
+        if c is not None and o is not None and in_flight < self.worker_threads and self.allow_inline and not more:
             if (inline := self._inline_rest(remaining, c, o)) is not None:
                 return inline  # only with a thread idle: otherwise it would take a busy thread's core
         if c is None or o is None or not self._tasks_seen:
@@ -452,17 +491,23 @@ class Controller:
                             COLD_START_WINDOW)
 
         t = self.transfer_s
-        target, why = self._target(remaining, c, t, o)
-        reason = self._steer(target, why, c + t, o, t, remaining)
+        ct = max(c + t, STREAM_ITEM_FLOOR_S) if more else c + t  # what an item costs inside a task
+        target, why = self._target(remaining, ct, o, more)
+        reason = self._steer(target, why, ct, o, t, remaining, more)
 
         size = self._size
+        if more:  # the end is not in sight: no tail, and the mechanism reads ahead for the batch
+            return self._batched(size, reason)
         tail_cap = math.ceil((remaining + self._outstanding)
                              / (TAIL_BATCHES_PER_WORKER * self.worker_threads))
         if size > tail_cap:
             floor = _whole(math.ceil, TAIL_FLOOR_OVERHEADS * o / (c + t)) if c + t > 0 else 1
             size = max(tail_cap, min(size, floor))
             reason = f"tail: {remaining} left, {self._outstanding} in flight, a thread's share at most; {reason}"
-        size = max(1, min(size, remaining))
+        return self._batched(max(1, min(size, remaining)), reason)
+
+    def _batched(self, size: int, reason: str) -> Decision:
+        """A task of `size` items, clamped to the user's max_batch_size."""
         if self._capped(size) < size:
             size = self._capped(size)
             reason = f"capped at max_batch_size {size}; {reason}"
@@ -531,15 +576,19 @@ class Controller:
         w = self.worker_threads
         return self._probe_filling * (w - 1) < w * self._probe_waiting
 
-    def _target(self, remaining: int, c: float, t: float, o: float) -> tuple[float, str]:
-        """The model's batch size and a few words on which limit set it (docs/controller.md, "Target")."""
-        ct = c + t  # what an item costs inside a task
+    def _target(self, remaining: int, ct: float, o: float, more: bool) -> tuple[float, str]:
+        """The model's batch size and a few words on which limit set it (docs/controller.md, "Target");
+        `ct`: what an item costs inside a task, c + t."""
         if ct <= 0:
             return math.inf, "items cost nothing measurable"
         w = self.worker_threads
         # Rounded down: no more items than it takes to bring the overhead down to the share.
         share_b = max(1, _whole(math.floor, o * (1 - TARGET_OVERHEAD_SHARE) / (TARGET_OVERHEAD_SHARE * ct)))
         items = remaining + self._outstanding
+        if more:
+            # The whole-wave plan below tends to the share cap as the items grow without bound;
+            # with the end not known, that limit is the plan (docs/controller.md, "Unknown length").
+            return share_b, f"end not known ({items}+ items): overhead {TARGET_OVERHEAD_SHARE:.0%} of task at {share_b}"
         per_thread = items * ct / w  # the work left per thread, in task time
         # k whole waves cost k·o + per_thread + the last wave's straggle z·cv·per_thread/k.
         z = math.sqrt(2 * math.log(w)) if w > 1 else 0.0
@@ -566,7 +615,7 @@ class Controller:
         var = sum(n * (cost / n - mean) ** 2 for n, cost in self._costs if n > 0) / len(self._costs)
         return math.sqrt(var) / mean
 
-    def _steer(self, target: float, why: str, ct: float, o: float, t: float, remaining: int) -> str:
+    def _steer(self, target: float, why: str, ct: float, o: float, t: float, remaining: int, more: bool) -> str:
         """Move `self._size` toward `target` with the growth cap, hysteresis and confirmation."""
         size = self._size
         share = o / (o + size * ct) if o + size * ct > 0 else 0.0
@@ -584,13 +633,14 @@ class Controller:
             # A target within the hold band of the cap counts as reached, as it does for the
             # size held; a capped size is trimmed so the items still split into whole waves:
             # stopping short would leave a partial last wave (docs/controller.md, "Steering").
+            # With the end not known there are no whole waves to keep.
             if target <= cap * (1 + HOLD_BAND):
                 new = _round(target)
             else:
-                new = self._whole_waves_under(cap, remaining)
+                new = cap if more else self._whole_waves_under(cap, remaining)
             if not self._fresh and new * ct > JUMP_OVERHEADS * o:
                 return f"hold {size}: growth waits for a new observation; {estimates}"
-            if self._outstanding and remaining < self.worker_threads * new:
+            if not more and self._outstanding and remaining < self.worker_threads * new:
                 # The whole-wave plan counts the items in flight as if they could be re-split;
                 # they cannot, so bigger tasks now would sit behind them on a few threads only.
                 return (f"hold {size}: the {remaining} items not yet submitted make fewer than "

@@ -17,9 +17,11 @@ overhead); `fold(result)` takes each one in. The items may be an ItemCursor
 (harness.work.synthetic), which hands out whole batches built where they run.
 
 The item count may be unknown (a generator): items are then read ahead into a buffer, and the
-controller is given the buffer's length as `remaining`, a lower bound that becomes the exact
-count once the source is exhausted. The lookahead grows with the batches, so the bound never
-caps a batch the controller would otherwise choose (see `_Lookahead`).
+controller is given the buffer's length as `remaining` with `more=True`, a lower bound, until
+the source is exhausted. The read-ahead follows the decision: a batch bigger than the buffer
+is read for when it is decided, and when the source ends first the decision is cancelled and
+made again on the exact count. So the flow holds at most the window's tasks in flight plus
+one batch (or LOOKAHEAD_MIN_ITEMS), never the whole input (see `_Lookahead`).
 """
 
 from __future__ import annotations
@@ -38,14 +40,12 @@ from harness.strategies.tasks import Opaque
 from harness.work.outcomes import FoldedBatch
 from harness.work.synthetic import ItemCursor
 
-# Items read ahead of an unknown-length source before the first decision: enough for the
-# controller's "learn one item inline" rule (8 per thread) on up to 32 threads, small enough
-# that a stream of large items costs little memory before the first task.
+# Items kept read ahead of an unknown-length source before each decision: a source this short
+# is run on its exact count from the first decision (the inline and learn rules judge the
+# whole rest), a stream's end is seen this much earlier, and fill has items to run; small
+# enough that a stream of large items costs little memory. Beyond it the read-ahead is only
+# what the decided batch needs.
 LOOKAHEAD_MIN_ITEMS = 256
-# ... and then this many windows of the latest batch size: the tail rules cap a batch at
-# (remaining + outstanding) / threads, and a window holds 2 tasks per thread, so 4 windows
-# keep that cap at 8x the current size, beyond the controller's 2x growth per step.
-LOOKAHEAD_WINDOWS = 4
 
 
 class _Lookahead:
@@ -101,6 +101,11 @@ class _Lookahead:
         if self.count is not None:
             return 0 if self.exhausted else max(0, self.count - self.taken)
         return len(self._buffer)
+
+    @property
+    def more(self) -> bool:
+        """Whether items beyond `remaining` may follow (an unknown count, not yet exhausted)."""
+        return self.count is None and not self.exhausted
 
 
 @dataclasses.dataclass
@@ -161,20 +166,19 @@ class _Window:
 
     def __init__(self, source: _Lookahead, ctl: Controller, guard: PathGuard, submit: Callable[[list[Any]], Any],
                  run_inline: Callable[[list[Any]], Any], fold: Callable[[Any], None], allow_inline: bool,
-                 run: WindowRun) -> None:
-        self.source, self.ctl, self.guard, self.run = source, ctl, guard, run
+                 run: WindowRun, on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.source, self.ctl, self.guard, self.run, self.on_row = source, ctl, guard, run, on_row
         self.submit, self.run_inline, self.fold, self.allow_inline = submit, run_inline, fold, allow_inline
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.in_flight: dict[Any, tuple[Decision, float, Any]] = {}
         self.window = 1  # until the first decision says otherwise
-        self.latest_size = 1
         self.blocked = False  # every strategy refuses: wait for a task in flight before routing again
         self.t0 = time.perf_counter()
 
     def until_done(self) -> None:
         """Send a batch while the window has room, else take in a finished task, until nothing is left."""
         while True:
-            self.source.read_ahead(max(LOOKAHEAD_MIN_ITEMS, LOOKAHEAD_WINDOWS * self.window * self.latest_size))
+            self.source.read_ahead(LOOKAHEAD_MIN_ITEMS)
             remaining = self.source.remaining
             if not (remaining or self.in_flight or self.guard.reruns):
                 return
@@ -185,9 +189,16 @@ class _Window:
 
     def _send_next(self, remaining: int) -> None:
         """Ask the controller for the next batch and send it down the path the breakers allow."""
-        decision = self.ctl.decide(remaining + self.guard.queued_items, len(self.in_flight))
+        more = self.source.more
+        decision = self.ctl.decide(remaining + self.guard.queued_items, len(self.in_flight), more=more)
+        if more and not self.guard.reruns and decision.batch_size > remaining:
+            # Read ahead for this batch only. A source that ends first has made the end known:
+            # the controller decides again on the exact count (its end-game rules apply).
+            self.source.read_ahead(decision.batch_size)
+            if not self.source.more:
+                self.ctl.cancel(decision)
+                return
         self.window = decision.window
-        self.latest_size = max(1, decision.batch_size)
         job, _ = self.guard.next_batch(self.source, decision.batch_size)
         if not job.items:  # the source held fewer items than its len() said
             self.ctl.cancel(decision)
@@ -264,7 +275,8 @@ class _Window:
     def _filled_in(self, remaining: int) -> bool:
         """The window is full and a worker thread idles: run a batch in the flow process
         meanwhile, when the controller says one pays."""
-        fill = self.ctl.fill(remaining, len(self.in_flight)) if remaining and self.allow_inline else None
+        fill = (self.ctl.fill(remaining, len(self.in_flight), more=self.source.more)
+                if remaining and self.allow_inline else None)
         if fill is None:
             return False
         batch = self.source.take(fill.batch_size)
@@ -284,7 +296,10 @@ class _Window:
         self.ctl.observe(obs)
         self.run.items += obs.items
         self.fold(result)
-        self.run.trace.append(trace_row(self.t0, obs, decision, self.ctl, len(self.in_flight)))
+        row = trace_row(self.t0, obs, decision, self.ctl, len(self.in_flight))
+        self.run.trace.append(row)
+        if self.on_row is not None:
+            self.on_row(row)
 
 
 def run_window(
@@ -297,6 +312,7 @@ def run_window(
     run_inline: Callable[[list[Any]], Any],
     fold: Callable[[Any], None],
     allow_inline: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> WindowRun:
     """Run every item through the window (inside a flow); `fold` gets each batch's result once.
 
@@ -304,14 +320,16 @@ def run_window(
     count, or a lower bound on it while streaming). `guard` routes batches through the circuit
     breakers and re-runs batches whose task failed as a whole; its strategies must include
     "inline" exactly when `allow_inline`. Without inline, the controller's inline decisions go
-    out as tasks (`rerouted`) and the flow never fills in while it waits.
+    out as tasks (`rerouted`) and the flow never fills in while it waits. `on_row` gets each
+    trace row as its batch is folded in (the run's trace has them all at the end).
     """
     source = _Lookahead(items, count)
     source.read_ahead(LOOKAHEAD_MIN_ITEMS)
     run = WindowRun(trace=[], tasks=0, batch_sizes=Counter(), wall_s=0.0, items=0, notes=[])
     if source.remaining == 0:
         return run
-    window = _Window(source, controller(source.remaining), guard, submit, run_inline, fold, allow_inline, run)
+    window = _Window(source, controller(source.remaining), guard, submit, run_inline, fold, allow_inline, run,
+                     on_row)
     window.until_done()
     run.wall_s = time.perf_counter() - window.t0
     inline_items = [row["items"] for row in run.trace if row["mode"] == "inline"]
