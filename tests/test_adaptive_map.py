@@ -63,9 +63,12 @@ def test_apply_batch_retries_each_item_and_keeps_its_last_failure():
 
 
 def test_lookahead_gives_a_lower_bound_until_the_source_ends():
+    exactly = _Lookahead(iter(range(4)), None)
+    exactly.read_ahead(4)
+    assert exactly.remaining == 4 and exactly.exhausted and not exactly.more  # the end is known
     source = _Lookahead(iter(range(10)), None)
-    source.read_ahead(4)
-    assert source.remaining == 4 and not source.exhausted and source.more
+    source.read_ahead(4)  # one item past the target: a source with exactly 4 left is seen to end
+    assert source.remaining == 5 and not source.exhausted and source.more
     assert [next(source) for _ in range(3)] == [0, 1, 2]
     source.read_ahead(100)
     assert source.remaining == 7 and source.exhausted and not source.more  # exact once the source ended

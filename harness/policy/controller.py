@@ -273,6 +273,7 @@ class Controller:
         self._shrink_seen = -1  # observation count at the last shrink vote
         self._now = 0.0  # finish time of the latest observation
         self._observed = 0  # observations, inline included
+        self._items_observed = 0  # items of those observations: with _outstanding, what was handed out
         self._tasks_seen = 0  # batched tasks observed
 
         self._start_estimates(prior_overhead_s, prior_item_s, prior_probe_s, prior_probe_filling_s)
@@ -363,6 +364,7 @@ class Controller:
         if obs.items < 0 or obs.batch_size < 0 or obs.compute_s < 0 or obs.finished < obs.started:
             raise ValueError(f"inconsistent observation: {obs}")
         self._observed += 1
+        self._items_observed += obs.items
         self._now = max(self._now, obs.finished)
         if obs.items > 0:
             self._add_cost(obs.items, obs.compute_s)
@@ -587,8 +589,21 @@ class Controller:
         items = remaining + self._outstanding
         if more:
             # The whole-wave plan below tends to the share cap as the items grow without bound;
-            # with the end not known, that limit is the plan (docs/controller.md, "Unknown length").
-            return share_b, f"end not known ({items}+ items): overhead {TARGET_OVERHEAD_SHARE:.0%} of task at {share_b}"
+            # with the end not known, that limit is the plan, but a batch holds at most 1/(W-1) of
+            # the items handed out before it: whenever the end comes, no task holds more than a
+            # thread's share of all the items (B <= (N - B)/(W - 1) is B <= N/W), and the size
+            # still grows W/(W-1)-fold a batch, doubling on two threads. A batch of at most
+            # JUMP_OVERHEADS overheads of work may go beyond that share (it straggles no longer
+            # than the growth to it would cost in overheads), and so may the items already
+            # read, known to exist (docs/controller.md, "Unknown length").
+            handed = self._items_observed + self._outstanding
+            fair = _whole(math.floor, handed / (w - 1)) if w > 1 else share_b
+            dominated = _whole(math.floor, JUMP_OVERHEADS * o / ct)
+            b = max(1, min(share_b, max(remaining, fair, dominated)))
+            why = f"end not known ({items}+ items): overhead {TARGET_OVERHEAD_SHARE:.0%} of task at {share_b}"
+            if b < share_b:
+                why += f", at most {b} ({handed} handed out over {w - 1} threads, {JUMP_OVERHEADS:g} overheads' work)"
+            return b, why
         per_thread = items * ct / w  # the work left per thread, in task time
         # k whole waves cost k·o + per_thread + the last wave's straggle z·cv·per_thread/k.
         z = math.sqrt(2 * math.log(w)) if w > 1 else 0.0

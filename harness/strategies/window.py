@@ -85,10 +85,12 @@ class _Lookahead:
         return batch
 
     def read_ahead(self, target: int) -> None:
-        """Unknown count: buffer until `target` items wait or the source ends (no-op when known)."""
+        """Unknown count: buffer until more than `target` items wait or the source ends (no-op
+        when known). One item past the target: a source with exactly `target` left is then seen
+        to end, and a batch of the whole rest is decided on the exact count (the end-game rules)."""
         if self.count is not None or self.exhausted:
             return
-        while len(self._buffer) < target:
+        while len(self._buffer) <= target:
             try:
                 self._buffer.append(next(self._source))
             except StopIteration:
