@@ -235,6 +235,31 @@ def test_a_small_workload_fits(make_spec, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+MiB = 2**20
+
+
+def test_a_sampled_stage_makes_its_items_payload_one_at_a_time(make_spec):
+    """per_item over a sample took every sampled item at once: 500 items of 1 MiB in the flow
+    process before the window held any. Now an item's payload is made when the window takes it."""
+    import tracemalloc
+
+    from harness.strategies import Stage
+    from harness.work.synthetic import Workload
+
+    workload = Workload(make_spec(count=1_000, payload_bytes=MiB))
+    sample = workload.sample_indices(200)
+    stage = Stage(workload, sample, "cpu", 0, 2)
+    tracemalloc.start()
+    try:
+        items = stage.iter_items()
+        first = next(items)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB  # a few copies of one item's payload, not 200 MiB
+    assert [first, *items] == workload.take(sample)
+
+
 def test_adaptive_batches_are_capped_in_bytes(make_spec):
     from harness.strategies import Stage
     from harness.strategies.base import ADAPTIVE_MAX_BATCH_BYTES

@@ -62,7 +62,10 @@ class Stage:
     def iter_items(self) -> Iterator[Item]:
         if self.indices is None:
             return self.workload.items()
-        return iter(self.workload.take(self.indices))
+        # One item at a time, as the window takes them: taking the whole sample at once built
+        # every sampled item's payload up front (a per_item sample of 500 items of 1 MiB grew
+        # the flow process by 535 MiB, against 25 MiB for its window of 16 tasks).
+        return (item for index in self.indices for item in self.workload.take([index]))
 
     def submitted(self, tasks: int) -> None:
         """Tasks submitted so far, for the progress line before the first result arrives."""
