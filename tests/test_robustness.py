@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -258,6 +259,125 @@ def test_a_small_workload_fits(make_spec, tmp_path):
     assert check_memory(spec).bytes < 2**31
     check_out(tmp_path / "out", spec.name)  # creates nothing
     assert not (tmp_path / "out").exists()
+
+
+# --- memory: the window in bytes, the estimate from that same window, the refusal ----------
+
+MiB = 2**20
+
+
+def test_memory_need_counts_the_window_the_strategy_keeps(make_spec):
+    """The issue's measurement: static:1024 over 100,000 items of 64 KiB on 2 threads held 16
+    tasks (1 GiB); now one batch (64 MiB) is over half the budget, so the window is its least,
+    3 tasks, and the estimate counts those plus the one being read, from the same function."""
+    from harness.measure.admission import (ITEM_OVERHEAD_BYTES, PAYLOAD_COPIES_IN_FLIGHT, RUNTIME_BASE_BYTES,
+                                           WORKER_PROCESS_BYTES)
+    from harness.strategies import Stage
+    from harness.strategies.base import submit_window
+    from harness.work.synthetic import Workload
+
+    spec = make_spec(count=100_000, payload_bytes=64 * 1024, strategies=("static:1024",))
+    window = Stage(Workload(spec), None, "cpu", 0, 2).submit_window(1024)  # what static.execute asks for
+    assert window == submit_window(2, 1024, 64 * 1024)
+    assert (window.tasks, window.limit) == (3, "least")
+    need = memory_need(spec)
+    assert need.in_flight_items == (window.tasks + 1) * 1024
+    assert need.bytes == (need.in_flight_items * (64 * 1024 * PAYLOAD_COPIES_IN_FLIGHT + ITEM_OVERHEAD_BYTES)
+                          + RUNTIME_BASE_BYTES + 2 * WORKER_PROCESS_BYTES)
+    assert window.describe() in need.detail and "over the 128 MiB budget" in need.detail
+
+
+def test_memory_need_counts_every_item_for_joblib_and_the_full_window_for_adaptive(make_spec):
+    from harness.policy.controller import full_window
+    from harness.strategies.base import ADAPTIVE_MAX_BATCH_BYTES
+
+    joblib = memory_need(make_spec(count=5_000, payload_bytes=MiB, strategies=("joblib_auto",)))
+    assert joblib.in_flight_items == 5_000 and "joblib bounds no bytes in flight" in joblib.detail
+    adaptive = memory_need(make_spec(count=5_000, payload_bytes=MiB, strategies=("adaptive",)))
+    assert adaptive.in_flight_items == full_window(2) * (ADAPTIVE_MAX_BATCH_BYTES // MiB)
+
+
+def test_a_workload_whose_least_window_does_not_fit_memory_is_refused_with_what_fits(make_spec):
+    spec = make_spec(count=100_000, payload_bytes=64 * 1024, strategies=("per_item", "static:1024"))
+    need = memory_need(spec)
+    available = 3 * 2**30 // 2  # 1.5 GiB: not even static:1024's 3 tasks (+1) of 64 MiB fit
+    assert need.strategy == "static:1024" and need.bytes > available
+    with pytest.raises(SpecError) as refused:
+        check_memory(spec, available)
+    message = str(refused.value)
+    assert f"needs about {need.bytes / 2**30:,.2f} GiB of memory but the machine has 1.50 GiB available" in message
+    assert "the least that keeps 2 worker threads busy plus one queued" in message
+    fits = re.search(r"would fit: static:(\d+), or \[items\] payload_bytes = ([\d,]+) with static:1024, "
+                     r"or leave static:1024 out of \[run\] strategies$", message)
+    assert fits, message
+    size, payload = int(fits[1]), int(fits[2].replace(",", ""))
+    assert check_memory(make_spec(count=100_000, payload_bytes=64 * 1024, strategies=(f"static:{size}",)), available)
+    assert check_memory(make_spec(count=100_000, payload_bytes=payload, strategies=("static:1024",)), available)
+    with pytest.raises(SpecError):  # the largest: one byte more does not fit
+        check_memory(make_spec(count=100_000, payload_bytes=payload + 1, strategies=("static:1024",)), available)
+
+
+def test_a_run_whose_least_window_does_not_fit_the_memory_exits_2_naming_what_fits(tmp_path, make_toml, capsys):
+    text = make_toml(count=1_000_000, strategies=("static:100000",)).replace(
+        "payload_bytes = 32", f"payload_bytes = {16 * MiB}")
+    workload = tmp_path / "w.toml"
+    workload.write_text(text)
+    need = memory_need(load_spec(workload))
+    assert main(["run", str(workload), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"needs about {need.bytes / 2**30:,.2f} GiB of memory" in err
+    assert "3 tasks in flight, the least that keeps 2 worker threads busy plus one queued" in err
+    assert re.search(r"would fit: static:\d+, or \[items\] payload_bytes = [\d,]+ with static:100000", err), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sampled_stage_makes_its_items_payload_one_at_a_time(make_spec):
+    """per_item over a sample took every sampled item at once: 500 items of 1 MiB in the flow
+    process before the window held any. Now an item's payload is made when the window takes it."""
+    import tracemalloc
+
+    from harness.strategies import Stage
+    from harness.work.synthetic import Workload
+
+    workload = Workload(make_spec(count=1_000, payload_bytes=MiB))
+    sample = workload.sample_indices(200)
+    stage = Stage(workload, sample, "cpu", 0, 2)
+    tracemalloc.start()
+    try:
+        items = stage.iter_items()
+        first = next(items)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB  # a few copies of one item's payload, not 200 MiB
+    assert [first, *items] == workload.take(sample)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(("name", "payload"), [("per_item", 16 * MiB), ("static:2", 8 * MiB), ("raw_dask:2", 8 * MiB)])
+def test_payload_bytes_bound_the_tasks_in_flight(runtime, make_spec, name, payload):
+    """Tasks of 16 MiB of payload on the session's 2 threads: the byte budget, not 8 tasks per
+    thread, sets the window, the strategy never holds more, and the estimate counts that window."""
+    from harness.patterns import run_pattern
+    from harness.strategies import Stage
+    from harness.strategies.base import IN_FLIGHT_MAX_BYTES, SUBMIT_WINDOW_PER_THREAD
+    from harness.work.synthetic import Workload
+    from harness.workload.vocabulary import Strategy
+
+    strategy = Strategy.parse(name)
+    batch = strategy.batch_size or 1
+    window_tasks = IN_FLIGHT_MAX_BYTES // (16 * MiB)
+    count = 2 * window_tasks * batch  # two windows' worth: the window fills
+    spec = make_spec(name="bytes-in-flight", count=count, payload_bytes=payload, kind="sleep", mean_ms=1.0,
+                     strategies=(name,))
+    stage = Stage(Workload(spec), None, "sleep", 0, runtime.worker_threads, runtime.client)
+    window = stage.submit_window(batch)
+    assert window.limit == "bytes" and window.tasks == window_tasks < SUBMIT_WINDOW_PER_THREAD * runtime.worker_threads
+    result = run_pattern(spec, strategy, stage, runtime)
+    assert result.tally.items_ok == count and result.tasks == 2 * window_tasks
+    assert result.timings.peak_in_flight == window.tasks  # filled, never more
+    assert f"window bounded by payload bytes: {window.describe()}" in result.notes
+    assert memory_need(spec).in_flight_items == (window.tasks + 1) * batch
 
 
 def test_adaptive_batches_are_capped_in_bytes(make_spec):

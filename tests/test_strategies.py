@@ -1,5 +1,6 @@
-"""The strategy registry as pure code: names in and out, sampling budgets, and that a new kind
-is one module plus one registry line (no Prefect, no cluster)."""
+"""The strategy registry as pure code: names in and out, sampling budgets, that a new kind is
+one module plus one registry line, and the fixed strategies' window in tasks and bytes (no
+Prefect, no cluster)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 
 from harness.analysis import stats
 from harness.errors import SpecError
-from harness.strategies import Stage, StageResult, base
+from harness.strategies import Stage, StageResult, base, execute
+from harness.workload import vocabulary
 from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, REGISTRY, STATIC, Strategy, StrategyKind
 from harness.work.outcomes import Tally
 
@@ -57,8 +59,8 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
 
 
 def test_a_new_kind_is_one_module_and_one_registry_line(monkeypatch):
-    registry = base.Registry()
-    monkeypatch.setattr(base, "REGISTRY", registry)
+    registry = vocabulary.Registry()
+    monkeypatch.setattr(vocabulary, "REGISTRY", registry)
     registry.add(StrategyKind("counting", __name__, sized=True))  # the registry line
 
     strategy = Strategy.parse("counting:3", "--strategies")
@@ -74,8 +76,57 @@ def test_a_new_kind_is_one_module_and_one_registry_line(monkeypatch):
         def __len__(self):
             return 7
 
-    result = strategy.execute(Stage(FakeWorkload(), None, "cpu", 0, 1))  # type: ignore[arg-type]
+    result = execute(strategy, Stage(FakeWorkload(), None, "cpu", 0, 1))  # type: ignore[arg-type]
     assert result.tally.items == 7
+
+
+# ---------------------------------------------------------------- the window in tasks and bytes
+
+MiB = 2**20
+
+
+def test_small_payloads_leave_the_window_at_its_task_count():
+    window = base.submit_window(2, 64, 64)
+    assert (window.tasks, window.limit) == (base.SUBMIT_WINDOW_PER_THREAD * 2, "tasks")
+    assert base.submit_window(3, 1, 0).tasks == base.SUBMIT_WINDOW_PER_THREAD * 3  # no payload at all
+    assert base.window_notes(window) == []
+
+
+def test_a_large_payload_narrows_the_window_to_the_byte_budget():
+    window = base.submit_window(2, 4, 4 * MiB)  # 16 MiB a batch: 8 of them in the 128 MiB budget
+    assert window.limit == "bytes" and window.batch_bytes == 16 * MiB
+    assert window.tasks == base.IN_FLIGHT_MAX_BYTES // (16 * MiB) < base.SUBMIT_WINDOW_PER_THREAD * 2
+    assert window.payload_bytes <= base.IN_FLIGHT_MAX_BYTES
+    assert base.window_notes(window) == [f"window bounded by payload bytes: {window.describe()}"]
+
+
+@pytest.mark.parametrize(("threads", "batch_size", "payload"), [
+    (2, 1024, 64 * 1024),  # 64 MiB a batch: the budget holds 2, fewer than 2 threads + 1
+    (4, 8, 16 * MiB),  # 128 MiB a batch: the budget holds 1
+    (1, 16, 16 * MiB),  # one batch alone (256 MiB) is over the budget
+])
+def test_a_batch_too_big_for_the_budget_still_keeps_every_thread_busy_plus_one_queued(threads, batch_size, payload):
+    window = base.submit_window(threads, batch_size, payload)
+    assert (window.tasks, window.limit) == (threads + 1, "least")
+    assert window.payload_bytes > base.IN_FLIGHT_MAX_BYTES
+    assert f"{threads + 1} tasks in flight, the least that keeps {threads} worker threads busy" in window.describe()
+
+
+def test_the_window_stays_between_its_least_and_its_task_count_and_within_the_budget_unless_least():
+    for threads in (1, 2, 3, 8, 64):
+        for batch_size in (1, 7, 64, 4096):
+            for payload in (0, 1, 256, 64 * 1024, MiB, 16 * MiB):
+                window = base.submit_window(threads, batch_size, payload)
+                assert threads + 1 <= window.tasks <= base.SUBMIT_WINDOW_PER_THREAD * threads
+                assert window.payload_bytes <= base.IN_FLIGHT_MAX_BYTES or window.limit == "least"
+                # the byte bound narrows the window only as far as it must
+                assert window.limit != "bytes" or (window.tasks + 1) * window.batch_bytes > base.IN_FLIGHT_MAX_BYTES
+
+
+@pytest.mark.parametrize("args", [(0, 1, 0), (1, 0, 0), (1, 1, -1)])
+def test_a_window_of_nothing_is_a_bug(args):
+    with pytest.raises(ValueError):
+        base.submit_window(*args)
 
 
 # ---------------------------------------------------------------- seen late, on a real flow

@@ -165,6 +165,12 @@ LEARN_IF_WITHIN = 4.0
 # (o = 20 ms: share cap 6.5M items, jump 2M).
 STREAM_ITEM_FLOOR_S = 1e-7
 
+def full_window(worker_threads: int) -> int:
+    """The most tasks the controller keeps in flight on `worker_threads` threads (the preflight's
+    memory estimate asks this too: harness.measure.admission)."""
+    return min(MAX_WINDOW, max(MIN_WINDOW, WINDOW_PER_WORKER * worker_threads))
+
+
 # The execution strategies a Decision names.
 STRATEGIES = ("batched", "inline")
 
@@ -255,7 +261,7 @@ class Controller:
         self.allow_inline = allow_inline
         self.total_items = total_items
         self.worker_threads = worker_threads
-        self.window = min(MAX_WINDOW, max(MIN_WINDOW, WINDOW_PER_WORKER * worker_threads))  # once open
+        self.window = full_window(worker_threads)  # once open
         # (time of the latest observation, decision), the newest `log_size` decisions
         self.log: collections.deque[tuple[float, Decision]] = collections.deque(maxlen=log_size)
 

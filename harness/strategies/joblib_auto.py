@@ -1,4 +1,11 @@
-"""`joblib_auto`: joblib's `Parallel(batch_size="auto")` on the same Dask cluster, no Prefect."""
+"""`joblib_auto`: joblib's `Parallel(batch_size="auto")` on the same Dask cluster, no Prefect.
+
+Its memory is joblib's: it bounds no bytes in flight. `pre_dispatch` counts batches, not items,
+batch_size="auto" has no upper bound (it grows while a batch takes under 0.2 s), and joblib
+reads batch_size x threads items ahead; a fixed batch size would no longer be joblib's "auto".
+So the window of the other strategies (base.submit_window) does not apply here, and the
+preflight (harness.measure.admission) counts every item of the stage as possibly in flight,
+refusing a workload where that cannot fit."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """`per_item`: one Prefect task per item (what `task.map(items)` builds), submitted through a
-bounded window (base.SUBMIT_WINDOW_PER_THREAD per worker thread) fed lazily from the items."""
+bounded window (base.submit_window: tasks per worker thread, bytes of payload) fed lazily from
+the items."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult
+from harness.strategies.base import Stage, StageResult, window_notes
 from harness.workload.vocabulary import Strategy
 from harness.strategies.tasks import process_item, windowed
 from harness.strategies.timings import TaskTimings
@@ -45,8 +46,10 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
                 stage.submitted(tasks)
             yield future
 
-    for future, away_s in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
+    window = stage.submit_window(1)
+    for future, away_s in windowed(submissions(), window.tasks, timings.in_flight):
         _fold_item_future(future, tally, timings, away_s)
         stage.progress(tally)
     wall = time.perf_counter() - started
-    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=Counter({1: tasks}), timings=timings)
+    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=Counter({1: tasks}), timings=timings,
+                       notes=window_notes(window))

@@ -1,5 +1,7 @@
 """`raw_dask:N`: the same batches as static:N through Dask alone (`client.submit`), no Prefect:
-the overhead floor."""
+the overhead floor. The same window too (base.submit_window): at most that many Dask futures
+are alive at once, enough to keep the cluster busy while the flow process's memory stays flat
+in the item count."""
 
 from __future__ import annotations
 
@@ -9,16 +11,11 @@ from typing import Any
 
 from distributed import as_completed
 
-from harness.strategies.base import Stage, StageResult
+from harness.strategies.base import Stage, StageResult, window_notes
 from harness.workload.vocabulary import Strategy
 from harness.strategies.timings import TaskTimings
 from harness.work.kernels import run_batch_folded
 from harness.work.outcomes import Tally
-
-# At most this many Dask futures per worker thread are alive at once: enough to keep any
-# reasonable cluster busy (Dask's own scheduler queues the rest), while the flow process's
-# memory stays flat in the item count.
-RAW_DASK_WINDOW_PER_THREAD = 8
 
 
 def execute(strategy: Strategy, stage: Stage) -> StageResult:
@@ -26,7 +23,7 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
     client = stage.client
     tally = Tally()
     sizes: Counter[int] = Counter()
-    window = max(1, RAW_DASK_WINDOW_PER_THREAD * stage.worker_threads)
+    window = stage.submit_window(strategy.batch_size)
     batches = stage.iter_batches(strategy.batch_size)
     tasks = 0
     started = time.perf_counter()
@@ -45,10 +42,11 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         return future
 
     looked = time.perf_counter()  # the flow is away from the start: filling the window takes a while
-    first = [f for f in (submit_next() for _ in range(window)) if f is not None]
+    first = [f for f in (submit_next() for _ in range(window.tasks)) if f is not None]
     with client.as_current():  # distributed.as_completed finds its client through this
         pending = as_completed(first)
         while not pending.is_empty():
+            timings.in_flight(pending.count())
             # Already done when the flow looks: it finished at some point since the last look.
             away_s = time.perf_counter() - looked if pending.has_ready() else 0.0
             future = next(pending)
@@ -62,4 +60,5 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
             if nxt is not None:
                 pending.add(nxt)
     wall = time.perf_counter() - started
-    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=sizes, timings=timings)
+    return StageResult(tally, tasks=tasks, wall_s=wall, batch_sizes=sizes, timings=timings,
+                       notes=window_notes(window))

@@ -1,5 +1,6 @@
 """`static:N`: fixed batches of N items, one Prefect task per batch, submitted through a
-bounded window (base.SUBMIT_WINDOW_PER_THREAD per worker thread) fed lazily from the batches."""
+bounded window (base.submit_window: tasks per worker thread, bytes of payload) fed lazily from
+the batches."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from harness.strategies.base import SUBMIT_WINDOW_PER_THREAD, Stage, StageResult
+from harness.strategies.base import Stage, StageResult, window_notes
 from harness.workload.vocabulary import Strategy
 from harness.strategies.tasks import Opaque, process_batch, windowed
 from harness.strategies.timings import TaskTimings
@@ -29,10 +30,12 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
             timings.submitted(id(future), len(batch))
             yield future
 
-    for future, away_s in windowed(submissions(), SUBMIT_WINDOW_PER_THREAD * stage.worker_threads):
+    window = stage.submit_window(strategy.batch_size)
+    for future, away_s in windowed(submissions(), window.tasks, timings.in_flight):
         result = future.result().value
         timings.finished(id(future), result.compute_s, away_s=away_s)
         tally.add_batch(result)
         stage.progress(tally)
     wall = time.perf_counter() - started
-    return StageResult(tally, tasks=sum(sizes.values()), wall_s=wall, batch_sizes=sizes, timings=timings)
+    return StageResult(tally, tasks=sum(sizes.values()), wall_s=wall, batch_sizes=sizes, timings=timings,
+                       notes=window_notes(window))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prefect import task
@@ -98,7 +98,8 @@ process_item = task(_process_item, name="process_item", cache_policy=NONE, retry
 process_batch = task(_process_batch, name="process_batch", cache_policy=NONE, task_run_name=batch_run_name)
 
 
-def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator[tuple[PrefectFuture[Any], float]]:
+def windowed(submissions: Iterable[PrefectFuture[Any]], window: int,
+             on_in_flight: Callable[[int], None] | None = None) -> Iterator[tuple[PrefectFuture[Any], float]]:
     """Each future of `submissions` as it finishes, with at most `window` in flight, and how long
     the flow had been away when it looked: 0 when it waited for the task, else the time since it
     last looked, when it was already done (busy folding or submitting, the flow cannot tell when
@@ -106,12 +107,15 @@ def windowed(submissions: Iterable[PrefectFuture[Any]], window: int) -> Iterator
 
     `submissions` is lazy (a generator calling `task.submit`): it is advanced once to fill each
     free place, so the flow process holds one window of tasks and their items, not the stage.
-    Completion order comes from Prefect's `as_completed` over the futures in flight.
+    Completion order comes from Prefect's `as_completed` over the futures in flight;
+    `on_in_flight` hears how many are in flight after each fill (TaskTimings.in_flight).
     """
     source = iter(submissions)
     looked = time.perf_counter()  # the flow is away from the start: filling the window takes a while
     pending = set(itertools.islice(source, window))
     while pending:
+        if on_in_flight is not None:
+            on_in_flight(len(pending))
         away_s = time.perf_counter() - looked if any(is_done(future) for future in pending) else 0.0
         finished = next(as_completed(list(pending)))
         looked = time.perf_counter()

@@ -31,6 +31,11 @@ class TaskTimings:
         self.t0 = time.perf_counter() if t0 is None else t0
         self.rows: list[list[Any]] = []
         self._pending: dict[Hashable, int] = {}
+        self.peak_in_flight = 0  # the most tasks in flight at once, as the strategy's window counts them
+
+    def in_flight(self, tasks: int) -> None:
+        """The strategy's window holds `tasks` tasks submitted and not yet seen finished."""
+        self.peak_in_flight = max(self.peak_in_flight, tasks)
 
     def submitted(self, key: Hashable, items: int, at: float | None = None) -> None:
         """A task carrying `items` items was submitted (at `at`, perf_counter; default now)."""
