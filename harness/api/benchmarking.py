@@ -37,6 +37,29 @@ if TYPE_CHECKING:
 WARM_UP_TASKS_PER_THREAD = 2
 
 
+# The harness's modules a measurement imports, imported before anything starts (`import_up_front`).
+UP_FRONT = ("harness.strategies", "harness.work", "harness.policy", "harness.analysis")
+UP_FRONT_MODULES = ("harness.patterns.flat_map", "harness.runtime", "harness.api.local_runtime")
+
+
+def import_up_front() -> None:
+    """Import in this (the main) thread what a measurement would import later on other threads
+    (a strategy's module on the flow's, a result's classes on the Dask client's). pytest rewrites
+    the asserts of every module of a distribution with a pytest11 entry point, so each first
+    import parses the module's source, and CPython 3.11 parsing on two threads at once fails
+    with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905,
+    pytest-dev/pytest#10763): it did here, one child pytest run in three."""
+    import importlib
+    import pkgutil
+
+    for name in UP_FRONT:
+        package = importlib.import_module(name)
+        for module in pkgutil.iter_modules(package.__path__, f"{name}."):
+            importlib.import_module(module.name)
+    for name in UP_FRONT_MODULES:
+        importlib.import_module(name)
+
+
 @contextlib.contextmanager
 def one_flow_run(runtime: Any, flow_name: str) -> Iterator[Callable[[Callable[[], Any]], Any]]:
     """`with one_flow_run(rt, name) as inside: inside(fn)` runs `fn` inside one real flow run.

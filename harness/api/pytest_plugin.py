@@ -177,7 +177,7 @@ class HarnessBenchmark:
 
     def _run(self, fn: Any, items: Iterable[Any], strategies: Iterable[str] | None, workers: int | None,
              threads_per_worker: int | None, rounds: int | None, unknown: dict[str, Any]) -> Any:
-        from harness.api.benchmarking import measure_function, positive_int
+        from harness.api.benchmarking import import_up_front, measure_function, positive_int
         from harness.errors import SpecError
         from harness.work.shipped import ship
         from harness.work.user_task import check_items, take_items
@@ -213,6 +213,7 @@ class HarnessBenchmark:
             raise SpecError(f"harness_benchmark: {again[0]} was already measured in this test, expected each "
                             f"strategy once per test (one pytest-benchmark entry each)")
         self._names.update(name for name, _ in entries.values())
+        import_up_front()  # before any thread of the runtime starts (its docstring)
         runtime = self._runtime.get(workers, threads)
 
         def fixture_for(strategy: Any) -> Any:
