@@ -3,17 +3,18 @@
     pytest --benchmark-save=base                                        # once, on main
     pytest --benchmark-compare --benchmark-compare-fail=median:15%      # on every change
 
-Rounds and strategies come from pyproject.toml's [tool.pytest.ini_options]; a call may set its own.
+Rounds and workers come from pyproject.toml's [tool.pytest.ini_options]; a call may set its own.
 """
 
 from scoring import score
 
 ITEMS = range(3000)
 
-# adaptive / static:256 wall. On a stage this short (a few tenths of a second) the adaptive
-# controller pays its probe and ramp (a few task round trips): 1.1-2x was measured on a busy
-# 2-core machine. 3x leaves room for that noise and still catches a controller stuck at small
-# batches (per-item overhead is 35-75 ms: tens of times slower).
+# adaptive / static:256 wall, measured on a shared 2-core machine: 0.27x with the stock profile
+# (12 tasks of ~280 ms of Prefect overhead each against adaptive's 2 and the rest inline) and
+# 0.98x with lean. On a stage this short the adaptive controller's probe and ramp cost a few
+# task round trips; 3x leaves room for that and for noise, and still catches a
+# controller stuck at small batches (tens of times slower: 35-75 ms of overhead per item).
 MAX_ADAPTIVE_OVER_STATIC = 3.0
 
 
