@@ -190,6 +190,11 @@ class Ratio:
     need: int = 0  # repeats per side a verdict needs (0: not computed, e.g. built by hand)
 
     @property
+    def value(self) -> float:
+        """The estimate (median over median), as the pytest plugin's results name it."""
+        return self.estimate
+
+    @property
     def has_interval(self) -> bool:
         return not (math.isnan(self.low) or math.isnan(self.high))
 

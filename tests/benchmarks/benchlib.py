@@ -12,32 +12,28 @@ run there too (once, quickly).
                                the environment) instead of the session's own runtime: how the
                                planted-slowdown test's child pytest reuses its parent's cluster
 
-How a Prefect strategy is measured: all rounds of one benchmark run inside ONE flow run, and
-each round times the mapping stage alone (what runs.csv calls wall_s). A flow run costs a fixed
-~0.1-0.3 s of set-up plus a join of Prefect's heartbeat thread, which sleeps in 1 s steps
-(prefect/flow_engine.py `_send_heartbeats`): 0-1 s of uniform noise at every flow exit,
-measured 0.75-0.84 s here, more than a whole small stage. Timing whole flow calls would bury a
-15 % regression of the stage in that noise.
+How a strategy is measured (all rounds of a Prefect strategy inside one flow run, each round
+timing the mapping stage alone) is harness.api.benchmarking's, the same as the pytest plugin's
+`harness_benchmark` (harness.api.pytest_plugin): this file only builds the synthetic stages.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import statistics
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from harness.workload.spec import WorkloadSpec
-
-from harness.workload.vocabulary import Strategy
+from harness.api.benchmarking import Measured, one_flow_run
+from harness.api.benchmarking import measure_strategy as _measure
 from harness.policy.controller import BatchObservation, Controller
-from harness.strategies import Stage, StageResult, execute
+from harness.strategies import Stage
 from harness.work.synthetic import Workload
+from harness.workload.spec import WorkloadSpec
+from harness.workload.vocabulary import Strategy
+
+__all__ = ["Measured", "bench_rounds", "controller_s_per_decision", "measure_strategy", "one_flow_run"]
 
 ROUNDS_ENV = "HARNESS_BENCH_ROUNDS"
 SLOWDOWN_ENV = "HARNESS_BENCH_SLOWDOWN_MS"
@@ -64,69 +60,6 @@ def bench_rounds(share: float = 1.0) -> int:
     return max(1, round(rounds * share))
 
 
-@contextlib.contextmanager
-def one_flow_run(runtime: Any, flow_name: str) -> Iterator[Callable[[Callable[[], Any]], Any]]:
-    """`with one_flow_run(rt, name) as inside: inside(fn)` runs `fn` inside one real flow run.
-
-    It reuses the harness's own map flow (harness.patterns.flat_map), whose function the Dask
-    workers import by reference (a flow defined in a test module would not unpickle there), and
-    hands it `fn` as the body of that one call (harness.patterns.stages.call_flow).
-    """
-    from harness.patterns import flat_map
-    from harness.patterns.stages import call_flow
-
-    def inside(fn: Callable[[], Any]) -> Any:
-        with runtime.submitting():
-            return call_flow(flat_map.mapped_stage, lambda _: fn(), None, runtime, flow_name)
-
-    yield inside
-
-
-
-# ----------------------------------------------------------------------------- measuring
-
-
-@dataclass
-class Measured:
-    """Every round of one strategy: the StageResults, however pytest-benchmark was configured
-    (with --benchmark-disable it runs the target once and keeps no stats; these remain)."""
-
-    strategy: str
-    results: list[StageResult] = field(default_factory=list)
-    worker_threads: int = 1
-
-    @property
-    def wall_s(self) -> float:
-        return statistics.median(r.wall_s for r in self.results)
-
-    @property
-    def tasks(self) -> int:
-        return round(statistics.median(r.tasks for r in self.results))
-
-    @property
-    def items(self) -> int:
-        return self.results[0].tally.items
-
-    @property
-    def overhead_per_task_s(self) -> float:
-        """Median over rounds of (wall x threads - compute) / tasks, as runs.csv defines it."""
-        return statistics.median(
-            max(0.0, r.wall_s * self.worker_threads - r.tally.compute_s) / max(r.tasks, 1) for r in self.results
-        )
-
-    def extra_info(self) -> dict[str, Any]:
-        return {
-            "strategy": self.strategy,
-            "rounds": len(self.results),
-            "items": self.items,
-            "tasks": self.tasks,
-            "stage_wall_s_median": round(self.wall_s, 4),
-            "items_per_s": round(self.items / self.wall_s, 1),
-            "overhead_per_task_ms": round(self.overhead_per_task_s * 1000, 2),
-            "compute_s_median": round(statistics.median(r.tally.compute_s for r in self.results), 4),
-        }
-
-
 def measure_strategy(
     benchmark: Any | None,
     runtime: Any,
@@ -135,37 +68,15 @@ def measure_strategy(
     rounds: int,
 ) -> Measured:
     """Benchmark one strategy on `spec`: `rounds` rounds, each a fresh Stage over the same items;
-    Prefect strategies inside one flow run (module docstring), reference ones bare. Without a
-    `benchmark` (a guard measuring what no benchmark of the session did) the same rounds run
-    in a plain loop and pytest-benchmark keeps no statistics of them."""
-    record = Measured(str(strategy), worker_threads=runtime.worker_threads)
+    Prefect strategies inside one flow run, reference ones bare (harness.api.benchmarking).
+    Without a `benchmark` (a guard measuring what no benchmark of the session did) the same
+    rounds run in a plain loop and pytest-benchmark keeps no statistics of them."""
+    def fresh_stage() -> Stage:
+        return Stage(Workload(spec), None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
 
-    def fresh_stage() -> tuple[tuple[Strategy, Stage], dict[str, Any]]:
-        stage = Stage(Workload(spec), None, spec.cost.kind, spec.faults.retries, runtime.worker_threads, runtime.client)
-        return (strategy, stage), {}
-
-    def one_round(name: Strategy, stage: Stage) -> StageResult:
-        result = execute(name, stage)
-        record.results.append(result)
-        return result
-
-    def all_rounds() -> None:
-        if benchmark is None:
-            for _ in range(rounds):
-                args, _ = fresh_stage()
-                one_round(*args)
-            return
-        benchmark.pedantic(one_round, setup=fresh_stage, rounds=rounds, iterations=1, warmup_rounds=0)
-
-    if strategy.needs_flow:
-        with one_flow_run(runtime, f"bench-{strategy.kind}") as inside:
-            inside(all_rounds)
-    else:
-        all_rounds()
+    record = _measure(benchmark, runtime, fresh_stage, strategy, rounds)
     for result in record.results:
         assert result.tally.items == len(Workload(spec)), f"{strategy}: items lost"
-    if benchmark is not None:
-        benchmark.extra_info.update(record.extra_info())
     return record
 
 
