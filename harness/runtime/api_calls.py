@@ -169,8 +169,11 @@ class StageCalls:
 def _totals_everywhere(client: Any) -> dict[str, ApiCalls | None]:
     """Every process's totals by host:pid: this one's, and each worker's (a threaded worker in
     this process answers with the same key, counted once); a worker that fails to answer is None."""
-    answers = [snapshot(), *client.run(snapshot, on_error="return").values()]
-    return {answer[0]: answer[1] if isinstance(answer, tuple) else None for answer in answers}
+    answers = {"flow": snapshot(), **client.run(snapshot, on_error="return")}
+    # A worker that failed to answer (lost mid-stage: client.run returns its exception) is
+    # unknown under its address; the others under host:pid.
+    return {answer[0] if isinstance(answer, tuple) else f"unanswered {address}":
+            answer[1] if isinstance(answer, tuple) else None for address, answer in answers.items()}
 
 
 @contextlib.contextmanager
