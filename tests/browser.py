@@ -21,6 +21,9 @@ BROWSER_START_TIMEOUT_S = 60
 # A page of the Prefect UI shows its API's data in ~1-3 s here; a loaded machine gets 20 times that.
 PAGE_TIMEOUT_S = 60
 POLL_S = 0.25
+# How long a click may take to show its result before the user clicks again (the app answers
+# a click it heard within a second even on a loaded machine).
+CLICK_SETTLE_S = 5.0
 # Tall enough that a list of a few dozen rows is on screen: the Prefect UI renders rows only
 # when they are visible.
 WINDOW = (1600, 3000)
@@ -133,6 +136,26 @@ class Browser:
         self.call("Input.dispatchMouseEvent", type="mouseMoved", x=found["x"], y=found["y"])
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=found["x"], y=found["y"], button="left", clickCount=1)
+
+    def click_for(self, text: str, *expected: str, at: str = "") -> str:
+        """Click `text` until the page at `at` shows every one of `expected`: a click that lands
+        before the app listens does nothing, and a user who sees that clicks again. Fails after
+        PAGE_TIMEOUT_S as wait_for does."""
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        while True:
+            self.click(text, at)
+            settle = min(deadline, time.monotonic() + CLICK_SETTLE_S)
+            while True:
+                href, shown = self.evaluate("[location.href, document.body ? document.body.innerText : '']")
+                missing = [t for t in expected if t not in shown]
+                if at in href and not missing:
+                    return shown
+                if time.monotonic() >= settle:
+                    break
+                time.sleep(POLL_S)
+            assert time.monotonic() < deadline, (
+                f"{href} did not show {missing} at {at!r} after clicking {text!r} for {PAGE_TIMEOUT_S} s; "
+                f"it shows:\n{shown[-3000:]}")
 
     def close(self) -> None:
         self.ws.close()

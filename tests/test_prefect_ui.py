@@ -287,11 +287,10 @@ def test_the_ui_a_user_opens_shows_the_runs_their_task_runs_and_the_report(kept_
             browser.follow("Runs")
             browser.wait_for(*(f"{WORKLOAD}/{s}/r0" for s in STRATEGIES), report.name, at="/runs")
             assert f"/runs/flow-run/{static.id}" in browser.follow(static.name, at="/runs")
-            browser.click("Task Runs", at=f"/runs/flow-run/{static.id}")
-            browser.wait_for("batch 0-7", "batch 8-15", "batch 16-23", at=f"/runs/flow-run/{static.id}")
+            browser.click_for("Task Runs", "batch 0-7", "batch 8-15", "batch 16-23", at=f"/runs/flow-run/{static.id}")
             browser.follow("Runs", at=f"/runs/flow-run/{static.id}")
             assert f"/runs/flow-run/{report.id}" in browser.follow(report.name, at="/runs")
-            browser.click("Artifacts", at=f"/runs/flow-run/{report.id}")
+            browser.click_for("Artifacts", artifact_key(WORKLOAD, "headline"), at=f"/runs/flow-run/{report.id}")
             browser.follow(artifact_key(WORKLOAD, "headline"), at=f"/runs/flow-run/{report.id}")
             browser.wait_for("Full report: " + report_link(folder), at="/artifacts/artifact/")
     finally:
