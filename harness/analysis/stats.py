@@ -46,7 +46,7 @@ FIRST_RUN_SLOW_FACTOR = 1.5
 # its inversion (Hodges-Lehmann / Moses) gives an interval for the shift: the k-th smallest and
 # k-th largest of the n x m pairwise differences log a_i - log b_j, where k is the largest count
 # with 2 P(U <= k - 1) <= alpha under the null. Its coverage is at least the nominal level at
-# every n (README, "How sure is a ratio"). Its verdict (the interval excludes 1) is the exact
+# every n (docs/reading-a-report.md, "How sure is a ratio"). Its verdict (the interval excludes 1) is the exact
 # two-sided test asv uses. With too few repeats no k exists (3 against 3: the smallest possible
 # two-sided p is 2 / C(6, 3) = 0.1), and the ratio says so instead of pretending.
 

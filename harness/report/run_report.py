@@ -75,7 +75,7 @@ OVERHEAD_INTRO = (
 
 
 REFERENCES_INTRO = ("Ratio of median wall times with an exact distribution-free 95 % interval (Mann-Whitney, "
-                    "README \"How sure is a ratio\"; below 1: adaptive is faster). With fewer repeats than a "
+                    "docs/reading-a-report.md, \"How sure is a ratio\"; below 1: adaptive is faster). With fewer repeats than a "
                     "verdict needs, no interval is claimed.")
 DASK_SEEN_INTRO = (
     "Where each task's overhead went, from the Dask scheduler's task stream (medians over repeats, "
