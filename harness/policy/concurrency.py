@@ -12,18 +12,18 @@ sizes batches from that as from any change of cost.
 The policy (docs/api.md, "Async functions")
 -------------------------------------------
 - start at START_LIMIT items at once (never more than the batch holds or `max_concurrency`);
-- grow GROWTH-fold after each batch that ran at the limit, while the throughput the limit
-  delivers rises by more than GROW_MARGIN over the limit before it (slow start);
-- the throughput of a limit is `limit / mean latency` (Little's law: items in flight over the
-  time each stays), not the batch's items / wall time, which depends on how its items split
-  into rounds (33 items at a limit of 32 take two rounds and would read as no gain);
-- back off BACKOFF-fold from the concurrency that showed it when an item's mean latency
-  climbs beyond LATENCY_RATIO times the best seen, or when errors appear (the share of
-  attempts that raised exceeds the least share seen by ERROR_MARGIN): the service is queueing
-  or refusing;
-- a back-off or a plateau (a step that bought no throughput) sets a ceiling: later growth
-  halves the distance to it instead of doubling, so the limit settles below the concurrency
-  that misbehaved rather than oscillating across it. A run's service is taken as steady: the
+- grow while throughput grows: after a batch that delivered more than GROW_MARGIN above the
+  best items/s seen, the limit may reach GROWTH times the concurrency that batch ran at. The
+  controller's first batches hold one item, then about ten overheads' worth, then ~15x that
+  once their cost is seen to fall: the limit follows them in as many steps, and a service is
+  never sent more than GROWTH times the concurrency it was last seen to serve well;
+- back off BACKOFF-fold from the concurrency that showed it when an item's mean latency climbs
+  beyond LATENCY_RATIO times the best seen, or when errors appear with load (the share of
+  attempts that raised exceeds, beyond its noise, the share at half the concurrency or less
+  by ERROR_MARGIN): the service, or the task's own event loop, is queueing or refusing;
+- a back-off, or a plateau (more concurrency than the best batch's for no more items/s), sets
+  a ceiling: later growth goes halfway to it, so the limit settles below the concurrency that
+  misbehaved rather than oscillating across it. A run's service is taken as steady: the
   ceiling holds for the rest of the run.
 """
 
@@ -32,41 +32,51 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# The limit before any batch has been seen: the most items a service is sent at once before
-# any latency or error could be observed. Below the 100 connections aiohttp's and httpx's
-# pools allow by default, so a first batch never asks more of a service than a stock client
-# would; from 16, doubling reaches 1,024 in 6 batches at the limit. (Early batches are small
-# anyway: the controller starts with one item, then ~10 overheads' worth.)
+# The limit before any batch has been seen: what one healthy item alone would allow (GROWTH x 1).
+# The controller's probe holds a single item anyway, and 16 at once is well below the 100
+# connections aiohttp's and httpx's pools allow by default: a cold start never asks more of a
+# service than a stock client would.
 START_LIMIT = 16
 
-# Slow start's step: doubling finds a limit of L in log2(L / START_LIMIT) batches, and a
-# step too far costs at most one batch at twice the concurrency the service could take.
-GROWTH = 2.0
+# Growth: the limit may reach this many times the concurrency of a batch that raised the best
+# items/s. The controller's batch sizes jump about this much early on (see above), so the
+# limit keeps up with them (from one item: 16, 256, 4096 at once), while a service is never
+# sent more than 16x what it was last seen to serve well; one back-off undoes a step too far.
+# With 20 ms waits the best fixed limit was ~1,000 here (an event loop runs ~20,000 wake-ups
+# per second), which a doubling from 16 would need 6 rounds of tasks to reach.
+GROWTH = 16.0
 
-# A step must raise the limit's throughput by more than this share to count as growth: the
-# mean latency of a batch of a few tens of simulated or real I/O waits scatters by a few %,
-# so smaller gains are noise, while a doubling that buys under 10 % means the service (or the
-# event loop) is saturated.
+# A batch must beat the best items/s seen by more than this share to count as growth: the
+# throughput of a batch of a few tens of I/O waits scatters by a few %, so smaller gains are
+# noise, while more concurrency that buys under 10 % means the service (or the event loop)
+# is saturated.
 GROW_MARGIN = 0.10
 
 # Back off when an item's mean latency exceeds this many times the best seen: by then items
-# queue as long as they are served (the service is past its knee), while I/O latency's own
-# jitter (tens of %) never gets there, nor does the scheduling delay an event loop adds when
-# it runs a thousand waits at once (a few ms on 20 ms waits).
+# queue as long as they are served (the service or the event loop is past its knee), while
+# I/O latency's own jitter (tens of %) never gets there. Measured here with 20 ms waits: 1,000
+# at once took 27 ms each and delivered 19,000 items/s, 5,000 at once took 99 ms for no more.
 LATENCY_RATIO = 2.0
 
 # The back-off's factor: the concurrency that misbehaved is halved, as TCP halves its window
-# on loss; one step undoes the last doubling.
+# on loss.
 BACKOFF = 0.5
 
-# Errors count as load-related when the share of attempts that raised exceeds the least share
-# seen at any limit by this much: a fixed share of bad items (a 404 per hundred) does not hold
-# the limit down, while one failure in a batch of 20 (5 %) more than the best seen backs off.
+# Errors count as load-related when the share of attempts that raised exceeds the share seen at
+# half the concurrency or less (pooled) by this much, plus ERROR_NOISE_Z binomial standard
+# errors of the batch: a fixed share of bad items (a 404 per hundred) does not hold the limit
+# down, while errors that appear where there were none back off at once (no noise without
+# errors). Judged only once the lower concurrencies hold ERROR_MIN_ATTEMPTS attempts: the
+# probe's single item says nothing about a share of a few %.
 ERROR_MARGIN = 0.02
+ERROR_NOISE_Z = 2.0
+ERROR_MIN_ATTEMPTS = 50
 
-# An item's latency is never taken below this: a coroutine that awaits nothing finishes in
-# microseconds, and its throughput must stay finite.
-LATENCY_FLOOR_S = 1e-6
+# Times are never taken below this: a coroutine that awaits nothing finishes in microseconds,
+# and its ratios must stay finite.
+TIME_FLOOR_S = 1e-6
+
+_UNBOUNDED = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -75,14 +85,15 @@ class ConcurrencySample:
 
     concurrency: int  # the limit it ran at, capped by its item count: the most items at once
     items: int
+    wall_s: float  # the batch's wall time inside the task (its items overlapped)
     latency_s: float  # mean time of one attempt, from its start (not its wait for a slot)
     attempts: int  # calls made (items plus retries)
     errors: int  # attempts that raised (retried or not)
 
     @property
     def throughput(self) -> float:
-        """Items per second the concurrency delivers in steady state (Little's law)."""
-        return self.concurrency / max(self.latency_s, LATENCY_FLOOR_S)
+        """Items per second the batch delivered."""
+        return self.items / max(self.wall_s, TIME_FLOOR_S)
 
     @property
     def error_share(self) -> float:
@@ -90,7 +101,7 @@ class ConcurrencySample:
 
 
 class ConcurrencyPolicy:
-    """The concurrency limit from observed latency, throughput and errors (pure policy)."""
+    """The concurrency limit from observed throughput, latency and errors (pure policy)."""
 
     def __init__(self, max_concurrency: int | None = None, start: int = START_LIMIT) -> None:
         if max_concurrency is not None and max_concurrency < 1:
@@ -98,12 +109,12 @@ class ConcurrencyPolicy:
         if start < 1:
             raise ValueError(f"start must be >= 1, got {start}")
         self.max_concurrency = max_concurrency
-        self.limit = start if max_concurrency is None else min(start, max_concurrency)
+        self.limit = min(start, self._top())
         self.reason = f"start at {self.limit}"
-        self._ceiling: int | None = None  # a concurrency that misbehaved or bought nothing (exclusive)
-        self._previous: ConcurrencySample | None = None  # the best sample at the limit grown from
+        self._ceiling: int | None = None  # a concurrency that misbehaved or bought nothing
+        self._best: ConcurrencySample | None = None  # the batch with the most items/s
         self._best_latency: float | None = None
-        self._least_error_share: float | None = None
+        self._calls: dict[int, list[int]] = {}  # concurrency -> [attempts, errors] at it
 
     def limit_for(self, batch_size: int) -> int:
         """The limit a batch of `batch_size` items runs at: never more than it holds."""
@@ -113,61 +124,67 @@ class ConcurrencyPolicy:
         """Fold in one finished batch (in any order: batches of an older limit still arrive)."""
         if sample.items < 1 or sample.concurrency < 1:
             return
-        best_latency, least_errors = self._best_latency, self._least_error_share
+        best_latency = self._best_latency
         self._best_latency = sample.latency_s if best_latency is None else min(best_latency, sample.latency_s)
+        baseline = self._error_baseline(sample.concurrency)
+        calls = self._calls.setdefault(sample.concurrency, [0, 0])
+        calls[0] += sample.attempts
+        calls[1] += sample.errors
         share = sample.error_share
-        self._least_error_share = share if least_errors is None else min(least_errors, share)
-        if least_errors is not None and share > least_errors + ERROR_MARGIN:
-            self._back_off(sample, f"{share:.0%} of attempts raised (least seen {least_errors:.0%})")
-        elif best_latency is not None and sample.latency_s > LATENCY_RATIO * max(best_latency, LATENCY_FLOOR_S):
+        if baseline is not None and sample.attempts and share > baseline + ERROR_MARGIN + \
+                ERROR_NOISE_Z * math.sqrt(baseline * (1 - baseline) / sample.attempts):
+            self._back_off(sample, f"{share:.0%} of attempts raised ({baseline:.0%} at half as many at once)")
+        elif best_latency is not None and sample.latency_s > LATENCY_RATIO * max(best_latency, TIME_FLOOR_S):
             self._back_off(sample, f"latency {_ms(sample.latency_s)}, over {LATENCY_RATIO:g}x the best "
                                    f"{_ms(best_latency)}")
-        elif sample.concurrency >= self.limit:  # a batch at the limit: evidence about the limit
+        else:
             self._judge_growth(sample)
 
     def _judge_growth(self, sample: ConcurrencySample) -> None:
-        previous = self._previous
-        if previous is not None and previous.concurrency < sample.concurrency and \
-                sample.throughput <= previous.throughput * (1 + GROW_MARGIN):
-            # The last step bought (almost) nothing: the smaller limit did as well with less load.
-            self._ceiling = sample.concurrency
-            self.limit = previous.concurrency
-            self._previous = None
+        best = self._best
+        if best is None or sample.throughput > best.throughput * (1 + GROW_MARGIN):
+            self._best = sample
+            target = math.ceil(sample.concurrency * GROWTH)
+            if self._ceiling is not None:  # below a ceiling: halfway to it
+                target = min(target, (sample.concurrency + self._ceiling) // 2)
+            target = min(target, self._top())
+            if target > self.limit:
+                self.limit = target
+                self.reason = f"grow to {target}: {sample.throughput:.0f} items/s at {sample.concurrency} at once"
+            else:
+                self.reason = f"hold {self.limit}: {sample.throughput:.0f} items/s at {sample.concurrency} at once"
+            return
+        if sample.throughput > best.throughput:
+            self._best = sample  # within the margin: the best so far, but no growth
+        if sample.concurrency > best.concurrency:
+            # More at once than the best batch, for no more items/s: the smaller limit did as well.
+            self._ceiling = sample.concurrency if self._ceiling is None else min(self._ceiling, sample.concurrency)
+            self.limit = min(self.limit, best.concurrency)
             self.reason = (f"plateau: {sample.concurrency} at once gave {sample.throughput:.0f} items/s, "
-                           f"{previous.concurrency} gave {previous.throughput:.0f}; back to {self.limit}")
-            return
-        top = self._top()
-        if self.limit >= top:
-            self.reason = f"hold {self.limit}: {self._top_why()}"
-            self._previous = sample
-            return
-        grown = min(top, math.ceil(self.limit * GROWTH))
-        if self._ceiling is not None:  # below a ceiling: halve the distance to it
-            grown = min(grown, (self.limit + self._ceiling) // 2)
-        if grown <= self.limit:
-            self.reason = f"hold {self.limit}: next to the ceiling {self._ceiling}"
-            self._previous = sample
-            return
-        self.reason = f"grow to {grown}: {sample.throughput:.0f} items/s at {sample.concurrency}"
-        self._previous = sample
-        self.limit = grown
+                           f"{best.concurrency} gave {best.throughput:.0f}; back to {self.limit}")
+        else:
+            self.reason = f"hold {self.limit}: {sample.throughput:.0f} items/s at {sample.concurrency} at once"
+
+    def _error_baseline(self, concurrency: int) -> float | None:
+        """The share of attempts that raised at half `concurrency` or less, pooled; None with
+        fewer than ERROR_MIN_ATTEMPTS of them."""
+        attempts = errors = 0
+        for at, (made, raised) in self._calls.items():
+            if at <= concurrency * BACKOFF:
+                attempts += made
+                errors += raised
+        return errors / attempts if attempts >= ERROR_MIN_ATTEMPTS else None
 
     def _back_off(self, sample: ConcurrencySample, why: str) -> None:
         lowered = max(1, math.floor(sample.concurrency * BACKOFF))
         self._ceiling = sample.concurrency if self._ceiling is None else min(self._ceiling, sample.concurrency)
-        self._previous = None
         if lowered < self.limit:  # a batch of an older, lower limit may have backed off already
             self.limit = lowered
+        # The best batch's items/s stays the bar: growth below the ceiling must beat it.
         self.reason = f"back off to {self.limit}: {why} at {sample.concurrency} at once"
 
     def _top(self) -> int:
-        top = self.max_concurrency if self.max_concurrency is not None else 1 << 62
-        return top if self._ceiling is None else min(top, max(1, self._ceiling - 1))
-
-    def _top_why(self) -> str:
-        if self._ceiling is not None and self._ceiling - 1 <= (self.max_concurrency or 1 << 62):
-            return f"below the ceiling {self._ceiling}"
-        return f"max_concurrency {self.max_concurrency}"
+        return self.max_concurrency if self.max_concurrency is not None else _UNBOUNDED
 
 
 def _ms(seconds: float) -> str:

@@ -37,8 +37,8 @@ class ItemOutcome(NamedTuple):
 
 class BatchResult(NamedTuple):
     outcomes: tuple[ItemOutcome, ...]
-    # the sum of the outcomes' compute_s; for an async function's items, which overlap, the
-    # batch's wall time (what the batch cost the worker thread: harness.work.async_items)
+    # the sum of the outcomes' compute_s (an async function's items overlap: theirs are shares of
+    # the batch's wall time, harness.work.user_task)
     compute_s: float
     started: float  # time.time() on the worker when the batch function began
     finished: float  # time.time() when it ended

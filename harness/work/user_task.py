@@ -176,13 +176,17 @@ class UserFunction:
     @staticmethod
     def _run_async(fn: Callable[[Any], Any], items: Sequence[UserItem], limit: int, retries: int,
                    started: float) -> BatchResult:
-        """The items concurrently, at most `limit` at once; compute_s is the batch's wall time."""
+        """The items concurrently, at most `limit` at once. Their waits overlap, so each item's
+        compute_s is its share of the batch's wall time (in proportion to its attempts' time):
+        they sum to what the batch cost its worker thread, as a plain function's items do, and the
+        run's ideal time (compute / threads) stays the busy time of the threads."""
         ran = run_async_batch(fn, [item.value for item in items], limit, retries)
+        spent = sum(run.spent_s for run in ran.items)
+        shares = [run.spent_s / spent * ran.wall_s if spent > 0 else ran.wall_s / len(items) for run in ran.items]
         outcomes = tuple(
-            ItemOutcome(item.index, True, run.spent_s, run.attempts, result_digest(run.value), "") if run.ok else
-            ItemOutcome(item.index, False, run.spent_s, run.attempts, b"", type(run.value).__name__,
-                        _message(run.value))
-            for item, run in zip(items, ran.items))
+            ItemOutcome(item.index, True, share, run.attempts, result_digest(run.value), "") if run.ok else
+            ItemOutcome(item.index, False, share, run.attempts, b"", type(run.value).__name__, _message(run.value))
+            for item, run, share in zip(items, ran.items, shares))
         return BatchResult(outcomes, ran.wall_s, started, time.time(), ran.limit, ran.latency_s)
 
     def _call_batch(self, items: Sequence[UserItem]) -> list[ItemOutcome] | None:
