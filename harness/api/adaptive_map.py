@@ -241,8 +241,9 @@ class _Limits:
             return
         from harness.policy.concurrency import ConcurrencySample
 
-        self.policy.observe(ConcurrencySample(result.concurrency, len(result.outcomes), result.latency_s,
-                                              result.attempts, result.errors))
+        self.policy.observe(ConcurrencySample(result.concurrency, len(result.outcomes), wall_s=result.compute_s,
+                                              latency_s=result.latency_s, attempts=result.attempts,
+                                              errors=result.errors))
 
 
 def _loop_running() -> bool:

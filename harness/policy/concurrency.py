@@ -32,18 +32,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# The limit before any batch has been seen: what one healthy item alone would allow (GROWTH x 1).
-# The controller's probe holds a single item anyway, and 16 at once is well below the 100
-# connections aiohttp's and httpx's pools allow by default: a cold start never asks more of a
-# service than a stock client would.
-START_LIMIT = 16
+# The limit before any batch has been seen: the 100 connections aiohttp's and httpx's pools
+# allow by default, so a cold start never asks more of a service than a stock client would.
+# The controller's first batches after its one-item probe hold ~10 overheads' worth of items
+# (~15-150 for 20 ms waits): a smaller start would run them in rounds (16 at once: up to 8
+# rounds of 20 ms each, most of a first wave on an idle machine) before any growth could.
+START_LIMIT = 100
 
 # Growth: the limit may reach this many times the concurrency of a batch that raised the best
 # items/s. The controller's batch sizes jump about this much early on (see above), so the
-# limit keeps up with them (from one item: 16, 256, 4096 at once), while a service is never
+# limit keeps up with them (from 15 items at once: 240, then 3,840), while a service is never
 # sent more than 16x what it was last seen to serve well; one back-off undoes a step too far.
 # With 20 ms waits the best fixed limit was ~1,000 here (an event loop runs ~20,000 wake-ups
-# per second), which a doubling from 16 would need 6 rounds of tasks to reach.
+# per second), which doubling from the start would take 4 rounds of tasks to reach, one task's
+# duration each: on a run of 10,000 such items, most of the run.
 GROWTH = 16.0
 
 # A batch must beat the best items/s seen by more than this share to count as growth: the

@@ -41,8 +41,9 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
         if limits is not None and result.concurrency is not None and result.latency_s is not None:
             seen = result.tally  # attempts: each item's first plus its retries; raised: each retried
             # attempt, and a failed item's last
-            limits.observe(ConcurrencySample(result.concurrency, seen.items, result.latency_s,
-                                             seen.items + seen.retries, seen.retries + seen.items_failed))
+            limits.observe(ConcurrencySample(result.concurrency, seen.items, wall_s=result.compute_s,
+                                             latency_s=result.latency_s, attempts=seen.items + seen.retries,
+                                             errors=seen.retries + seen.items_failed))
         tally.add_batch(result)
         stage.progress(tally)
 
