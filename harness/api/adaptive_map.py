@@ -290,7 +290,7 @@ def adaptive_map(
     - `workers`: threads the task runner runs tasks on (default: read from the runner).
     - `max_concurrency`: for an `async def` fn (also behind functools.partial), the most items
       of one task that wait at once. A task runs its batch's items concurrently on an event loop
-      of its own, at a limit chosen batch by batch (harness.policy.concurrency: it starts at 16,
+      of its own, at a limit chosen batch by batch (harness.policy.concurrency: it starts at 100,
       grows while throughput grows, backs off when latency climbs or errors appear), never above
       this nor the batch's size. The trace's `concurrency` column has each batch's limit.
 
@@ -305,7 +305,6 @@ def adaptive_map(
     from harness.strategies.resilience import PathGuard
     from harness.strategies.tasks import Opaque
     from harness.strategies.window import run_window
-
     from harness.work.async_items import is_async_function
 
     is_async = is_async_function(fn)
@@ -347,7 +346,18 @@ def adaptive_map(
     return results
 
 
-async def adaptive_map_async(fn: Callable[[Any], Any], items: Iterable[Any], **options: Any) -> list[Any]:
+async def adaptive_map_async(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    max_batch_size: int | None = None,
+    inline: bool = False,
+    retries: int = 0,
+    on_failure: Literal["raise", "return"] = "raise",
+    trace: list[dict[str, Any]] | None = None,
+    workers: int | None = None,
+    max_concurrency: int | None = None,
+) -> list[Any]:
     """`await adaptive_map_async(fn, items, ...)`: `adaptive_map` for an async flow, the same
     options and results, without blocking the flow's event loop.
 
@@ -356,4 +366,6 @@ async def adaptive_map_async(fn: Callable[[Any], Any], items: Iterable[Any], **o
     meanwhile; `fn` may be a plain or an `async def` function either way. Items given as a
     generator are read in that thread.
     """
-    return await asyncio.to_thread(adaptive_map, fn, items, **options)
+    return await asyncio.to_thread(adaptive_map, fn, items, max_batch_size=max_batch_size, inline=inline,
+                                   retries=retries, on_failure=on_failure, trace=trace, workers=workers,
+                                   max_concurrency=max_concurrency)
