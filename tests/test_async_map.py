@@ -73,6 +73,14 @@ def test_a_batch_runs_at_most_limit_at_once_in_item_order_with_retries():
     assert batch.concurrency == 8 and batch.attempts == 20 + 3 + 3 and batch.errors == 3 * 2 + 3
 
 
+def test_a_batch_run_where_an_event_loop_runs_gets_a_loop_of_its_own():
+    async def flow_like() -> list[int]:  # an async flow's thread: its loop must not be re-entered
+        ran = run_async_batch(counted, [1, 2, 3], limit=2, retries=0)
+        return [run.value[0] for run in ran.items]
+
+    assert asyncio.run(flow_like()) == [1, 4, 9]
+
+
 @pytest.mark.cluster
 def test_max_concurrency_is_refused_for_a_plain_function_and_when_out_of_range(runtime):
     from prefect import flow
