@@ -12,6 +12,11 @@ from collections import defaultdict
 
 import pytest
 
+import harness.policy.concurrency  # noqa: F401  (see below)
+import harness.strategies.window  # noqa: F401  imported here, not first inside a flow's thread:
+# pytest's assertion rewriting parses a module as it is first imported, and Python 3.11's
+# ast.parse can fail when another thread parses at once ("SystemError: AST constructor recursion
+# depth mismatch", seen once here). adaptive_map imports these on its first call.
 from harness import Failed, ItemsFailed, adaptive_map, adaptive_map_async
 from harness.api.adaptive_map import _Indexed, apply_batch_async
 from harness.errors import SpecError
