@@ -2,13 +2,14 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Failed", "ItemsFailed", "adaptive_map", "benchmark", "local_runtime"]
+__all__ = ["Failed", "ItemsFailed", "adaptive_map", "adaptive_map_async", "benchmark", "local_runtime"]
 
 # The public API, imported on first use: `import harness` (which every worker process does, and
 # `harness --help`) stays free of Prefect and Dask. name -> module.
 _LAZY = {
     "benchmark": "harness.api.benchmark",
-    "adaptive_map": "harness.api.adaptive_map", "Failed": "harness.api.adaptive_map", "ItemsFailed": "harness.api.adaptive_map",
+    "adaptive_map": "harness.api.adaptive_map", "adaptive_map_async": "harness.api.adaptive_map",
+    "Failed": "harness.api.adaptive_map", "ItemsFailed": "harness.api.adaptive_map",
     "local_runtime": "harness.api.local_runtime",
 }
 

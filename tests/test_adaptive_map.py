@@ -20,7 +20,7 @@ from harness.strategies.window import LOOKAHEAD_MIN_ITEMS, _Lookahead
 
 TRACE_COLUMNS = {"t_s", "batch_size", "items", "duration_s", "compute_s", "throughput_items_s", "reason",
                  "mode", "submitted_s", "in_flight", "window", "per_item_ms", "overhead_ms", "failed",
-                 "transfer_ms_per_item"}
+                 "transfer_ms_per_item", "concurrency"}
 
 
 # The API server writes task runs from its event stream in batches (harness.runtime.server):

@@ -4,13 +4,21 @@ in batches the adaptive controller sizes as the run goes (docs/api.md).
 The same mechanism as the `adaptive` strategy (harness.strategies.window) and the same policy
 (harness.policy.controller); only what a batch runs differs: `fn` applied to each item inside one
 Prefect task, with the work of each call timed so the controller tells work from overhead.
+
+An `async def` fn runs its batch's items concurrently on an event loop inside the task
+(harness.work.async_items), at a limit harness.policy.concurrency chooses batch by batch: this
+module owns that policy, asking it for each batch's limit as it submits and telling it each
+batch's latency and errors as it folds the result in. `adaptive_map_async` is the awaitable
+form for async flows: the same map, run in a worker thread so the flow's event loop stays free.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -65,10 +73,16 @@ class _Outcome(NamedTuple):
 
 
 class _MapBatch(NamedTuple):
-    """One batch's outcomes, and the time spent inside `fn` (the window's batch-result shape)."""
+    """One batch's outcomes, and the time spent inside `fn` (the window's batch-result shape):
+    for an async fn the batch's wall time inside the task (its items overlapped), with the limit
+    it ran at, the mean latency of one attempt, and the attempts made and raised."""
 
     outcomes: tuple[_Outcome, ...]
     compute_s: float
+    concurrency: int | None = None  # None: a plain function, one item at a time
+    latency_s: float | None = None
+    attempts: int = 0
+    errors: int = 0
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -102,12 +116,30 @@ def apply_batch(fn: Callable[[Any], Any], batch: list[_Indexed], retries: int) -
     return _MapBatch(tuple(outcomes), compute)
 
 
+def apply_batch_async(fn: Callable[[Any], Any], batch: list[_Indexed], retries: int, limit: int) -> _MapBatch:
+    """`apply_batch` for an `async def` fn: the items run concurrently, at most `limit` at once,
+    each retried as there; compute_s is the batch's wall time (the items overlapped)."""
+    from harness.work.async_items import run_async_batch
+
+    ran = run_async_batch(fn, [item.value for item in batch], limit, retries)
+    outcomes = tuple(
+        _Outcome(item.index, True, run.value, run.spent_s) if run.ok else
+        _Outcome(item.index, False, Failed(item.index, _portable(run.value), run.attempts, run.traceback), run.spent_s)
+        for item, run in zip(batch, ran.items))
+    return _MapBatch(outcomes, ran.wall_s, ran.limit, ran.latency_s, ran.attempts, ran.errors)
+
+
+def _run_batch(fn: Callable[[Any], Any], items: list[_Indexed], retries: int, limit: int | None) -> _MapBatch:
+    """A batch as a task or the flow runs it: a plain fn item by item, an async one at `limit`."""
+    return apply_batch(fn, items, retries) if limit is None else apply_batch_async(fn, items, retries, limit)
+
+
 def _map_batch(batch: Any, label: str) -> Any:
-    """The Prefect task: `batch` is an Opaque of (fn, items, retries); `label` names the run."""
+    """The Prefect task: `batch` is an Opaque of (fn, items, retries, limit); `label` names the run."""
     from harness.strategies.tasks import Opaque
 
-    fn, items, retries = batch.value
-    return Opaque(apply_batch(fn, items, retries))
+    fn, items, retries, limit = batch.value
+    return Opaque(_run_batch(fn, items, retries, limit))
 
 
 def _task() -> Any:
@@ -143,13 +175,18 @@ def _worker_threads(explicit: int | None) -> int:
     return max(1, min(max_workers, cores)) if isinstance(max_workers, int) else cores
 
 
-def _check_call(max_batch_size: int | None, retries: int, on_failure: str, workers: int | None) -> None:
+def _check_call(max_batch_size: int | None, retries: int, on_failure: str, workers: int | None,
+                max_concurrency: int | None = None, is_async: bool = False) -> None:
     """SpecError for an argument out of range, or a call from outside a flow."""
     from prefect.context import FlowRunContext
 
     if on_failure not in ON_FAILURE:
         raise SpecError(f"adaptive_map on_failure: found {on_failure!r}, expected one of {', '.join(ON_FAILURE)}")
-    for name, value, low in (("max_batch_size", max_batch_size, 1), ("workers", workers, 1), ("retries", retries, 0)):
+    if max_concurrency is not None and not is_async:
+        raise SpecError(f"adaptive_map max_concurrency: found {max_concurrency!r} for a plain function, expected "
+                        f"it only with an async def fn (a plain function runs one item at a time per task)")
+    for name, value, low in (("max_batch_size", max_batch_size, 1), ("workers", workers, 1), ("retries", retries, 0),
+                             ("max_concurrency", max_concurrency, 1)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise SpecError(f"adaptive_map {name}: found {value!r}, expected an integer >= {low}")
     if FlowRunContext.get() is None:
@@ -187,6 +224,36 @@ class _Collected:
         return [self.values[i] for i in range(items)]
 
 
+class _Limits:
+    """The concurrency limit of an async fn's batches: asked per batch, told per result
+    (harness.policy.concurrency); None throughout for a plain function."""
+
+    def __init__(self, is_async: bool, max_concurrency: int | None) -> None:
+        from harness.policy.concurrency import ConcurrencyPolicy
+
+        self.policy = ConcurrencyPolicy(max_concurrency) if is_async else None
+
+    def limit_for(self, batch: list[_Indexed]) -> int | None:
+        return None if self.policy is None else self.policy.limit_for(len(batch))
+
+    def observe(self, result: _MapBatch) -> None:
+        if self.policy is None or result.concurrency is None or result.latency_s is None:
+            return
+        from harness.policy.concurrency import ConcurrencySample
+
+        self.policy.observe(ConcurrencySample(result.concurrency, len(result.outcomes), wall_s=result.compute_s,
+                                              latency_s=result.latency_s, attempts=result.attempts,
+                                              errors=result.errors))
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def adaptive_map(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
@@ -197,6 +264,7 @@ def adaptive_map(
     on_failure: Literal["raise", "return"] = "raise",
     trace: list[dict[str, Any]] | None = None,
     workers: int | None = None,
+    max_concurrency: int | None = None,
 ) -> list[Any]:
     """`[fn(x) for x in items]`, run as Prefect tasks over adaptive batches; call it in a flow.
 
@@ -220,6 +288,14 @@ def adaptive_map(
     - `trace`: a list to append one row per batch to, with the columns of trace.csv, as each
       batch's results come back.
     - `workers`: threads the task runner runs tasks on (default: read from the runner).
+    - `max_concurrency`: for an `async def` fn (also behind functools.partial), the most items
+      of one task that wait at once. A task runs its batch's items concurrently on an event loop
+      of its own, at a limit chosen batch by batch (harness.policy.concurrency: it starts at 100,
+      grows while throughput grows, backs off when latency climbs or errors appear), never above
+      this nor the batch's size. The trace's `concurrency` column has each batch's limit.
+
+    In an async flow, `await adaptive_map_async(...)` instead: this call would block the
+    flow's event loop until every item is done (it warns when called with a loop running).
 
     A task that fails as a whole (a worker lost) is re-run elsewhere, its items counted once;
     an item's exception never fails its task. Stock Prefect settings propagation applies
@@ -229,16 +305,27 @@ def adaptive_map(
     from harness.strategies.resilience import PathGuard
     from harness.strategies.tasks import Opaque
     from harness.strategies.window import run_window
+    from harness.work.async_items import is_async_function
 
-    _check_call(max_batch_size, retries, on_failure, workers)
+    is_async = is_async_function(fn)
+    _check_call(max_batch_size, retries, on_failure, workers, max_concurrency, is_async)
+    if _loop_running():
+        warnings.warn("adaptive_map blocks this thread's running event loop until every item is done; "
+                      "in an async flow, use `await harness.adaptive_map_async(...)`", stacklevel=2)
     count = _len_or_none(items)
     threads = _worker_threads(workers)
-    label = getattr(fn, "__name__", type(fn).__name__)
+    label = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", type(fn).__name__)
     map_task = _task()
     collected = _Collected()
+    limits = _Limits(is_async, max_concurrency)
 
     def submit(batch: list[_Indexed]) -> Any:
-        return map_task.submit(Opaque((fn, batch, retries)), f"{label}[{batch[0].index}-{batch[-1].index}]")
+        return map_task.submit(Opaque((fn, batch, retries, limits.limit_for(batch))),
+                               f"{label}[{batch[0].index}-{batch[-1].index}]")
+
+    def fold(result: _MapBatch) -> None:
+        limits.observe(result)
+        collected.fold(result)
 
     run = run_window(
         (_Indexed(i, x) for i, x in enumerate(items)),
@@ -248,8 +335,8 @@ def adaptive_map(
         guard=PathGuard(("batched", "inline") if inline else ("batched",), seed=0, fault_rate=0.0,
                         fault_path="batched"),
         submit=submit,
-        run_inline=lambda batch: apply_batch(fn, batch, retries),
-        fold=collected.fold,
+        run_inline=lambda batch: _run_batch(fn, batch, retries, limits.limit_for(batch)),
+        fold=fold,
         allow_inline=inline,
         on_row=trace.append if trace is not None else None,
     )
@@ -257,3 +344,28 @@ def adaptive_map(
     if collected.failures and on_failure == "raise":
         raise ItemsFailed(sorted(collected.failures, key=lambda f: f.index), results)
     return results
+
+
+async def adaptive_map_async(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    max_batch_size: int | None = None,
+    inline: bool = False,
+    retries: int = 0,
+    on_failure: Literal["raise", "return"] = "raise",
+    trace: list[dict[str, Any]] | None = None,
+    workers: int | None = None,
+    max_concurrency: int | None = None,
+) -> list[Any]:
+    """`await adaptive_map_async(fn, items, ...)`: `adaptive_map` for an async flow, the same
+    options and results, without blocking the flow's event loop.
+
+    The map (submitting batches, waiting for them, folding results) runs in a worker thread
+    with the flow's context (asyncio.to_thread copies it), so the flow's other coroutines run
+    meanwhile; `fn` may be a plain or an `async def` function either way. Items given as a
+    generator are read in that thread.
+    """
+    return await asyncio.to_thread(adaptive_map, fn, items, max_batch_size=max_batch_size, inline=inline,
+                                   retries=retries, on_failure=on_failure, trace=trace, workers=workers,
+                                   max_concurrency=max_concurrency)

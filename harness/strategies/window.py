@@ -299,6 +299,8 @@ class _Window:
         self.run.items += obs.items
         self.fold(result)
         row = trace_row(self.t0, obs, decision, self.ctl, len(self.in_flight))
+        # The limit an async function's batch ran at (its items at once); None for plain work.
+        row["concurrency"] = getattr(result, "concurrency", None)
         self.run.trace.append(row)
         if self.on_row is not None:
             self.on_row(row)

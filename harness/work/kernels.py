@@ -173,4 +173,4 @@ def run_batch_folded(items: Sequence[Item], cost_kind: str | Kernel, retries: in
     result = run_batch(items, cost_kind, retries)
     tally = Tally()
     tally.add_batch(result)
-    return FoldedBatch(tally, result.compute_s, result.started, result.finished)
+    return FoldedBatch(tally, result.compute_s, result.started, result.finished, result.concurrency, result.latency_s)

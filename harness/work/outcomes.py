@@ -37,9 +37,13 @@ class ItemOutcome(NamedTuple):
 
 class BatchResult(NamedTuple):
     outcomes: tuple[ItemOutcome, ...]
-    compute_s: float  # sum of the outcomes' compute_s
+    # the sum of the outcomes' compute_s (an async function's items overlap: theirs are shares of
+    # the batch's wall time, harness.work.user_task)
+    compute_s: float
     started: float  # time.time() on the worker when the batch function began
     finished: float  # time.time() when it ended
+    concurrency: int | None = None  # an async function's limit: its items at once; None otherwise
+    latency_s: float | None = None  # ... and the mean time of one attempt
 
 
 class FoldedBatch(NamedTuple):
@@ -54,6 +58,8 @@ class FoldedBatch(NamedTuple):
     compute_s: float
     started: float
     finished: float
+    concurrency: int | None = None  # as BatchResult's
+    latency_s: float | None = None
 
 
 

@@ -6,7 +6,9 @@ it holds the function as a "module:attribute" reference and the folder to import
 it pickles as a few strings and each worker process imports the function itself. It times
 each call with perf_counter (wall time: user code may wait on I/O or release the GIL), retries
 a call that raises, and turns the last exception into a failed outcome: a user's exception
-never fails a task, so a run never crashes on one.
+never fails a task, so a run never crashes on one. An `async def` function runs a batch's items
+concurrently on an event loop in the task (harness.work.async_items), at most `concurrency` at
+once (0: the whole batch, static:N's fixed limit N); one item alone (per_item) is one coroutine.
 
 A result never travels back: each ok outcome carries a digest of its result (a hash of its
 pickle), which the Tally folds into the run's checksum (harness.work.outcomes.item_digest), so
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness.errors import SpecError
+from harness.work.async_items import is_async_function, run_async_batch
 from harness.work.outcomes import BatchResult, ItemOutcome
 from harness.work.synthetic import ItemCursor
 from harness.workload.spec import MAX_ITEMS
@@ -135,6 +138,14 @@ class UserFunction:
     batch_function: str = ""  # "module:attribute": a list of items in, a list of results out
     folder: str = ""  # put first on sys.path before importing (the workload file's folder)
     retries: int = 3  # attempts after the first for a call that raises ([faults] retries)
+    # An async function's items at once per batch, as the adaptive strategy's concurrency policy
+    # sets it batch by batch; 0: the whole batch at once, so static:N runs N at a time.
+    concurrency: int = 0
+
+    @property
+    def is_async(self) -> bool:
+        """Whether `function` is an `async def` function (its items then run concurrently)."""
+        return is_async_function(resolve(self.function, self.folder))
 
     def check_import(self) -> ImportProblem | None:
         """None when this process can import the function(s), else why not (the workers' preflight)."""
@@ -147,15 +158,36 @@ class UserFunction:
         return None
 
     def run_item(self, item: UserItem, attempt: int = 1) -> ItemOutcome:
-        return self._call(resolve(self.function, self.folder), item, self.retries)
+        fn = resolve(self.function, self.folder)
+        if is_async_function(fn):
+            return self._run_async(fn, [item], 1, self.retries, time.time()).outcomes[0]
+        return self._call(fn, item, self.retries)
 
     def run_batch(self, items: Sequence[UserItem], retries: int) -> BatchResult:
         started = time.time()
         outcomes = self._call_batch(items) if self.batch_function and items else None
         if outcomes is None:  # no batch function, or it raised: one call per item tells which failed
             fn = resolve(self.function, self.folder)
+            if items and is_async_function(fn):
+                return self._run_async(fn, items, self.concurrency or len(items), retries, started)
             outcomes = [self._call(fn, item, retries) for item in items]
         return BatchResult(tuple(outcomes), sum(o.compute_s for o in outcomes), started, time.time())
+
+    @staticmethod
+    def _run_async(fn: Callable[[Any], Any], items: Sequence[UserItem], limit: int, retries: int,
+                   started: float) -> BatchResult:
+        """The items concurrently, at most `limit` at once. Their waits overlap, so each item's
+        compute_s is its share of the batch's wall time (in proportion to its attempts' time):
+        they sum to what the batch cost its worker thread, as a plain function's items do, and the
+        run's ideal time (compute / threads) stays the busy time of the threads."""
+        ran = run_async_batch(fn, [item.value for item in items], limit, retries)
+        spent = sum(run.spent_s for run in ran.items)
+        shares = [run.spent_s / spent * ran.wall_s if spent > 0 else ran.wall_s / len(items) for run in ran.items]
+        outcomes = tuple(
+            ItemOutcome(item.index, True, share, run.attempts, result_digest(run.value), "") if run.ok else
+            ItemOutcome(item.index, False, share, run.attempts, b"", type(run.value).__name__, _message(run.value))
+            for item, run, share in zip(items, ran.items, shares))
+        return BatchResult(outcomes, ran.wall_s, started, time.time(), ran.limit, ran.latency_s)
 
     def _call_batch(self, items: Sequence[UserItem]) -> list[ItemOutcome] | None:
         fn = resolve(self.batch_function, self.folder)
@@ -498,7 +530,10 @@ def load_task(spec: WorkloadSpec) -> UserTask:
     source = spec.source or "<workload>"
     _callable(spec.task.function, folder, f"{source}: [task] function")
     if spec.task.batch_function:
-        _callable(spec.task.batch_function, folder, f"{source}: [task] batch_function")
+        where = f"{source}: [task] batch_function"
+        if is_async_function(_callable(spec.task.batch_function, folder, where)):
+            raise SpecError(f"{where}: found {spec.task.batch_function!r}, an async def function, expected a plain "
+                            f"one (an async [task] function's items already run concurrently in each task)")
     items = spec.items
     if items.source:
         where = f"{source}: [items] source"
