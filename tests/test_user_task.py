@@ -104,6 +104,18 @@ def test_benchmark_refuses_a_lambda_and_a_local_function(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_benchmark_refuses_an_async_batch_function_saying_what_to_do_instead(tmp_path):
+    from harness import benchmark
+
+    module = import_from(tmp_path, write(tmp_path, "ut_async_batch.py", GOOD_MODULE).stem)
+    with pytest.raises(SpecError, match="harness.benchmark: batch_function") as info:
+        benchmark(module.f, [1, 2], batch_function=module.abatch, out=tmp_path / "results")
+    message = str(info.value)
+    assert "'ut_async_batch:abatch', an async def function" in message and "not supported" in message
+    assert "Pass the per-item async def as fn without batch_function" in message
+    assert not (tmp_path / "results").exists()
+
+
 # --- bad input: exit 2, named, nothing written ------------------------------------------------
 
 GOOD_MODULE = """\
@@ -122,6 +134,8 @@ GOOD_MODULE = """\
     def endless():  # the limit's worth of small ints is ~80 MB and about a second
         while True:
             yield 1
+    async def abatch(xs):
+        return list(xs)
     """
 
 BAD_INPUT = [
@@ -147,6 +161,8 @@ BAD_INPUT = [
     ("source-and-path", 'function = "{m}:f"', 'source = "{m}:items"\npath = "rows.csv"', "",
      ["[items] source", "both source and path"]),
     ("not-a-reference", 'function = "{m}.f"', 'source = "{m}:items"', "", ["[task] function", "module:attribute"]),
+    ("async-batch-function", 'function = "{m}:f"\nbatch_function = "{m}:abatch"', 'source = "{m}:items"', "",
+     ["[task] batch_function", "an async def function, expected a plain one"]),
     ("pattern-not-for-tasks", 'function = "{m}:f"', 'source = "{m}:items"', '[pattern]\nkind = "branching"\n',
      ["[pattern]", "with [task]"]),
 ]

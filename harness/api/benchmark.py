@@ -28,6 +28,7 @@ from harness.errors import SpecError
 from harness.measure.records import read_runs
 from harness.workload.spec import (BENCHMARK_SOURCE, ClusterSpec, FaultSpec, ItemsSpec, RunSpec, TaskSpec, WorkloadSpec,
                           parse_strategy)
+from harness.work.async_items import is_async_function
 from harness.work.user_task import ItemList, UserFunction, UserTask, check_items, remember, take_items
 
 # The options `benchmark` takes besides its named parameters, and the workload-file key each stands for.
@@ -93,7 +94,8 @@ def benchmark(fn: Callable[[Any], Any], items: Iterable[Any], *, strategies: Seq
 
     Options: name (the run's name, default the function's), workers and threads_per_worker (the
     local cluster), address (an existing Dask scheduler), retries (per failing call, default 3),
-    batch_function (a function taking a list of items, returning a list of results), profile
+    batch_function (a plain function taking a list of items, returning a list of results; an
+    async def one is refused: pass an async fn instead, its items run concurrently in each task), profile
     ("stock" by default: your tasks see the settings your process has; "lean" leaves Prefect's
     settings out of each task's context: docs/prefect-and-dask.md, "The lean profile"), on_event (a callable given progress messages). Raises SpecError on bad input, before
     anything starts; the report is written into the run folder as by `harness run`.
@@ -107,6 +109,10 @@ def benchmark(fn: Callable[[Any], Any], items: Iterable[Any], *, strategies: Seq
     if options.get("batch_function") is not None:
         batch_fn = options["batch_function"]
         batch_ref, batch_folder = function_reference(batch_fn, "batch_function")
+        if is_async_function(batch_fn):  # as a workload file's [task] batch_function is (load_task)
+            raise SpecError(f"harness.benchmark: batch_function: found {batch_ref!r}, an async def function; async "
+                            f"batch functions are not supported, expected a plain one. Pass the per-item async def "
+                            f"as fn without batch_function: its items already run concurrently in each task")
         remember(batch_ref, batch_folder, batch_fn)
         if batch_folder != folder:
             raise SpecError("harness.benchmark: batch_function: expected it in the same folder as fn")
