@@ -143,6 +143,13 @@ def _worker_threads(explicit: int | None) -> int:
     return max(1, min(max_workers, cores)) if isinstance(max_workers, int) else cores
 
 
+def _runner_kind() -> str:
+    """The current flow's task runner class (part of a memory's key)."""
+    from prefect.context import FlowRunContext
+
+    return type(FlowRunContext.get().task_runner).__name__
+
+
 def _check_call(max_batch_size: int | None, retries: int, on_failure: str, workers: int | None) -> None:
     """SpecError for an argument out of range, or a call from outside a flow."""
     from prefect.context import FlowRunContext
@@ -197,6 +204,7 @@ def adaptive_map(
     on_failure: Literal["raise", "return"] = "raise",
     trace: list[dict[str, Any]] | None = None,
     workers: int | None = None,
+    memory: str | os.PathLike[str] | None = "local",
 ) -> list[Any]:
     """`[fn(x) for x in items]`, run as Prefect tasks over adaptive batches; call it in a flow.
 
@@ -220,22 +228,39 @@ def adaptive_map(
     - `trace`: a list to append one row per batch to, with the columns of trace.csv, as each
       batch's results come back.
     - `workers`: threads the task runner runs tasks on (default: read from the runner).
+    - `memory`: where what a run learned is kept for the next run of the same function on
+      the same kind of runtime, which then starts at the learned batch size (no probe):
+      "local" (default) a JSON file under the harness's cache folder, "prefect" a Prefect
+      Variable on the flow's API (shared by runs on fresh infrastructure), a folder (a
+      `Path`) for files there, or None (off). A memory that cannot be read or written is a
+      cold start with a `MemoryWarning`, never an error (docs/api.md, "Memory across runs").
 
     A task that fails as a whole (a worker lost) is re-run elsewhere, its items counted once;
     an item's exception never fails its task. Stock Prefect settings propagation applies
     unless the runtime opted into `lean` (harness.local_runtime).
     """
     from harness.policy.controller import Controller
+    from harness.runtime import learned_store
     from harness.strategies.resilience import PathGuard
     from harness.strategies.tasks import Opaque
     from harness.strategies.window import run_window
 
     _check_call(max_batch_size, retries, on_failure, workers)
+    if (wrong := learned_store.check_location(memory)) is not None:
+        raise SpecError(f"adaptive_map memory: {wrong}")
     count = _len_or_none(items)
     threads = _worker_threads(workers)
+    key = learned_store.memory_key(fn, _runner_kind(), threads) if memory is not None else ""
+    learned = learned_store.load(memory, key)
+    controllers: list[Controller] = []  # the one run_window builds, for what it learned
     label = getattr(fn, "__name__", type(fn).__name__)
     map_task = _task()
     collected = _Collected()
+
+    def controller(total: int) -> Controller:
+        controllers.append(Controller(total, threads, max_batch_size=max_batch_size, allow_inline=inline,
+                                      learned=learned))
+        return controllers[-1]
 
     def submit(batch: list[_Indexed]) -> Any:
         return map_task.submit(Opaque((fn, batch, retries)), f"{label}[{batch[0].index}-{batch[-1].index}]")
@@ -243,8 +268,7 @@ def adaptive_map(
     run = run_window(
         (_Indexed(i, x) for i, x in enumerate(items)),
         count,
-        controller=lambda total: Controller(total, threads, max_batch_size=max_batch_size,
-                                            allow_inline=inline),
+        controller=controller,
         guard=PathGuard(("batched", "inline") if inline else ("batched",), seed=0, fault_rate=0.0,
                         fault_path="batched"),
         submit=submit,
@@ -254,6 +278,9 @@ def adaptive_map(
         on_row=trace.append if trace is not None else None,
     )
     results = collected.in_order(run.items)
+    # Kept after a run whose every item succeeded: failed items may cost nothing like the rest.
+    if controllers and not collected.failures and (new := controllers[-1].learned()) is not None:
+        learned_store.save(memory, key, new)
     if collected.failures and on_failure == "raise":
         raise ItemsFailed(sorted(collected.failures, key=lambda f: f.index), results)
     return results
