@@ -18,10 +18,10 @@ MEMORY = Learned(per_item_s=0.0002, item_cv=0.3, overhead_s=0.02, transfer_s=0.0
                  worker_threads=2, items=200_000)
 
 
-def cold_controller(w, d) -> Controller:
+def cold_controller(w, d, **options) -> Controller:
     """What the `adaptive` strategy builds: the warm-up's priors, no memory."""
     return Controller(w.items, w.workers, prior_overhead_s=w.prior_overhead, prior_item_s=warm_up_item_cost(w, d),
-                      prior_probe_s=w.prior_probe, prior_probe_filling_s=w.prior_probe_filling)
+                      prior_probe_s=w.prior_probe, prior_probe_filling_s=w.prior_probe_filling, **options)
 
 
 # --- the stored form ----------------------------------------------------------------------
@@ -151,3 +151,29 @@ def test_a_cancelled_decision_keeps_the_memory_note_for_the_next():
     cancelled = c.decide(50_000, 0)
     c.cancel(cancelled)
     assert c.decide(50_000, 0).reason == cancelled.reason
+
+
+def test_a_memory_far_below_one_wave_grows_to_a_whole_wave_of_the_rest():
+    """Cheap items whose plan is one wave of 100,000 per thread, a memory of 5,000 (learned on
+    fewer items, or under a max_batch_size): the rest, not yet submitted, goes out as one
+    whole wave behind the small first one, not as 5,000-item tasks to the end."""
+    w = fine(mean_cost=constant_cost(2e-6))
+    d = draw(w)
+    small = Learned(per_item_s=2e-6, item_cv=0.3, overhead_s=0.02, transfer_s=0.0, batch_size=5000,
+                    worker_threads=2, items=10_000)
+    run = simulate(w, Controller(w.items, w.workers, learned=small), d)
+    assert run.sizes[:2] == [5000, 5000] and run.tasks <= 6
+    grown = run.decisions[2].decision.reason
+    assert "memory kept" in grown and "items not yet submitted as one whole wave of 2" in grown
+    assert run.makespan_s / best_static(w, oracle_sweep(w), d).makespan_s < 1.25
+
+
+def test_a_capped_run_remembers_the_size_its_work_asked_for():
+    w = fine()
+    d = draw(w)
+    capped = cold_controller(w, d, max_batch_size=500)
+    simulate(w, capped, d)
+    free = cold_controller(w, d)
+    simulate(w, free, d)
+    assert capped.learned().batch_size > 500
+    assert capped.learned().batch_size == pytest.approx(free.learned().batch_size, rel=0.25)

@@ -301,12 +301,15 @@ class Controller:
         self._items_observed = 0  # items of those observations: with _outstanding, what was handed out
         self._tasks_seen = 0  # batched tasks observed
         self._note: str | None = None  # memory kept or dropped: said by the next decision's reason
-        self._bulk_pending = False  # the pending decision is a bulk size (not probe, tail or rest)
+        # The pending decision's model size when it is a bulk one (not the probe, the tail or the
+        # rest), else 0: learned() remembers it, before max_batch_size (a call's cap, not the work's).
+        self._bulk_pending = 0
         self._bulk_items: collections.Counter[int] = collections.Counter()  # items per bulk size submitted
         self._batched_items: collections.Counter[int] = collections.Counter()  # ... per any size submitted
 
         self._start_estimates(prior_overhead_s, prior_item_s, prior_probe_s, prior_probe_filling_s)
         self._memory = learned  # until the first task seen contradicts it
+        self._warm = learned is not None  # started from a memory (kept or dropped since)
         self._judged = False  # the first observation was held against the memory
         if learned is not None:
             self._queue._slope = learned.transfer_s  # kept while the sizes are all alike
@@ -408,7 +411,8 @@ class Controller:
 
         Its batch size is the item-weighted median of the bulk's sizes (the ramp, the tail
         and the rest's last task left out; with no bulk, of every task's): the size at least
-        half of those items ran in, so a few odd sizes around it do not move it.
+        half of those items ran in, so a few odd sizes around it do not move it. A bulk size
+        is the model's, before `max_batch_size`: a call's cap, not what the work asks for.
         """
         c = self._observed_cost()
         fit = self._queue.fit()
@@ -503,7 +507,7 @@ class Controller:
             raise ContractError(f"decide() again before submitted/rerouted/cancel of {self._pending[0]}")
         _check_counts("decide()", remaining, in_flight, more, least=1)  # nothing left: nothing to decide
         steering = self._steering()
-        self._bulk_pending = False
+        self._bulk_pending = 0
         decision = self._decide(remaining, in_flight, more)
         note, self._note = self._note, None
         if note is not None and note not in decision.reason:
@@ -538,7 +542,7 @@ class Controller:
         if strategy == "batched":
             self._batched_items[decision.batch_size] += decision.batch_size
             if self._bulk_pending and decision.strategy == "batched":
-                self._bulk_items[decision.batch_size] += decision.batch_size
+                self._bulk_items[self._bulk_pending] += decision.batch_size
             self._submits += 1
             self._queue.submitted(in_flight)
             self._outstanding += decision.batch_size
@@ -618,7 +622,7 @@ class Controller:
         """A task of the model's size, thinner at the tail, within `remaining` and max_batch_size."""
         size = self._size
         if more:  # the end is not in sight: no tail, and the mechanism reads ahead for the batch
-            self._bulk_pending = True
+            self._bulk_pending = size
             return self._batched(size, reason)
         tail_cap = math.ceil((remaining + self._outstanding)
                              / (TAIL_BATCHES_PER_WORKER * self.worker_threads))
@@ -626,7 +630,7 @@ class Controller:
             floor = _whole(math.ceil, TAIL_FLOOR_OVERHEADS * o / (c + t)) if c + t > 0 else 1
             size = max(tail_cap, min(size, floor))
             reason = f"tail: {remaining} left, {self._outstanding} in flight, a thread's share at most; {reason}"
-        self._bulk_pending = size == self._size <= remaining  # not thinned for the tail or the rest
+        self._bulk_pending = size if size == self._size <= remaining else 0  # not thinned for the tail or the rest
         return self._batched(max(1, min(size, remaining)), reason)
 
     def _batched(self, size: int, reason: str) -> Decision:
@@ -779,8 +783,16 @@ class Controller:
             if not more and self._outstanding and remaining < self.worker_threads * new:
                 # The whole-wave plan counts the items in flight as if they could be re-split;
                 # they cannot, so bigger tasks now would sit behind them on a few threads only.
-                return (f"hold {size}: the {remaining} items not yet submitted make fewer than "
-                        f"{self.worker_threads} tasks of {new}; {estimates}")
+                # A warm start sent its first wave blind, at a remembered size that may be far
+                # below the plan's one wave: the items not yet submitted then make one whole
+                # wave of their own, behind in-flight tasks far smaller (docs/controller.md, "Memory").
+                even = math.ceil(remaining / self.worker_threads)
+                if not (self._warm and even > size * (1 + HOLD_BAND)):
+                    return (f"hold {size}: the {remaining} items not yet submitted make fewer than "
+                            f"{self.worker_threads} tasks of {new}; {estimates}")
+                new = even
+                why = f"the {remaining} items not yet submitted as one whole wave of {self.worker_threads}"
+
             self._fresh = False
             self._size = new
             prefix = f"{drift}; " if drift else ""
