@@ -450,7 +450,8 @@ def test_a_second_call_starts_at_the_learned_size(runtime, tmp_path):
     learned = Learned.from_dict(json.loads(stored.read_text()))
     first = _first(warm)
     assert first["reason"].startswith(f"from memory: {learned.batch_size}/task")
-    assert first["batch_size"] == learned.batch_size  # the same items: the learned size at once
+    # the same items: the learned size at once (or the whole-wave plan's, within the hold band of it)
+    assert learned.batch_size / 1.25 <= first["batch_size"] <= learned.batch_size * 1.25
     assert len(warm) < len(cold)  # no probe, no ramp
     with pytest.raises(SpecError, match="memory: found 'nowhere', expected one of 'local', 'prefect'"):
         _memory_flow(runtime.task_runner(), 1, memory="nowhere")(items)

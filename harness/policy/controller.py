@@ -604,7 +604,12 @@ class Controller:
             t = self.transfer_s
             ct = max(c + t, STREAM_ITEM_FLOOR_S) if more else c + t
             target, why = self._target(remaining, ct, o, more)
-            self._size = max(1, min(memory.batch_size, _round(target)))
+            # As steering does: a plan within the hold band of the learned size is taken (the
+            # items split into whole waves), a learned size below it trimmed to whole waves.
+            if _round(target) <= memory.batch_size * (1 + HOLD_BAND):
+                self._size = _round(target)
+            else:
+                self._size = memory.batch_size if more else self._whole_waves_under(memory.batch_size, remaining)
             reason = f"from memory: {memory.describe()}; first wave at {self._size} ({why})"
             return self._shaped(remaining, c, t, o, more, reason)
         if c is None or o is None or not self._tasks_seen:
