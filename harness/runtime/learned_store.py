@@ -53,10 +53,19 @@ def memory_key(fn: Any, task_runner: str, worker_threads: int) -> str:
     Variable name and file name). The digest covers the function's module, qualified name and
     code, its bound arguments when it is a partial, the task runner's kind and the threads."""
     name, parts = _identity(fn)
-    identity = "\n".join([*parts, f"task runner {task_runner}", f"worker threads {worker_threads}"])
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:DIGEST_CHARS]
+    return _key("adaptive-map", name, [*parts, f"task runner {task_runner}", f"worker threads {worker_threads}"])
+
+
+def stage_key(workload: str, parts: list[str]) -> str:
+    """`harness-run-<workload>-<digest>`: the key of the CLI's adaptive stages, the digest over
+    `parts` (the workload's digest, the pattern variant, the runtime's shape)."""
+    return _key("harness-run", workload, parts)
+
+
+def _key(prefix: str, name: str, identity: list[str]) -> str:
+    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:DIGEST_CHARS]
     readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:NAME_CHARS].strip("-") or "fn"
-    return f"adaptive-map-{readable}-{digest}"
+    return f"{prefix}-{readable}-{digest}"
 
 
 def _identity(fn: Any) -> tuple[str, list[str]]:
@@ -166,7 +175,7 @@ def _where(memory: str | os.PathLike[str], key: str) -> str:
 
 
 def _warn(message: str) -> None:
-    warnings.warn(f"adaptive_map: {message}; this run starts cold or keeps nothing", MemoryWarning, stacklevel=4)
+    warnings.warn(f"adaptive memory: {message}; this run starts cold or keeps nothing", MemoryWarning, stacklevel=4)
 
 
 def _read_variable(key: str) -> object:

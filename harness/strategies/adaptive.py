@@ -4,6 +4,8 @@ batches sized and shaped by the controller as the run goes.
 This module says only what a batch of the synthetic workload runs (`process_batch` as a task,
 `run_batch` inline) and folds each result into the stage's tally; the window is the mechanism
 shared with `harness.adaptive_map`, the controller (harness.policy.controller) the policy.
+`adaptive_warm` is the same, its controller started from `stage.learned` (what the run's cold
+stage learned: harness.measure.run) when there is one; both hand back what they learned.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from harness.policy.controller import STRATEGIES, Controller
 from harness.strategies.resilience import PathGuard
 from harness.strategies.base import Stage, StageResult
-from harness.workload.vocabulary import Strategy
+from harness.workload.vocabulary import ADAPTIVE_WARM, Strategy
 from harness.strategies.tasks import Opaque, process_batch
 from harness.strategies.timings import TaskTimings
 from harness.strategies.window import run_window
@@ -34,17 +36,28 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
 
     # Failed tasks, re-runs and circuit breakers (harness.strategies.resilience); inline is the last resort.
     guard = PathGuard.for_stage(stage, tuple(sorted(STRATEGIES, key=lambda s: s == "inline")))
+    memory = stage.learned if strategy.kind == ADAPTIVE_WARM.name else None
+    controllers: list[Controller] = []
+
+    def controller(total: int) -> Controller:
+        controllers.append(Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s,
+                                      prior_item_s=stage.item_hint_s, prior_probe_s=stage.probe_hint_s,
+                                      prior_probe_filling_s=stage.probe_filling_hint_s,
+                                      max_batch_size=stage.max_batch_size,  # bytes cap (base.py)
+                                      learned=memory))
+        return controllers[-1]
+
     run = run_window(
         stage.cursor(),  # batches built where they run (harness.work.synthetic.ItemSlice)
         stage.items,
-        controller=lambda total: Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s,
-                                            prior_item_s=stage.item_hint_s, prior_probe_s=stage.probe_hint_s,
-                                            prior_probe_filling_s=stage.probe_filling_hint_s,
-                                            max_batch_size=stage.max_batch_size),  # bytes cap (base.py)
+        controller=controller,
         guard=guard,
         submit=submit,
         run_inline=lambda batch: run_batch_folded(batch, stage.cost_kind, stage.retries),
         fold=fold,
     )
+    if strategy.kind == ADAPTIVE_WARM.name and memory is None:
+        run.notes.append("no memory to start from (no cold adaptive stage learned one, none in the cache): ran cold")
     return StageResult(tally, tasks=run.tasks, wall_s=run.wall_s, batch_sizes=run.batch_sizes,
-                       trace=run.trace, notes=run.notes, timings=TaskTimings.from_trace(run.trace))
+                       trace=run.trace, notes=run.notes, timings=TaskTimings.from_trace(run.trace),
+                       learned=controllers[-1].learned() if controllers else None)
