@@ -4,10 +4,12 @@ awaited in an async flow with `harness.adaptive_map_async`. No network: each cal
 seeded latency, and the first attempt of about 3% of the URLs fails as a busy service does,
 which `retries=` absorbs.
 
-    .venv/bin/python examples/async_http/flow.py [--items 2000]
+    .venv/bin/python examples/async_http/flow.py [--items 2000] [--address tcp://scheduler:8786]
 
-Prints, per flow: the items, the results ok, and the batch sizes and concurrency limits of the
-batches as the trace recorded them.
+Prints, per flow: the items, the results ok, the batch sizes and concurrency limits of the
+batches as the trace recorded them, and why the first batch had its size. What a run learned is
+kept in a Prefect Variable (`memory="prefect"`), so the async flow, and every later run, starts
+from it (docs/deployed-flow.md).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def fetch_day(day: str, count: int) -> list[Any]:
     trace: list[dict[str, Any]] = []
     started = time.perf_counter()
     sizes = adaptive_map(fetch, urls_for(day, count), retries=RETRIES, max_concurrency=MAX_CONCURRENCY,
-                         on_failure="return", trace=trace)
+                         memory="prefect", on_failure="return", trace=trace)
     report("flow", day, sizes, trace, time.perf_counter() - started)
     return sizes
 
@@ -89,7 +91,7 @@ async def fetch_day_async(day: str, count: int) -> list[Any]:
     trace: list[dict[str, Any]] = []
     started = time.perf_counter()
     sizes = await adaptive_map_async(fetch, urls_for(day, count), retries=RETRIES, max_concurrency=MAX_CONCURRENCY,
-                                     on_failure="return", trace=trace)
+                                     memory="prefect", on_failure="return", trace=trace)
     report("async flow", day, sizes, trace, time.perf_counter() - started)
     return sizes
 
@@ -101,6 +103,7 @@ def report(kind: str, day: str, sizes: list[Any], trace: list[dict[str, Any]], e
     print(f"{kind} {day}: {len(sizes)} items, {ok} ok, {len(failed)} failed, {total} bytes, {elapsed_s:.1f} s")
     print(f"  batch sizes:  {listed([row['items'] for row in trace])}")
     print(f"  concurrency:  {listed([row['concurrency'] for row in trace])}")
+    print(f"  first batch:  {trace[0]['reason']}")
     for failure in failed[:3]:
         print(f"  {failure}")
 
@@ -116,8 +119,9 @@ def listed(values: list[Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=2_000, help="URLs per day (default 2000)")
+    parser.add_argument("--address", help="an existing Dask scheduler (default: start a local cluster of 2 workers)")
     args = parser.parse_args(argv)
-    with local_runtime(workers=2, threads_per_worker=1) as rt:
+    with local_runtime(workers=2, threads_per_worker=1, address=args.address) as rt:
         fetch_day.with_options(task_runner=rt.task_runner)("2026-12-01", args.items)
         asyncio.run(fetch_day_async.with_options(task_runner=rt.task_runner)("2026-12-02", args.items))
 
