@@ -47,3 +47,13 @@ def test_the_async_example_fetches_every_url_in_both_flows(runtime):
             limit = [int(v) for v in limits[1].split()]
             assert sum(batch) == ITEMS
             assert all(1 <= c <= min(b, example["MAX_CONCURRENCY"]) for b, c in zip(batch, limit))
+
+
+def test_the_deployed_flow_page_shows_the_example_s_own_flows():
+    """docs/deployed-flow.md shows the flows the test above runs, as they are in the example."""
+    page = (EXAMPLE.parents[2] / "docs" / "deployed-flow.md").read_text()
+    shown = [block for block in re.findall(r"^```python\n(.*?)^```", page, re.M | re.S) if "@flow" in block]
+    assert len(shown) == 2
+    source = EXAMPLE.read_text()
+    for block in shown:
+        assert block in source, block
