@@ -4,10 +4,13 @@ DaskTaskRunner on a real LocalCluster (one of whose workers is killed mid-run)."
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,9 @@ from harness import Failed, ItemsFailed, adaptive_map, local_runtime
 from harness.policy.controller import BatchObservation, Controller
 from harness.errors import SpecError
 from harness.api.adaptive_map import _Indexed, apply_batch
+from harness.policy.learned import Learned
+from harness.runtime import learned_store
+from harness.runtime.learned_store import MemoryWarning, memory_key
 from harness.strategies.window import LOOKAHEAD_MIN_ITEMS, _Lookahead
 
 TRACE_COLUMNS = {"t_s", "batch_size", "items", "duration_s", "compute_s", "throughput_items_s", "reason",
@@ -146,7 +152,7 @@ def _dask_flow(task_runner, **options):
 def test_thread_pool_runner_gives_the_plain_loop_in_order_with_named_runs_and_a_trace(runtime):
     items = list(range(300))
     trace: list[dict] = []
-    results = _thread_flow(trace=trace, max_batch_size=40)(square, items)
+    results = _thread_flow(trace=trace, max_batch_size=40, memory=None)(square, items)  # cold: a probe
     assert results == [square(x) for x in items]
     assert trace and set(trace[0]) == TRACE_COLUMNS
     assert sum(row["items"] for row in trace) == len(items)
@@ -340,3 +346,145 @@ def test_local_runtime_stops_what_it_started_on_an_exception(runtime, monkeypatc
     assert not server[0].is_running() or server[0].status() == psutil.STATUS_ZOMBIE
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                    for pid in workers)
+
+
+# ---------------------------------------------------------------- memory across runs
+
+LEARNED = Learned(per_item_s=0.002, item_cv=0.1, overhead_s=0.02, transfer_s=0.0, batch_size=30,
+                  worker_threads=2, items=60)
+
+
+def nap(x: int) -> int:
+    """An item of about 2 ms: a small run still has a wave to learn from."""
+    time.sleep(0.002)
+    return x
+
+
+def test_a_changed_function_body_makes_a_new_key():
+    def build(body: str):
+        namespace: dict = {}
+        exec(f"def work(x):\n    # a comment is not the body\n    return {body}\n", namespace)
+        return namespace["work"]
+
+    same, changed = build("x * x"), build("x + x")
+    assert memory_key(same, "DaskTaskRunner", 2) == memory_key(build("x * x"), "DaskTaskRunner", 2)
+    assert memory_key(same, "DaskTaskRunner", 2) != memory_key(changed, "DaskTaskRunner", 2)
+    # the runtime's shape is part of the key; so are a partial's plain bound arguments
+    assert len({memory_key(same, "DaskTaskRunner", 2), memory_key(same, "DaskTaskRunner", 4),
+                memory_key(same, "ThreadPoolTaskRunner", 2)}) == 3
+    import functools
+    assert memory_key(functools.partial(nap), "D", 2) != memory_key(functools.partial(nap, 1), "D", 2)
+    key = memory_key(nap, "DaskTaskRunner", 2)
+    assert key.startswith("adaptive-map-test-adaptive-map-nap-") and key == key.lower()
+
+
+def test_two_concurrent_writers_of_one_key_leave_a_valid_entry(tmp_path):
+    """Eight threads write the same key 50 times each while another reads it: every read
+    parses (a whole entry, never a mix), the last one is one of the writers', no temp is left."""
+    key = memory_key(nap, "DaskTaskRunner", 2)
+    written = [Learned(per_item_s=0.001 * (i + 1), item_cv=0.1, overhead_s=0.02, transfer_s=0.0,
+                       batch_size=10 + i, worker_threads=2, items=1000) for i in range(8)]
+    stop = threading.Event()
+    read: list[Learned | None] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            read.append(learned_store.load(tmp_path, key))
+
+    def writer(learned: Learned) -> None:
+        for _ in range(50):
+            learned_store.save(tmp_path, key, learned)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MemoryWarning)  # a torn entry would warn: fail instead
+        watcher = threading.Thread(target=reader)
+        watcher.start()
+        writers = [threading.Thread(target=writer, args=(learned,)) for learned in written]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        stop.set()
+        watcher.join()
+    assert learned_store.load(tmp_path, key) in written
+    assert [r for r in read if r is not None and r not in written] == []
+    assert [p.name for p in tmp_path.iterdir()] == [f"{key}.json"]
+
+
+def test_an_unreachable_prefect_api_is_a_warning_and_a_cold_start():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # the discard port: refused
+        with pytest.warns(MemoryWarning, match="could not read the memory in Prefect Variable"):
+            assert learned_store.load("prefect", "adaptive-map-x-0") is None
+        with pytest.warns(MemoryWarning, match="could not write"):
+            learned_store.save("prefect", "adaptive-map-x-0", LEARNED)
+
+
+def _memory_flow(task_runner, calls: int, **options):
+    """A flow calling adaptive_map(nap, ...) `calls` times, returning each call's trace."""
+    from prefect import flow
+
+    @flow(task_runner=task_runner)
+    def repeated(items: list[int]) -> list[list[dict]]:
+        traces = []
+        for _ in range(calls):
+            traces.append([])
+            assert adaptive_map(nap, items, trace=traces[-1], **options) == items
+        return traces
+
+    return repeated
+
+
+def _first(trace: list[dict]) -> dict:
+    return min(trace, key=lambda row: row["submitted_s"])
+
+
+@pytest.mark.cluster
+def test_a_second_call_starts_at_the_learned_size(runtime, tmp_path):
+    items = list(range(60))
+    cold, warm = _memory_flow(runtime.task_runner(), 2, memory=tmp_path)(items)
+    assert _first(cold)["reason"].startswith("cold start") and _first(cold)["batch_size"] == 1
+    (stored,) = tmp_path.iterdir()
+    assert stored.name == memory_key(nap, "DaskTaskRunner", 2) + ".json"
+    learned = Learned.from_dict(json.loads(stored.read_text()))
+    first = _first(warm)
+    assert first["reason"].startswith(f"from memory: {learned.batch_size}/task")
+    # the same items: the learned size at once (or the whole-wave plan's, within the hold band of it)
+    assert learned.batch_size / 1.25 <= first["batch_size"] <= learned.batch_size * 1.25
+    assert len(warm) < len(cold)  # no probe, no ramp
+    with pytest.raises(SpecError, match="memory: found 'nowhere', expected one of 'local', 'prefect'"):
+        _memory_flow(runtime.task_runner(), 1, memory="nowhere")(items)
+
+
+@pytest.mark.cluster
+def test_a_corrupt_memory_is_a_warning_and_a_cold_start_then_replaced(runtime, tmp_path):
+    path = tmp_path / f"{memory_key(nap, 'DaskTaskRunner', 2)}.json"
+    path.write_text('{"schema": "harness.learned", "version": 1, "per_item_s": ')  # cut short
+    with pytest.warns(MemoryWarning, match="could not read the memory in .*not JSON"):
+        (trace,) = _memory_flow(runtime.task_runner(), 1, memory=tmp_path)(list(range(60)))
+    assert _first(trace)["reason"].startswith("cold start")
+    assert Learned.from_dict(json.loads(path.read_text())).items == 60  # this run's, in its place
+
+
+@pytest.mark.cluster
+def test_a_memory_in_a_prefect_variable_is_shared_through_the_api(runtime):
+    from prefect.variables import Variable
+
+    key = memory_key(nap, "ThreadPoolTaskRunner", 2)
+    Variable.unset(key, _sync=True)
+    items = list(range(60))
+    try:
+        (cold,) = _memory_flow(_thread_pool(), 1, memory="prefect", workers=2)(items)
+        stored = Learned.from_dict(Variable.get(key, _sync=True))
+        (warm,) = _memory_flow(_thread_pool(), 1, memory="prefect", workers=2)(items)  # another flow run
+    finally:
+        Variable.unset(key, _sync=True)
+    assert _first(cold)["reason"].startswith("cold start")
+    assert _first(warm)["reason"].startswith(f"from memory: {stored.batch_size}/task")
+
+
+def _thread_pool():
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=2)

@@ -318,7 +318,7 @@ MALFORMED = [
         {"rest": '[run]\nstrategies = ["fastest"]'},
         [
             "[run] strategies: found 'fastest' (unknown strategy 'fastest')",
-            "expected one of per_item, adaptive, joblib_auto, static:N, raw_dask:N (N an integer >= 1)",
+            "expected one of per_item, adaptive, adaptive_warm, joblib_auto, static:N, raw_dask:N (N an integer >= 1)",
         ],
         id="bad-strategy-name",
     ),
@@ -440,6 +440,7 @@ def test_pattern_options_are_typed_and_frozen():
     [
         ("per_item", Strategy("per_item")),
         ("adaptive", Strategy("adaptive")),
+        ("adaptive_warm", Strategy("adaptive_warm")),
         ("joblib_auto", Strategy("joblib_auto")),
         (" static:64 ", Strategy("static", 64)),
         ("raw_dask:1", Strategy("raw_dask", 1)),
@@ -468,7 +469,7 @@ def test_parse_strategy_rejects_bad_text_naming_where_and_the_valid_forms(text, 
     message = str(caught.value)
     assert message.startswith(f"--strategies: found {text!r} (")
     assert problem in message
-    assert "per_item, adaptive, joblib_auto, static:N, raw_dask:N" in message
+    assert "per_item, adaptive, adaptive_warm, joblib_auto, static:N, raw_dask:N" in message
 
 
 def test_strategies_to_run_appends_the_sweep_without_duplicates():

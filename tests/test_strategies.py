@@ -42,7 +42,7 @@ def test_sample_size_keeps_each_kind_within_its_task_budget(text, items, measure
 
 
 def test_only_the_prefect_kinds_need_a_flow():
-    assert {k for k in REGISTRY.names if REGISTRY[k].needs_flow} == {"per_item", "static", "adaptive"}
+    assert {k for k in REGISTRY.names if REGISTRY[k].needs_flow} == {"per_item", "static", "adaptive", "adaptive_warm"}
 
 
 def test_best_of_a_kind_ignores_other_kinds_and_unregistered_names():

@@ -175,6 +175,13 @@ def _worker_threads(explicit: int | None) -> int:
     return max(1, min(max_workers, cores)) if isinstance(max_workers, int) else cores
 
 
+def _runner_kind() -> str:
+    """The current flow's task runner class (part of a memory's key)."""
+    from prefect.context import FlowRunContext
+
+    return type(FlowRunContext.get().task_runner).__name__
+
+
 def _check_call(max_batch_size: int | None, retries: int, on_failure: str, workers: int | None,
                 max_concurrency: int | None = None, is_async: bool = False) -> None:
     """SpecError for an argument out of range, or a call from outside a flow."""
@@ -265,6 +272,7 @@ def adaptive_map(
     trace: list[dict[str, Any]] | None = None,
     workers: int | None = None,
     max_concurrency: int | None = None,
+    memory: str | os.PathLike[str] | None = "local",
 ) -> list[Any]:
     """`[fn(x) for x in items]`, run as Prefect tasks over adaptive batches; call it in a flow.
 
@@ -293,6 +301,12 @@ def adaptive_map(
       of its own, at a limit chosen batch by batch (harness.policy.concurrency: it starts at 100,
       grows while throughput grows, backs off when latency climbs or errors appear), never above
       this nor the batch's size. The trace's `concurrency` column has each batch's limit.
+    - `memory`: where what a run learned is kept for the next run of the same function on
+      the same kind of runtime, which then starts at the learned batch size (no probe):
+      "local" (default) a JSON file under the harness's cache folder, "prefect" a Prefect
+      Variable on the flow's API (shared by runs on fresh infrastructure), a folder (a
+      `Path`) for files there, or None (off). A memory that cannot be read or written is a
+      cold start with a `MemoryWarning`, never an error (docs/api.md, "Memory across runs").
 
     In an async flow, `await adaptive_map_async(...)` instead: this call would block the
     flow's event loop until every item is done (it warns when called with a loop running).
@@ -302,6 +316,7 @@ def adaptive_map(
     unless the runtime opted into `lean` (harness.local_runtime).
     """
     from harness.policy.controller import Controller
+    from harness.runtime import learned_store
     from harness.strategies.resilience import PathGuard
     from harness.strategies.tasks import Opaque
     from harness.strategies.window import run_window
@@ -309,15 +324,25 @@ def adaptive_map(
 
     is_async = is_async_function(fn)
     _check_call(max_batch_size, retries, on_failure, workers, max_concurrency, is_async)
+    if (wrong := learned_store.check_location(memory)) is not None:
+        raise SpecError(f"adaptive_map memory: {wrong}")
     if _loop_running():
         warnings.warn("adaptive_map blocks this thread's running event loop until every item is done; "
                       "in an async flow, use `await harness.adaptive_map_async(...)`", stacklevel=2)
     count = _len_or_none(items)
     threads = _worker_threads(workers)
+    key = learned_store.memory_key(fn, _runner_kind(), threads) if memory is not None else ""
+    learned = learned_store.load(memory, key)
+    controllers: list[Controller] = []  # the one run_window builds, for what it learned
     label = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", type(fn).__name__)
     map_task = _task()
     collected = _Collected()
     limits = _Limits(is_async, max_concurrency)
+
+    def controller(total: int) -> Controller:
+        controllers.append(Controller(total, threads, max_batch_size=max_batch_size, allow_inline=inline,
+                                      learned=learned))
+        return controllers[-1]
 
     def submit(batch: list[_Indexed]) -> Any:
         return map_task.submit(Opaque((fn, batch, retries, limits.limit_for(batch))),
@@ -330,8 +355,7 @@ def adaptive_map(
     run = run_window(
         (_Indexed(i, x) for i, x in enumerate(items)),
         count,
-        controller=lambda total: Controller(total, threads, max_batch_size=max_batch_size,
-                                            allow_inline=inline),
+        controller=controller,
         guard=PathGuard(("batched", "inline") if inline else ("batched",), seed=0, fault_rate=0.0,
                         fault_path="batched"),
         submit=submit,
@@ -341,6 +365,9 @@ def adaptive_map(
         on_row=trace.append if trace is not None else None,
     )
     results = collected.in_order(run.items)
+    # Kept after a run whose every item succeeded: failed items may cost nothing like the rest.
+    if controllers and not collected.failures and (new := controllers[-1].learned()) is not None:
+        learned_store.save(memory, key, new)
     if collected.failures and on_failure == "raise":
         raise ItemsFailed(sorted(collected.failures, key=lambda f: f.index), results)
     return results
@@ -357,6 +384,7 @@ async def adaptive_map_async(
     trace: list[dict[str, Any]] | None = None,
     workers: int | None = None,
     max_concurrency: int | None = None,
+    memory: str | os.PathLike[str] | None = "local",
 ) -> list[Any]:
     """`await adaptive_map_async(fn, items, ...)`: `adaptive_map` for an async flow, the same
     options and results, without blocking the flow's event loop.
@@ -368,4 +396,4 @@ async def adaptive_map_async(
     """
     return await asyncio.to_thread(adaptive_map, fn, items, max_batch_size=max_batch_size, inline=inline,
                                    retries=retries, on_failure=on_failure, trace=trace, workers=workers,
-                                   max_concurrency=max_concurrency)
+                                   max_concurrency=max_concurrency, memory=memory)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.errors import SpecError
 from harness.workload.spec import WorkloadSpec, strategies_to_run
-from harness.workload.vocabulary import Strategy
+from harness.workload.vocabulary import ADAPTIVE_KINDS, Strategy
 
 # Tasks in flight: per_item, static:N and raw_dask:N keep the window
 # harness.strategies.base.submit_window gives (tasks per worker thread, fewer for large payloads,
@@ -86,7 +86,7 @@ def _strategy_need(spec: WorkloadSpec, strategy: Strategy, payload: int) -> tupl
     # A user's items ([task] with [items] source or path) are counted only once loaded: then
     # the window alone bounds what is in flight (and they carry no payload_bytes).
     measured = strategy.sample_size(items_total) if items_total else None
-    if strategy.kind == "adaptive":
+    if strategy.kind in ADAPTIVE_KINDS:
         tasks = full_window(threads)
         batch = max(1, ADAPTIVE_MAX_BATCH_BYTES // payload) if payload else (measured or 1)
         how = f"up to {tasks} tasks of at most {ADAPTIVE_MAX_BATCH_BYTES // 2**20} MiB of payload"
@@ -228,7 +228,7 @@ def disk_need(spec: WorkloadSpec) -> DiskNeed:
     for strategy in strategies_to_run(spec):
         if not strategy.needs_flow:
             continue
-        if strategy.kind == "adaptive" or not items:  # sizes itself, or items counted once loaded
+        if strategy.kind in ADAPTIVE_KINDS or not items:  # sizes itself, or items counted once loaded
             per_round += PREFECT_TASK_BUDGET
         else:
             batch = strategy.batch_size or 1

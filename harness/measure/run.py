@@ -34,12 +34,13 @@ from harness.measure.memory import RssSampler
 from harness.measure.records import TASKS_COLUMNS, TRACE_COLUMNS, RunRecord, records_frame
 from harness.measure.run_folder import fresh_run_id, remove_stale_partials, run_folder, write_json, written
 from harness.measure.results_file import write_results
-from harness.runtime import LEAN, STOCK, Runtime, open_runtime
+from harness.policy.learned import Learned
+from harness.runtime import LEAN, STOCK, Runtime, learned_store, open_runtime
 from harness.runtime.diagnostics import DaskSeen, watch_stage
 from harness.runtime.api_calls import ApiCalls, count_everywhere, count_stage
 from harness.workload.spec import AUTO, WorkloadSpec, strategies_to_run
 from harness.strategies import Stage, StageResult
-from harness.workload.vocabulary import DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Strategy
+from harness.workload.vocabulary import ADAPTIVE, ADAPTIVE_KINDS, ADAPTIVE_WARM, DASK_TASK_BUDGET, PREFECT_TASK_BUDGET, Strategy
 from harness.strategies.probe import probe_latencies
 from harness.work.user_task import UserTask, load_task
 from harness.measure.worker_watch import WorkerWatch, current_workers
@@ -79,9 +80,15 @@ def weighted_median(sizes: Counter[int]) -> float:
 
 
 def rotated(strategies: tuple[Strategy, ...], repeat: int) -> list[Strategy]:
-    """Each repeat starts one strategy later, so slow drift of the machine favours none."""
+    """Each repeat starts one strategy later, so slow drift of the machine favours none; but
+    `adaptive_warm` runs after `adaptive`, whose stage in the same repeat it starts from."""
     k = repeat % len(strategies)
-    return list(strategies[k:] + strategies[:k])
+    order = list(strategies[k:] + strategies[:k])
+    cold, warm = Strategy(ADAPTIVE.name), Strategy(ADAPTIVE_WARM.name)
+    if cold in order and warm in order and order.index(warm) < order.index(cold):
+        order.remove(warm)
+        order.insert(order.index(cold) + 1, warm)
+    return order
 
 
 def task_frame(result: StageResult, strategy: Strategy, repeat: int, variant: str, threads: int) -> pd.DataFrame:
@@ -303,6 +310,7 @@ class _Run:
         self.decision: settle.Decision | None = None
         self.rounds = 0  # rounds measured so far: the repeat number of the round under way
         self.workers: set[str] | None = None  # the cluster's workers as the last stage (or the warm-up) left them
+        self.learned: dict[str, Learned] = {}  # per pattern variant: what the latest cold adaptive stage learned
 
     def announce(self) -> None:
         """Say what is about to run, and note the start for env.json: when, the workload's
@@ -337,7 +345,7 @@ class _Run:
             on_stage("warm-up")
         t0 = time.perf_counter()
         self.priors = warm_up(self.spec, self.workload, runtime, self.kernel,
-                              probe=any(s.kind == "adaptive" for s in self.strategies))
+                              probe=any(s.kind in ADAPTIVE_KINDS for s in self.strategies))
         self.warm_up_s = time.perf_counter() - t0
         self.workers = current_workers(runtime.client)  # a worker lost from here on is noted
         self.rounds_t0 = time.perf_counter()  # the budget's clock: the measured rounds start now
@@ -380,6 +388,8 @@ class _Run:
             shown = strategy if len(variants) == 1 else f"{strategy} ({variant})"
             m = strategy.sample_size(self.items_total)
             stage = self._stage(m)
+            if strategy.kind == ADAPTIVE_WARM.name:
+                stage.learned = self._memory(variant)
             stage.on_progress = progress(f"{shown} {of}", m) if progress else None
             # The first repeat only: one report per strategy is what a reader opens, and
             # the later repeats stay free of its cost (README, "Dask's own diagnostics").
@@ -388,6 +398,19 @@ class _Run:
             sample = f" (sample of {record.items:,})" if record.sampled else ""
             self.say(f"repeat {of} {shown}: {record.wall_s:.3f} s{sample}, "
                      f"{record.tasks} tasks, {record.items_failed} failed")
+
+    def _memory_key(self, variant: str) -> str:
+        """The cache key of this workload's adaptive stages: its digest, the variant, the runtime's shape."""
+        runtime = self.runtime
+        return learned_store.stage_key(self.spec.name, [f"workload {self.digest}", f"variant {variant}",
+                                                        f"worker threads {runtime.worker_threads}",
+                                                        f"profile {runtime.profile}"])
+
+    def _memory(self, variant: str) -> Learned | None:
+        """What adaptive_warm starts from: the latest cold stage's of this run, else the cache's."""
+        if variant in self.learned:
+            return self.learned[variant]
+        return learned_store.load("local", self._memory_key(variant))
 
     def _stage(self, m: int) -> Stage:
         """A stage over `m` items (all of them, or a sample), with the warm-up's priors as hints."""
@@ -415,6 +438,9 @@ class _Run:
         if api.seen is None:
             result.notes.append("what it sent the Prefect API is not recorded: a process could not send its "
                                 "queued events or logs, or did not answer")
+        if strategy.kind == ADAPTIVE.name and result.learned is not None:  # for adaptive_warm, here and later
+            self.learned[variant] = result.learned
+            learned_store.save("local", self._memory_key(variant), result.learned)
         tasks = task_frame(result, strategy, repeat, variant, runtime.worker_threads)
         record = with_dask_seen(dataclasses.replace(
             _record(spec, strategy, repeat, order, result, runtime, self.items_total, rss, flow_s, variant, tasks),

@@ -31,7 +31,10 @@ The policy in brief (docs/controller.md has the why)
   tail; with the end not known, the overhead share alone (the whole-wave plan's limit as
   the items grow without bound);
 - inline: the rest runs in the flow when it costs less than one task's overhead; with a
-  warm-up prior the flow first runs one item itself, so a tiny workload needs no task.
+  warm-up prior the flow first runs one item itself, so a tiny workload needs no task;
+- memory: `learned()` is what a run learned (harness.policy.learned); a controller started
+  from one sends no probe and no learn item, opens the window to W at once and sizes its
+  first wave from it, and drops it when the first task seen contradicts it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from harness.policy.learned import Learned
 
 # --- tuning constants ---------------------------------------------------------------------
 # "sweep" figures: geometric mean of adaptive / best static over the tuned workloads of
@@ -165,6 +170,16 @@ LEARN_IF_WITHIN = 4.0
 # (o = 20 ms: share cap 6.5M items, jump 2M).
 STREAM_ITEM_FLOOR_S = 1e-7
 
+# Memory (a `Learned` from an earlier run): the first task seen must agree with it, or it is
+# dropped and the estimates start from the observations. Its per-item cost is judged as drift
+# is (beyond DRIFT_RATIO x or 1/x, widened by the items' scatter over the task's items). Its
+# overhead, duration - compute of the first task to finish, is judged on a wider ratio: that
+# first task also pays what a fresh flow pays once (the workers' first call, imports), and
+# its size follows from o, so 4x off means a first wave 4x off its share cap, where one wave
+# of the steering's observations costs less than running on. A dropped o costs nothing either
+# way after a full wave: the replay's fit takes over then, as it does from the warm-up's.
+MEMORY_OVERHEAD_RATIO = 4.0
+
 def full_window(worker_threads: int) -> int:
     """The most tasks the controller keeps in flight on `worker_threads` threads (the preflight's
     memory estimate asks this too: harness.measure.admission)."""
@@ -240,6 +255,7 @@ class Controller:
         prior_probe_filling_s: float | None = None,
         max_batch_size: int | None = None,
         allow_inline: bool = True,
+        learned: Learned | None = None,
     ) -> None:
         """`total_items`: the items to run, or a lower bound on them when the mechanism streams
         a source of unknown length (it then passes a lower bound as `remaining` too, with
@@ -253,6 +269,9 @@ class Controller:
         `prior_probe_filling_s`: the probe's round trip beyond its compute (submit to seen),
         measured at warm-up into a waiting flow and into one that fills meanwhile; they decide
         whether fill pays and what the task path costs before its first result.
+        `learned`: what an earlier run of the same work learned (`learned()`): no probe and no
+        learn item, the window open to W at once and the first wave at its batch size (capped
+        as any batch is), until the first task seen agrees or the memory is dropped.
         """
         self._check_arguments(total_items, worker_threads, initial_batch_size, log_size, max_batch_size,
                               prior_overhead_s=prior_overhead_s, prior_item_s=prior_item_s,
@@ -281,8 +300,19 @@ class Controller:
         self._observed = 0  # observations, inline included
         self._items_observed = 0  # items of those observations: with _outstanding, what was handed out
         self._tasks_seen = 0  # batched tasks observed
+        self._note: str | None = None  # memory kept or dropped: said by the next decision's reason
+        # The pending decision's model size when it is a bulk one (not the probe, the tail or the
+        # rest), else 0: learned() remembers it, before max_batch_size (a call's cap, not the work's).
+        self._bulk_pending = 0
+        self._bulk_items: collections.Counter[int] = collections.Counter()  # items per bulk size submitted
+        self._batched_items: collections.Counter[int] = collections.Counter()  # ... per any size submitted
 
         self._start_estimates(prior_overhead_s, prior_item_s, prior_probe_s, prior_probe_filling_s)
+        self._memory = learned  # until the first task seen contradicts it
+        self._warm = learned is not None  # started from a memory (kept or dropped since)
+        self._judged = False  # the first observation was held against the memory
+        if learned is not None:
+            self._queue._slope = learned.transfer_s  # kept while the sizes are all alike
 
     @staticmethod
     def _check_arguments(total_items: int, worker_threads: int, initial_batch_size: int, log_size: int,
@@ -328,7 +358,14 @@ class Controller:
 
     @property
     def per_item_s(self) -> float | None:
-        """Mean work per item (seconds), or None before any item was observed."""
+        """Mean work per item (seconds), or None before any item was observed (the memory's
+        until then, when started from one)."""
+        observed = self._observed_cost()
+        if observed is None and self._memory is not None:
+            return self._memory.per_item_s
+        return observed
+
+    def _observed_cost(self) -> float | None:
         items = sum(n for n, _ in self._costs)
         return sum(c for _, c in self._costs) / items if items else None
 
@@ -340,6 +377,8 @@ class Controller:
         worker-side cost plus the time the busy flow took to notice the completion.
         """
         fit = self._queue.fit()
+        if self._memory is not None and len(self._queue.samples) < self.worker_threads:
+            return self._memory.overhead_s  # as the warm-up's below, and from the same kind of run
         if self._prior_overhead is not None and len(self._queue.samples) < self.worker_threads:
             # Until a full wave was seen, the warm-up's figure (taken with every thread busy)
             # says more than a lone probe: it includes a flow too slow to feed W threads.
@@ -352,7 +391,9 @@ class Controller:
     def transfer_s(self) -> float:
         """Per-item cost of a task beyond its compute, `t` (seconds): moving and (de)serialising."""
         fit = self._queue.fit()
-        return fit[1] if fit is not None else 0.0
+        if fit is not None:
+            return fit[1]
+        return self._memory.transfer_s if self._memory is not None else 0.0
 
     @property
     def throughput(self) -> float | None:
@@ -363,6 +404,29 @@ class Controller:
         span = rest[-1][0] - first[0]
         return sum(n for _, n in rest) / span if span > 0 else None
 
+    def learned(self) -> Learned | None:
+        """What this run learned, for the next run of the same work to start from, or None
+        before enough was seen: a full wave (W tasks with their cost beyond work replayed),
+        the least from which `o` is the run's own fit and not a prior or a lone task's.
+
+        Its batch size is the item-weighted median of the bulk's sizes (the ramp, the tail
+        and the rest's last task left out; with no bulk, of every task's): the size at least
+        half of those items ran in, so a few odd sizes around it do not move it. A bulk size
+        is the model's, before `max_batch_size`: a call's cap, not what the work asks for.
+        """
+        c = self._observed_cost()
+        fit = self._queue.fit()
+        if c is None or fit is None or len(self._queue.samples) < self.worker_threads:
+            return None
+        sizes = self._bulk_items or self._batched_items
+        half, seen, size = sum(sizes.values()) / 2, 0, 1
+        for size in sorted(sizes):
+            seen += sizes[size]
+            if seen >= half:
+                break
+        return Learned(per_item_s=c, item_cv=self._item_cv(), overhead_s=fit[0], transfer_s=fit[1],
+                       batch_size=size, worker_threads=self.worker_threads, items=self._items_observed)
+
     # --- the calls the mechanism makes ---
 
     def observe(self, obs: BatchObservation) -> None:
@@ -372,6 +436,9 @@ class Controller:
         self._observed += 1
         self._items_observed += obs.items
         self._now = max(self._now, obs.finished)
+        if self._memory is not None and not self._judged and (obs.items > 0 or obs.strategy == "batched"):
+            self._judged = True
+            self._judge_memory(obs)
         if obs.items > 0:
             self._add_cost(obs.items, obs.compute_s)
         if obs.strategy == "inline":
@@ -384,6 +451,36 @@ class Controller:
         raw = max(0.0, obs.duration_s - obs.compute_s)  # includes queueing: an upper bound
         self._first_overhead = raw if self._first_overhead is None else min(self._first_overhead, raw)
         self._fresh = True
+
+    def _judge_memory(self, obs: BatchObservation) -> None:
+        """The first task (or inline batch) seen against the memory: kept, or dropped and the
+        estimates reset to the observations (docs/controller.md, "Memory")."""
+        m = self._memory
+        assert m is not None
+        said = []
+        if obs.items > 0:
+            # A task of n items scatters sqrt(n) times less than one item (as drift is judged).
+            ratio = DRIFT_RATIO * (1 + m.item_cv / math.sqrt(obs.items))
+            seen = max(obs.compute_s / obs.items, STREAM_ITEM_FLOOR_S)
+            known = max(m.per_item_s, STREAM_ITEM_FLOOR_S)
+            if not known / ratio <= seen <= known * ratio:
+                said.append(f"per-item cost {_ms(seen)} is {max(seen / known, known / seen):.2g}x "
+                            f"{'above' if seen > known else 'below'} the remembered {_ms(known)} "
+                            f"(beyond {ratio:.2g}x)")
+        if obs.strategy == "batched":
+            expected = m.overhead_s + m.transfer_s * obs.items
+            raw = max(0.0, obs.duration_s - obs.compute_s)
+            if expected > 0 and not expected / MEMORY_OVERHEAD_RATIO <= raw <= expected * MEMORY_OVERHEAD_RATIO:
+                said.append(f"the task's cost beyond its work {_ms(raw)} is beyond "
+                            f"{MEMORY_OVERHEAD_RATIO:g}x the remembered {_ms(expected)}")
+        if said:
+            self._memory = None
+            self._queue._slope = 0.0  # t from the observations alone
+            self._note = self._drift = f"memory dropped: {'; '.join(said)}"
+        elif obs.strategy == "batched" or obs.items > 0:
+            seen = obs.compute_s / obs.items if obs.items else None
+            self._note = (f"memory kept: the first task agrees with it"
+                          f"{f' (c={_ms(seen)}/item)' if seen is not None else ''}")
 
     def task_failed(self, started: float, finished: float, batch_size: int) -> None:
         """A task that failed as a whole was seen: its thread is free, its batch will re-run."""
@@ -410,7 +507,11 @@ class Controller:
             raise ContractError(f"decide() again before submitted/rerouted/cancel of {self._pending[0]}")
         _check_counts("decide()", remaining, in_flight, more, least=1)  # nothing left: nothing to decide
         steering = self._steering()
+        self._bulk_pending = 0
         decision = self._decide(remaining, in_flight, more)
+        note, self._note = self._note, None
+        if note is not None and note not in decision.reason:
+            decision = Decision(decision.batch_size, decision.strategy, f"{note}; {decision.reason}", decision.window)
         self._pending = (decision, in_flight, steering)
         self.log.append((self._now, decision))
         return decision
@@ -437,8 +538,11 @@ class Controller:
         _, in_flight, steering = self._pending
         self._pending = None
         if strategy is None:
-            (self._size, self._fresh, self._shrink_votes, self._shrink_seen, self._drift) = steering
+            (self._size, self._fresh, self._shrink_votes, self._shrink_seen, self._drift, self._note) = steering
         if strategy == "batched":
+            self._batched_items[decision.batch_size] += decision.batch_size
+            if self._bulk_pending and decision.strategy == "batched":
+                self._bulk_items[self._bulk_pending] += decision.batch_size
             self._submits += 1
             self._queue.submitted(in_flight)
             self._outstanding += decision.batch_size
@@ -481,7 +585,7 @@ class Controller:
 
     def _steering(self) -> tuple[object, ...]:
         """The state `_steer` changes: restored when a decision is cancelled."""
-        return (self._size, self._fresh, self._shrink_votes, self._shrink_seen, self._drift)
+        return (self._size, self._fresh, self._shrink_votes, self._shrink_seen, self._drift, self._note)
 
     def _decide(self, remaining: int, in_flight: int, more: bool) -> Decision:
         c, o = self.per_item_s, self.overhead_s
@@ -493,6 +597,21 @@ class Controller:
         if c is not None and o is not None and in_flight < self.worker_threads and self.allow_inline and not more:
             if (inline := self._inline_rest(remaining, c, o)) is not None:
                 return inline  # only with a thread idle: otherwise it would take a busy thread's core
+        memory = self._memory
+        if c is not None and o is not None and not self._tasks_seen and memory is not None:
+            # No probe: the first wave at the learned size, no bigger than the whole-wave plan
+            # over the items actually given (a memory of 100k items on 500 makes no giant task).
+            t = self.transfer_s
+            ct = max(c + t, STREAM_ITEM_FLOOR_S) if more else c + t
+            target, why = self._target(remaining, ct, o, more)
+            # As steering does: a plan within the hold band of the learned size is taken (the
+            # items split into whole waves), a learned size below it trimmed to whole waves.
+            if _round(target) <= memory.batch_size * (1 + HOLD_BAND):
+                self._size = _round(target)
+            else:
+                self._size = memory.batch_size if more else self._whole_waves_under(memory.batch_size, remaining)
+            reason = f"from memory: {memory.describe()}; first wave at {self._size} ({why})"
+            return self._shaped(remaining, c, t, o, more, reason)
         if c is None or o is None or not self._tasks_seen:
             size = self._capped(min(self._size, remaining))
             return Decision(size, "batched", f"cold start: one probe task of {size} before anything is known",
@@ -502,9 +621,13 @@ class Controller:
         ct = max(c + t, STREAM_ITEM_FLOOR_S) if more else c + t  # what an item costs inside a task
         target, why = self._target(remaining, ct, o, more)
         reason = self._steer(target, why, ct, o, t, remaining, more)
+        return self._shaped(remaining, c, t, o, more, reason)
 
+    def _shaped(self, remaining: int, c: float, t: float, o: float, more: bool, reason: str) -> Decision:
+        """A task of the model's size, thinner at the tail, within `remaining` and max_batch_size."""
         size = self._size
         if more:  # the end is not in sight: no tail, and the mechanism reads ahead for the batch
+            self._bulk_pending = size
             return self._batched(size, reason)
         tail_cap = math.ceil((remaining + self._outstanding)
                              / (TAIL_BATCHES_PER_WORKER * self.worker_threads))
@@ -512,6 +635,7 @@ class Controller:
             floor = _whole(math.ceil, TAIL_FLOOR_OVERHEADS * o / (c + t)) if c + t > 0 else 1
             size = max(tail_cap, min(size, floor))
             reason = f"tail: {remaining} left, {self._outstanding} in flight, a thread's share at most; {reason}"
+        self._bulk_pending = size if size == self._size <= remaining else 0  # not thinned for the tail or the rest
         return self._batched(max(1, min(size, remaining)), reason)
 
     def _batched(self, size: int, reason: str) -> Decision:
@@ -664,8 +788,16 @@ class Controller:
             if not more and self._outstanding and remaining < self.worker_threads * new:
                 # The whole-wave plan counts the items in flight as if they could be re-split;
                 # they cannot, so bigger tasks now would sit behind them on a few threads only.
-                return (f"hold {size}: the {remaining} items not yet submitted make fewer than "
-                        f"{self.worker_threads} tasks of {new}; {estimates}")
+                # A warm start sent its first wave blind, at a remembered size that may be far
+                # below the plan's one wave: the items not yet submitted then make one whole
+                # wave of their own, behind in-flight tasks far smaller (docs/controller.md, "Memory").
+                even = math.ceil(remaining / self.worker_threads)
+                if not (self._warm and even > size * (1 + HOLD_BAND)):
+                    return (f"hold {size}: the {remaining} items not yet submitted make fewer than "
+                            f"{self.worker_threads} tasks of {new}; {estimates}")
+                new = even
+                why = f"the {remaining} items not yet submitted as one whole wave of {self.worker_threads}"
+
             self._fresh = False
             self._size = new
             prefix = f"{drift}; " if drift else ""
@@ -694,12 +826,12 @@ class Controller:
 
     def _window(self) -> int:
         """Every thread busy once the probe is seen, then SLOW_START_PER_TASK more per finished task."""
-        opened = self.worker_threads if self._tasks_seen else 0
+        opened = self.worker_threads if self._tasks_seen or self._memory is not None else 0
         return min(self.window, max(MIN_WINDOW, opened + SLOW_START_PER_TASK * self._tasks_seen))
 
     def _add_cost(self, items: int, compute: float) -> None:
         """Fold one observation into the per-item cost estimate, watching for drift."""
-        estimate = self.per_item_s
+        estimate = self._observed_cost()  # a memory is judged once, in _judge_memory
         per_item = compute / items
         direction = 0
         if estimate is not None and estimate > 0:

@@ -29,6 +29,7 @@ from harness.measure.machine_load import load_warnings
 
 from harness.analysis import overhead, server_load, settle, stats
 from harness.measure.records import read_run_folder
+from harness.workload.vocabulary import STATIC
 
 # What the report reads of env.json (environment_lines, build): a run folder's env.json lacking
 # one would render as "Python None, 0 workers, ? threads", so it is refused as damage instead.
@@ -77,6 +78,9 @@ OVERHEAD_INTRO = (
 REFERENCES_INTRO = ("Ratio of median wall times with an exact distribution-free 95 % interval (Mann-Whitney, "
                     "docs/reading-a-report.md, \"How sure is a ratio\"; below 1: adaptive is faster). With fewer repeats than a "
                     "verdict needs, no interval is claimed.")
+WARM_INTRO = ("adaptive_warm is the adaptive strategy started from what the cold adaptive stage before it "
+              "learned (no probe, the first wave at the learned batch size; docs/adaptive.md, \"Warm start\"). "
+              "Each row: the median wall time of the first strategy over the second, as above; below 1: the first is faster.")
 DASK_SEEN_INTRO = (
     "Where each task's overhead went, from the Dask scheduler's task stream (medians over repeats, "
     "ms per task; their sum is the overhead column above): in the task beyond its items = Dask's "
@@ -211,6 +215,8 @@ class Report:
     batch_advice: AdviceSection = AdviceSection()
     overhead: OverheadSection = OverheadSection()
     server_load: Table = Table(("strategy",), ())  # no rows for runs without the prefect_* columns
+    # adaptive_warm and adaptive against the best static, and warm against cold; no rows without adaptive_warm
+    warm: ComparisonSection = ComparisonSection("Warm start against cold", WARM_INTRO, "ratio (wall)", ())
 
     @property
     def title(self) -> str:
@@ -324,6 +330,26 @@ def _dask_reports(env: dict[str, Any], run_dir: Path | None) -> tuple[Link, ...]
 def _comparison(against: str, strategy: str, ratio: stats.Ratio, in_words: str) -> Comparison:
     estimate = _fmt(ratio.estimate, stats.decimals((ratio.estimate,), 3))
     return Comparison(against, strategy, estimate, ratio.interval(3), ratio.label, in_words)
+
+
+def _warm_start(rows: pd.DataFrame, table: pd.DataFrame) -> ComparisonSection:
+    """adaptive_warm and adaptive each against the best static size, and warm against cold:
+    the comparisons whose strategies ran and had an item succeed."""
+    failed = set(stats.without_success(table))
+    ran = [s for s in ("adaptive_warm", "adaptive") if s in table.index and s not in failed]
+    if "adaptive_warm" not in ran:
+        return ComparisonSection("Warm start against cold", WARM_INTRO, "ratio (wall)", ())
+    samples = stats.samples_by_strategy(rows)
+    best = stats.best_of(table, STATIC)
+    pairs = [(s, best, f"{best}, the best static") for s in ran if best is not None and best not in failed]
+    if "adaptive" in ran:
+        pairs.append(("adaptive_warm", "adaptive", "adaptive (cold)"))
+    comparisons = []
+    for subject, reference, words in pairs:
+        r = stats.ratio(subject, samples[subject], reference, samples[reference])
+        comparisons.append(_comparison(f"{subject} / {'best static' if reference == best else 'cold'}", reference, r,
+                                       f"{subject} was {r.phrase(words)}"))
+    return ComparisonSection("Warm start against cold", WARM_INTRO, "ratio (wall)", tuple(comparisons))
 
 
 def _findings(t: pd.DataFrame) -> tuple[str, ...]:
@@ -516,6 +542,7 @@ def build(runs: pd.DataFrame, env: dict[str, Any], trace: pd.DataFrame | None = 
         batch_advice=_advice_section(table),
         overhead=_overhead_section(rows, None if tasks is None else stats.main_rows(tasks)),
         server_load=_server_load(rows),
+        warm=_warm_start(rows, table),
     )
 
 

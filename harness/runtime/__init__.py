@@ -26,6 +26,7 @@ them. One module per job:
   orphans        servers a killed harness left behind, stopped by the next run
   server_entry   the server subprocess's entry point: it dies with its parent
   ui             `harness ui`: the Prefect UI over a results folder's database
+  learned_store  where adaptive_map keeps what a run learned: a cache file or a Prefect Variable
 """
 
 from __future__ import annotations

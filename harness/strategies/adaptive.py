@@ -7,6 +7,8 @@ shared with `harness.adaptive_map`, the controller (harness.policy.controller) t
 A user's `async def` [task] function also gets its concurrency limit chosen batch by batch
 (harness.policy.concurrency): this module asks the policy as it submits and tells it each
 folded result, as adaptive_map does.
+`adaptive_warm` is the same, its controller started from `stage.learned` (what the run's cold
+stage learned: harness.measure.run) when there is one; both hand back what they learned.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from harness.policy.concurrency import ConcurrencyPolicy, ConcurrencySample
 from harness.policy.controller import STRATEGIES, Controller
 from harness.strategies.resilience import PathGuard
 from harness.strategies.base import Stage, StageResult
-from harness.workload.vocabulary import Strategy
+from harness.workload.vocabulary import ADAPTIVE_WARM, Strategy
 from harness.strategies.tasks import Opaque, process_batch
 from harness.strategies.timings import TaskTimings
 from harness.strategies.window import run_window
@@ -52,17 +54,28 @@ def execute(strategy: Strategy, stage: Stage) -> StageResult:
 
     # Failed tasks, re-runs and circuit breakers (harness.strategies.resilience); inline is the last resort.
     guard = PathGuard.for_stage(stage, tuple(sorted(STRATEGIES, key=lambda s: s == "inline")))
+    memory = stage.learned if strategy.kind == ADAPTIVE_WARM.name else None
+    controllers: list[Controller] = []
+
+    def controller(total: int) -> Controller:
+        controllers.append(Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s,
+                                      prior_item_s=stage.item_hint_s, prior_probe_s=stage.probe_hint_s,
+                                      prior_probe_filling_s=stage.probe_filling_hint_s,
+                                      max_batch_size=stage.max_batch_size,  # bytes cap (base.py)
+                                      learned=memory))
+        return controllers[-1]
+
     run = run_window(
         stage.cursor(),  # batches built where they run (harness.work.synthetic.ItemSlice)
         stage.items,
-        controller=lambda total: Controller(total, stage.worker_threads, prior_overhead_s=stage.overhead_hint_s,
-                                            prior_item_s=stage.item_hint_s, prior_probe_s=stage.probe_hint_s,
-                                            prior_probe_filling_s=stage.probe_filling_hint_s,
-                                            max_batch_size=stage.max_batch_size),  # bytes cap (base.py)
+        controller=controller,
         guard=guard,
         submit=submit,
         run_inline=lambda batch: run_batch_folded(batch, kernel(batch), stage.retries),
         fold=fold,
     )
+    if strategy.kind == ADAPTIVE_WARM.name and memory is None:
+        run.notes.append("no memory to start from (no cold adaptive stage learned one, none in the cache): ran cold")
     return StageResult(tally, tasks=run.tasks, wall_s=run.wall_s, batch_sizes=run.batch_sizes,
-                       trace=run.trace, notes=run.notes, timings=TaskTimings.from_trace(run.trace))
+                       trace=run.trace, notes=run.notes, timings=TaskTimings.from_trace(run.trace),
+                       learned=controllers[-1].learned() if controllers else None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from harness.policy.learned import Learned
     from harness.strategies.timings import TaskTimings
     from harness.work.kernels import Kernel
     from harness.work.outcomes import Tally
@@ -122,6 +123,8 @@ class Stage:
     probe_hint_s: float | None = None
     probe_filling_hint_s: float | None = None
     on_submitted: Callable[[int], None] | None = None  # called with tasks submitted so far
+    # What an earlier adaptive stage of the same work learned: `adaptive_warm` starts from it.
+    learned: Learned | None = None
 
     @property
     def items(self) -> int:
@@ -178,3 +181,4 @@ class StageResult:
     flow_runs: int = 0  # flow runs created (the pattern's flow and its subflows; harness.patterns)
     routes: str = ""  # what the pattern built at run time, "name=count;..." (harness.patterns)
     timings: TaskTimings | None = None  # per-task timings (harness.strategies.timings), for tasks.csv
+    learned: Learned | None = None  # what an adaptive stage learned (Controller.learned()), for a warm one

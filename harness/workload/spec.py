@@ -207,7 +207,7 @@ class ClusterSpec:
 
 
 _STRATEGY_SCHEMA = {"type": "array", "minItems": 1, "uniqueItems": True, "description": _STRATEGIES_EXPECTED,
-                    "items": {"type": "string", "pattern": r"^\s*(per_item|adaptive|joblib_auto|"
+                    "items": {"type": "string", "pattern": r"^\s*(per_item|adaptive|adaptive_warm|joblib_auto|"
                                                            r"(static|raw_dask):[0-9]*[1-9][0-9]*)\s*$"}}
 
 

@@ -188,10 +188,14 @@ PER_ITEM = _add(StrategyKind("per_item", "harness.strategies.per_item", needs_fl
 STATIC = _add(StrategyKind("static", "harness.strategies.static", sized=True, needs_flow=True,
                            task_budget=PREFECT_TASK_BUDGET))
 ADAPTIVE = _add(StrategyKind("adaptive", "harness.strategies.adaptive", needs_flow=True))
+# The same, started from what the run's cold `adaptive` stage (or the cache) learned (docs/adaptive.md).
+ADAPTIVE_WARM = _add(StrategyKind("adaptive_warm", "harness.strategies.adaptive", needs_flow=True))
 RAW_DASK = _add(StrategyKind("raw_dask", "harness.strategies.raw_dask", sized=True, task_budget=DASK_TASK_BUDGET))
 JOBLIB_AUTO = _add(StrategyKind("joblib_auto", "harness.strategies.joblib_auto"))
 
 STRATEGY_FORMS = REGISTRY.forms
+# The kinds the adaptive controller sizes as they run (no batch size of their own).
+ADAPTIVE_KINDS = (ADAPTIVE.name, ADAPTIVE_WARM.name)
 
 
 def parse_strategy(text: str, where: str) -> Strategy:
