@@ -27,6 +27,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "cluster: needs the session's real Prefect API server and Dask LocalCluster (the `runtime` fixture)",
     )
+    # memory="local" (adaptive_map, adaptive_warm) in a folder of this session's, inherited by the
+    # CLI runs the tests start: no test starts warm from what an earlier session learned.
+    import os
+    import tempfile
+
+    os.environ["HARNESS_MEMORY_DIR"] = tempfile.mkdtemp(prefix="harness-test-memory-")
     # A Dask scheduler always opens its HTTP server, on 8787 when free; on a shared machine another
     # run often holds 8787 and Dask moves to a free port with this warning, which is not ours.
     config.addinivalue_line("filterwarnings", "ignore:Port 8787 is already in use:UserWarning")

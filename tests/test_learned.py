@@ -177,3 +177,15 @@ def test_a_capped_run_remembers_the_size_its_work_asked_for():
     simulate(w, free, d)
     assert capped.learned().batch_size > 500
     assert capped.learned().batch_size == pytest.approx(free.learned().batch_size, rel=0.25)
+
+
+def test_local_memory_lives_where_harness_memory_dir_says(tmp_path, monkeypatch):
+    """memory="local" keeps its files in HARNESS_MEMORY_DIR when set (a shared volume; each test
+    session's own folder), and reads them back from there."""
+    from harness.runtime import learned_store
+
+    learned = Learned(1e-3, 0.1, 0.02, 1e-5, 500, 2, 20_000)
+    monkeypatch.setenv(learned_store.MEMORY_DIR_ENV, str(tmp_path))
+    learned_store.save("local", "adaptive-map-f-0123456789abcdef", learned)
+    assert json.loads((tmp_path / "adaptive-map-f-0123456789abcdef.json").read_text()) == learned.to_dict()
+    assert learned_store.load("local", "adaptive-map-f-0123456789abcdef") == learned

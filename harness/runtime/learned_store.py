@@ -128,9 +128,18 @@ def check_location(memory: object) -> str | None:
     return f"found {memory!r}, expected one of {', '.join(map(repr, LOCATIONS))}, a folder (a Path) or None"
 
 
+# Where `memory="local"` keeps its files when set (else <cache>/memory): a volume several
+# machines share, or a test session's own folder (tests/conftest.py), so no test starts from
+# what an earlier session left there.
+MEMORY_DIR_ENV = "HARNESS_MEMORY_DIR"
+
+
 def local_path(memory: str | os.PathLike[str], key: str) -> Path:
-    """The file a local memory is kept in: under the cache folder, or the folder given."""
-    folder = cache_dir() / LOCAL_FOLDER if memory == "local" else Path(memory)
+    """The file a local memory is kept in: HARNESS_MEMORY_DIR or the cache folder's, or the folder given."""
+    if memory == "local":
+        folder = Path(os.environ[MEMORY_DIR_ENV]) if os.environ.get(MEMORY_DIR_ENV) else cache_dir() / LOCAL_FOLDER
+    else:
+        folder = Path(memory)
     return folder / f"{key}.json"
 
 
