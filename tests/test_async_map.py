@@ -216,3 +216,40 @@ def test_an_async_task_through_benchmark_agrees_across_strategies(runtime, tmp_p
     trace = pd.read_csv(result.folder / "trace.csv")
     assert "concurrency" in trace.columns and trace["concurrency"].notna().all()
     assert os.path.isfile(result.folder / "report.md")
+
+
+async def recorded(item: tuple[int, str]) -> int:
+    """An async [task] function for harness.benchmark that notes how many items of its own task
+    were in flight as it started (itself included), one line in a file per process under the
+    folder its item names: it runs in Dask worker processes, out of this process's sight."""
+    x, folder = item
+    loop = id(asyncio.get_running_loop())
+    _in_flight[loop] += 1
+    try:
+        with open(os.path.join(folder, f"in-flight-{os.getpid()}.txt"), "a") as file:
+            file.write(f"{_in_flight[loop]}\n")
+        await asyncio.sleep(WAIT_S)
+    finally:
+        _in_flight[loop] -= 1
+    return x
+
+
+@pytest.mark.cluster
+def test_benchmark_max_concurrency_caps_every_strategy(runtime, tmp_path):
+    """static:20 would run its 20 items at once and adaptive's policy starts at 100: with
+    max_concurrency=3 no task of either ever has more than 3 waiting."""
+    from harness import benchmark
+
+    notes = tmp_path / "in-flight"
+    notes.mkdir()
+    items = [(i, str(notes)) for i in range(40)]
+    result = benchmark(recorded, items, strategies=["static:20", "adaptive"], repeats=1, max_concurrency=3,
+                       out=tmp_path / "results", address=runtime.scheduler_address)
+    assert (result.runs["items_ok"] == len(items)).all() and set(result.runs["strategy"]) == {"static:20", "adaptive"}
+    seen = [int(line) for path in notes.glob("*.txt") for line in path.read_text().split()]
+    assert len(seen) >= 2 * len(items)  # each item under both strategies (and the warm-up's)
+    assert max(seen) == 3  # concurrent, and never above the cap
+    import pandas as pd
+
+    trace = pd.read_csv(result.folder / "trace.csv")  # adaptive's batches: the limit each ran at
+    assert trace["concurrency"].notna().all() and trace["concurrency"].max() <= 3

@@ -399,6 +399,20 @@ def test_malformed_file_is_rejected_with_an_actionable_message(tmp_path, parts, 
         assert text in message
 
 
+TASK = 'name = "w"\n[items]\nsource = "m:items"\n[task]\nfunction = "m:fetch"\n'
+
+
+def test_task_max_concurrency_is_an_optional_integer_of_at_least_1():
+    """Parsing only: whether the function is async (a plain one is refused) needs it imported
+    (tests/test_user_task.py)."""
+    assert parse_spec(TASK, "w.toml").task.max_concurrency is None
+    assert parse_spec(TASK + "max_concurrency = 3\n", "w.toml").task.max_concurrency == 3
+    for value, found in (("0", "found 0,"), ('"3"', "found '3' (string),")):
+        with pytest.raises(SpecError) as caught:
+            parse_spec(TASK + f"max_concurrency = {value}\n", "w.toml")
+        assert str(caught.value).startswith(f"w.toml: [task] max_concurrency: {found} expected an integer >= 1")
+
+
 def test_missing_required_table_names_its_first_required_key():
     with pytest.raises(SpecError, match=r"^x\.toml: \[cost\] kind: missing"):
         parse_spec('name = "w"\nseed = 1\n[items]\ncount = 1\n', "x.toml")

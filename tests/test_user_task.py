@@ -85,6 +85,34 @@ def test_a_raising_call_is_retried_then_a_failed_outcome_with_its_exception(tmp_
     assert not single.ok and single.attempts == 3
 
 
+ASYNC_MODULE = """\
+    import asyncio
+    from collections import defaultdict
+    in_flight = defaultdict(int)  # per event loop: one loop per batch
+    most = [0]  # the most items of one batch in flight at once (this process runs the batches)
+    async def fetch(x):
+        loop = id(asyncio.get_running_loop())
+        in_flight[loop] += 1
+        most[0] = max(most[0], in_flight[loop])
+        await asyncio.sleep(0.002)
+        in_flight[loop] -= 1
+        return x
+    """
+
+
+def test_max_concurrency_caps_a_batch_whatever_limit_the_strategy_sets(tmp_path):
+    """static:N runs its batch whole (concurrency 0), adaptive at its policy's limit: the cap wins
+    over both, and a lower limit stays as it is."""
+    write(tmp_path, "ut_capped.py", ASYNC_MODULE)
+    items = [UserItem(i, i) for i in range(20)]
+    module = import_from(tmp_path, "ut_capped")
+    for concurrency, cap, expected in ((0, 3, 3), (8, 3, 3), (2, 3, 2), (0, None, 20)):
+        module.most[0] = 0
+        kernel = UserFunction("ut_capped:fetch", "", str(tmp_path), max_concurrency=cap, concurrency=concurrency)
+        result = kernel.run_batch(items, 0)
+        assert module.most[0] == result.concurrency == expected and all(o.ok for o in result.outcomes)
+
+
 def test_item_list_batches_and_samples_keep_indices():
     items = ItemList(["a", "b", "c", "d", "e"], spec=None)
     assert [[i.index for i in b] for b in items.batches(2)] == [[0, 1], [2, 3], [4]]
@@ -165,6 +193,8 @@ BAD_INPUT = [
      ["[task] batch_function", "an async def function, expected a plain one"]),
     ("pattern-not-for-tasks", 'function = "{m}:f"', 'source = "{m}:items"', '[pattern]\nkind = "branching"\n',
      ["[pattern]", "with [task]"]),
+    ("max-concurrency-for-a-plain-function", 'function = "{m}:f"\nmax_concurrency = 4', 'source = "{m}:items"', "",
+     ["[task] max_concurrency: found 4 for '{m}:f', a plain function; expected it only with an async def function"]),
 ]
 
 
@@ -297,6 +327,18 @@ def test_the_digest_parts_of_a_source_cover_its_code_and_first_items(tmp_path):
     assert digest_differences(eleven, load_task(load_spec(workload)).digest_parts()) == [
         "the function's code differs (its module file ut_parts_source.py)",
         "the items source's code differs (its module file ut_parts_source.py)"]
+
+
+def test_a_task_without_max_concurrency_digests_as_before_the_key(tmp_path):
+    """Runs from before [task] max_concurrency existed stay comparable; a cap makes other work."""
+    workload = task_folder(tmp_path, "ut_parts_cap", 'source = "ut_parts_cap:twelve"')
+    spec = load_spec(workload)
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("run", "cluster", "source", "description")}
+    fields["task"] = {"function": "ut_parts_cap:f", "batch_function": ""}  # the [task] keys before it
+    text = json.dumps({"spec": fields, "items_compute_s": 0.0}, sort_keys=True, default=str)
+    assert workload_digest(spec, 0.0) == hashlib.sha256(text.encode()).hexdigest()[:12]
+    capped = dataclasses.replace(spec, task=dataclasses.replace(spec.task, max_concurrency=3))
+    assert workload_digest(capped, 0.0) != workload_digest(spec, 0.0)
 
 
 def test_a_synthetic_workloads_digest_is_as_before(make_spec):

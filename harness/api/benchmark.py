@@ -29,12 +29,14 @@ from harness.measure.records import read_runs
 from harness.workload.spec import (BENCHMARK_SOURCE, ClusterSpec, FaultSpec, ItemsSpec, RunSpec, TaskSpec, WorkloadSpec,
                           parse_strategy)
 from harness.work.async_items import is_async_function
-from harness.work.user_task import ItemList, UserFunction, UserTask, check_items, remember, take_items
+from harness.work.user_task import (ItemList, UserFunction, UserTask, check_items, check_max_concurrency, remember,
+                                    take_items)
 
 # The options `benchmark` takes besides its named parameters, and the workload-file key each stands for.
 _OPTIONS = {"name": "name", "workers": "[cluster] workers", "threads_per_worker": "[cluster] threads_per_worker",
             "address": "[cluster] address", "retries": "[faults] retries", "batch_function": "[task] batch_function",
-            "profile": "--profile", "on_event": "progress messages (a callable taking a str)"}
+            "max_concurrency": "[task] max_concurrency", "profile": "--profile",
+            "on_event": "progress messages (a callable taking a str)"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def benchmark(fn: Callable[[Any], Any], items: Iterable[Any], *, strategies: Seq
     Options: name (the run's name, default the function's), workers and threads_per_worker (the
     local cluster), address (an existing Dask scheduler), retries (per failing call, default 3),
     batch_function (a plain function taking a list of items, returning a list of results; an
-    async def one is refused: pass an async fn instead, its items run concurrently in each task), profile
+    async def one is refused: pass an async fn instead, its items run concurrently in each task),
+    max_concurrency (for an async def fn, the most items one task awaits at once, under every strategy), profile
     ("stock" by default: your tasks see the settings your process has; "lean" leaves Prefect's
     settings out of each task's context: docs/prefect-and-dask.md, "The lean profile"), on_event (a callable given progress messages). Raises SpecError on bad input, before
     anything starts; the report is written into the run folder as by `harness run`.
@@ -125,14 +128,16 @@ def benchmark(fn: Callable[[Any], Any], items: Iterable[Any], *, strategies: Seq
         run = RunSpec(strategies=tuple(parse_strategy(s, "harness.benchmark: strategies") for s in strategies),
                       sweep=tuple(sweep), repeats=repeats)
         faults = FaultSpec(retries=options.get("retries", 3))
-        spec = WorkloadSpec(name=name, items=ItemsSpec(count=len(values)), task=TaskSpec(ref, batch_ref),
+        task_spec = TaskSpec(ref, batch_ref, max_concurrency=options.get("max_concurrency"))
+        spec = WorkloadSpec(name=name, items=ItemsSpec(count=len(values)), task=task_spec,
                             faults=faults, cluster=cluster, run=run, source=BENCHMARK_SOURCE)
     except SpecError:
         raise
     except Exception as exc:  # noqa: BLE001 - pydantic's message names the argument
         raise SpecError(f"harness.benchmark: {exc}") from None
-    task = UserTask(UserFunction(ref, batch_ref, folder, faults.retries), ItemList(values, spec),
-                    f"{len(values)} items given to harness.benchmark")
+    check_max_concurrency(ref, folder, task_spec.max_concurrency, "harness.benchmark: max_concurrency")
+    task = UserTask(UserFunction(ref, batch_ref, folder, faults.retries, max_concurrency=task_spec.max_concurrency),
+                    ItemList(values, spec), f"{len(values)} items given to harness.benchmark")
 
     from harness.report.run_report import write_report
     from harness.measure.run import run_workload

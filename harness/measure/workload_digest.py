@@ -16,6 +16,9 @@ def workload_digest(spec: Any, expected_compute_s: float, task_parts: dict[str, 
     function's and items' parts (UserTask.digest_parts) (12 hex digits)."""
     fields = {k: v for k, v in dataclasses.asdict(spec).items()
               if k not in ("run", "cluster", "source", "description")}
+    # A [task] without max_concurrency digests as before the key existed: earlier runs stay comparable.
+    if fields.get("task") and fields["task"].get("max_concurrency") is None:
+        del fields["task"]["max_concurrency"]
     content = {"spec": fields, "items_compute_s": round(expected_compute_s, 6)}
     text = json.dumps(content | ({"task": task_parts} if task_parts else {}), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -6,7 +6,7 @@ This module says only what a batch of the synthetic workload runs (`process_batc
 shared with `harness.adaptive_map`, the controller (harness.policy.controller) the policy.
 A user's `async def` [task] function also gets its concurrency limit chosen batch by batch
 (harness.policy.concurrency): this module asks the policy as it submits and tells it each
-folded result, as adaptive_map does.
+folded result, as adaptive_map does, within the task's `max_concurrency`.
 `adaptive_warm` is the same, its controller started from `stage.learned` (what the run's cold
 stage learned: harness.measure.run) when there is one; both hand back what they learned.
 """
@@ -31,7 +31,9 @@ from harness.work.outcomes import FoldedBatch, Tally
 def execute(strategy: Strategy, stage: Stage) -> StageResult:
     """Run the stage with batch sizes and strategy chosen from live throughput (inside a flow)."""
     tally = Tally()
-    limits = ConcurrencyPolicy() if getattr(stage.cost_kind, "is_async", False) else None
+    # `[task] max_concurrency` caps the policy, which then never grows past it (the kernel caps each batch too).
+    limits = (ConcurrencyPolicy(max_concurrency=getattr(stage.cost_kind, "max_concurrency", None))
+              if getattr(stage.cost_kind, "is_async", False) else None)
 
     def kernel(batch: list[Any]) -> Any:
         """What the batch runs: an async function's kernel carries the batch's limit."""

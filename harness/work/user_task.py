@@ -8,7 +8,8 @@ each call with perf_counter (wall time: user code may wait on I/O or release the
 a call that raises, and turns the last exception into a failed outcome: a user's exception
 never fails a task, so a run never crashes on one. An `async def` function runs a batch's items
 concurrently on an event loop in the task (harness.work.async_items), at most `concurrency` at
-once (0: the whole batch, static:N's fixed limit N); one item alone (per_item) is one coroutine.
+once (0: the whole batch, static:N's fixed limit N) and never more than `max_concurrency`
+(`[task] max_concurrency`); one item alone (per_item) is one coroutine.
 
 A result never travels back: each ok outcome carries a digest of its result (a hash of its
 pickle), which the Tally folds into the run's checksum (harness.work.outcomes.item_digest), so
@@ -141,6 +142,8 @@ class UserFunction:
     # An async function's items at once per batch, as the adaptive strategy's concurrency policy
     # sets it batch by batch; 0: the whole batch at once, so static:N runs N at a time.
     concurrency: int = 0
+    # `[task] max_concurrency`: the cap on `concurrency` (and on a whole batch) under every strategy.
+    max_concurrency: int | None = None
 
     @property
     def is_async(self) -> bool:
@@ -169,7 +172,8 @@ class UserFunction:
         if outcomes is None:  # no batch function, or it raised: one call per item tells which failed
             fn = resolve(self.function, self.folder)
             if items and is_async_function(fn):
-                return self._run_async(fn, items, self.concurrency or len(items), retries, started)
+                limit = min(self.concurrency or len(items), self.max_concurrency or len(items))
+                return self._run_async(fn, items, limit, retries, started)
             outcomes = [self._call(fn, item, retries) for item in items]
         return BatchResult(tuple(outcomes), sum(o.compute_s for o in outcomes), started, time.time())
 
@@ -520,6 +524,15 @@ def check_items(values: Sequence[Any], where: str) -> None:
         raise
 
 
+def check_max_concurrency(ref: str, folder: str | Path, max_concurrency: int | None, where: str) -> None:
+    """A cap on items at once is for an `async def` function only: a plain function's items run one
+    at a time in each task, so a cap given for one would do nothing, and is more likely a function
+    not (or no longer) async than an intent (adaptive_map refuses it alike)."""
+    if max_concurrency is not None and not is_async_function(resolve(ref, str(folder))):
+        raise SpecError(f"{where}: found {max_concurrency!r} for {ref!r}, a plain function; expected it only with "
+                        f"an async def function (a plain function runs one item at a time in each task)")
+
+
 def load_task(spec: WorkloadSpec) -> UserTask:
     """The spec's `[task]` and `[items]` resolved: function imported, items read and checked.
 
@@ -534,6 +547,7 @@ def load_task(spec: WorkloadSpec) -> UserTask:
         if is_async_function(_callable(spec.task.batch_function, folder, where)):
             raise SpecError(f"{where}: found {spec.task.batch_function!r}, an async def function, expected a plain "
                             f"one (an async [task] function's items already run concurrently in each task)")
+    check_max_concurrency(spec.task.function, folder, spec.task.max_concurrency, f"{source}: [task] max_concurrency")
     items = spec.items
     if items.source:
         where = f"{source}: [items] source"
@@ -544,5 +558,6 @@ def load_task(spec: WorkloadSpec) -> UserTask:
         values = _items_from_path(items.path, folder, items.count, where)
         items_from = items.path
     check_items(values, where)
-    kernel = UserFunction(spec.task.function, spec.task.batch_function, str(folder), spec.faults.retries)
+    kernel = UserFunction(spec.task.function, spec.task.batch_function, str(folder), spec.faults.retries,
+                          max_concurrency=spec.task.max_concurrency)
     return UserTask(kernel, ItemList(values, spec), items_from)

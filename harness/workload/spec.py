@@ -122,6 +122,10 @@ class TaskSpec:
 
     function: _REF  # one item in, one result out
     batch_function: _OPTIONAL_REF = ""  # a list of items in, a list of results out
+    # For an `async def` function: the most of its items that wait at once in one task, under
+    # every strategy (a rate-limited service). Only an async function has items waiting at once,
+    # so load_task refuses it for a plain one (the check imports the function: not a model rule).
+    max_concurrency: integer(1, note="items of an async def function at once in one task") | None = None
 
 
 @spec_model
