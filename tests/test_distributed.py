@@ -90,6 +90,21 @@ def external_cluster(tmp_path, runtime):
         cluster.close()
 
 
+@pytest.fixture(scope="module")
+def good_cluster(tmp_path_factory, runtime):
+    """A scheduler and two workers set up as README tells users, shared by the tests that only
+    run on it (a cluster's three processes take seconds to start): the tests that set workers up
+    wrongly or kill one have an `external_cluster` of their own."""
+    cluster = ExternalCluster(tmp_path_factory.mktemp("good-cluster"))
+    try:
+        for name in ("w0", "w1"):
+            cluster.add_worker(name, good_worker_env(runtime.api_url))
+        cluster.names = cluster.wait_for_workers()
+        yield cluster
+    finally:
+        cluster.close()
+
+
 def good_worker_env(api_url: str) -> dict[str, str]:
     """What README tells users to give their workers."""
     return {**os.environ, **client_settings(api_url)}
@@ -108,10 +123,8 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str]:
 # ---------------------------------------------------------------- an existing Dask cluster
 
 
-def test_runs_on_an_existing_cluster_by_option_and_by_file(external_cluster, runtime, tmp_path, make_toml, capsys):
-    for name in ("w0", "w1"):
-        external_cluster.add_worker(name, good_worker_env(runtime.api_url))
-    names = external_cluster.wait_for_workers()
+def test_runs_on_an_existing_cluster_by_option_and_by_file(good_cluster, runtime, tmp_path, make_toml, capsys):
+    external_cluster, names = good_cluster, good_cluster.names
     toml = make_toml("external", count=40, mean_ms=0.5, strategies=("static:10", "adaptive"))
     by_option = tmp_path / "external.toml"
     by_option.write_text(toml)
@@ -155,7 +168,7 @@ def test_preflight_names_workers_without_the_api_and_writes_nothing(external_clu
     assert not out.exists()
 
 
-def test_lean_preflight_catches_an_api_key_only_the_flow_process_has(external_cluster, runtime, tmp_path,
+def test_lean_preflight_catches_an_api_key_only_the_flow_process_has(good_cluster, runtime, tmp_path,
                                                                      make_toml, capsys):
     """The user's flow process has PREFECT_API_KEY (here by temporary_settings, as a profile
     would give it); the workers do not. Under lean each task would run without it: exit 2,
@@ -163,12 +176,10 @@ def test_lean_preflight_catches_an_api_key_only_the_flow_process_has(external_cl
     names the setting lost."""
     from prefect.settings import PREFECT_API_KEY, temporary_settings
 
-    external_cluster.add_worker("w0", good_worker_env(runtime.api_url))
-    external_cluster.wait_for_workers()
     path = tmp_path / "w.toml"
     path.write_text(make_toml("api-key", count=10, strategies=("static:10",)))
     out = tmp_path / "results"
-    args = ["run", str(path), "--out", str(out), "--dask-address", external_cluster.address, "--repeats", "1"]
+    args = ["run", str(path), "--out", str(out), "--dask-address", good_cluster.address, "--repeats", "1"]
     with temporary_settings(updates={PREFECT_API_KEY: "pnu_not_a_real_key"}):
         code, _, err = _cli(args, capsys)
         assert code == 2, err[-3000:]
@@ -185,7 +196,7 @@ def test_lean_preflight_catches_an_api_key_only_the_flow_process_has(external_cl
     assert set(check["lost"]) == {"PREFECT_API_KEY"} and "PREFECT_API_KEY" in check["verdict"]
 
 
-def test_unreachable_api_on_every_worker_is_named(external_cluster, runtime, tmp_path, make_toml, capsys,
+def test_unreachable_api_on_every_worker_is_named(good_cluster, runtime, tmp_path, make_toml, capsys,
                                                   monkeypatch):
     """Flow and workers agree on an API URL nobody answers on... the flow notices first."""
     dead_api = f"http://127.0.0.1:{free_port()}/api"
@@ -193,7 +204,7 @@ def test_unreachable_api_on_every_worker_is_named(external_cluster, runtime, tmp
     path = tmp_path / "w.toml"
     path.write_text(make_toml("dead-api", count=10))
     code, _, err = _cli(["run", str(path), "--out", str(tmp_path / "results"),
-                         "--dask-address", external_cluster.address], capsys)
+                         "--dask-address", good_cluster.address], capsys)
     assert code == 2 and f"PREFECT_API_URL={dead_api}: no Prefect API answers" in err
     assert not (tmp_path / "results").exists()
 
@@ -264,54 +275,62 @@ async def _flow_runs(api_url: str, flow_name: str) -> list:
             return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
 
 
+@pytest.fixture(scope="module")
+def their_server():
+    """A Prefect API server started apart from the harness, as a user's own; both ways of naming
+    it below use this one (each run's flow runs carry a name of its own)."""
+    server = start_prefect_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("given_by", ["environment", "profile"])
-def test_uses_an_existing_prefect_api_and_starts_none(tmp_path, make_toml, given_by):
+def test_uses_an_existing_prefect_api_and_starts_none(their_server, tmp_path, make_toml, given_by):
     """The API Prefect's own settings name, from PREFECT_API_URL or from the active profile of a
     profiles file (PREFECT_PROFILES_PATH): the harness starts no server, its flow runs land on
     that API, and it changes no logging setting there (no --quiet-prefect)."""
     import psutil
 
-    server = start_prefect_server()
-    try:
-        path = tmp_path / "api.toml"
-        name = f"existing-api-{given_by}"
-        path.write_text(make_toml(name, count=20, strategies=("static:10",)))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        if given_by == "environment":
-            env["PREFECT_API_URL"] = server.api_url
-        else:
-            profiles = tmp_path / "profiles.toml"
-            profiles.write_text(f'active = "theirs"\n\n[profiles.theirs]\nPREFECT_API_URL = "{server.api_url}"\n'
-                                '\n[profiles.other]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n')
-            env["PREFECT_PROFILES_PATH"] = str(profiles)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", str(path), "--out", str(tmp_path / "results"),
-             "--repeats", "1"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        started_servers = set()
-        while proc.poll() is None:  # watch its children: no `prefect server` among them, ever
-            with contextlib.suppress(psutil.Error):
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        if "server" in child.cmdline() and "prefect" in " ".join(child.cmdline()):
-                            started_servers.add(child.pid)
-            time.sleep(0.2)
-        out, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT_S)
-        assert proc.returncode == 0, err[-3000:]
-        assert not started_servers
-        folder = Path(out.rstrip("\n").splitlines()[-1])
-        runtime_env = json.loads((folder / "env.json").read_text())["runtime"]
-        assert runtime_env["startup"]["prefect_server"] == "existing"
-        assert runtime_env["api_url"] == server.api_url
-        assert not [k for k in runtime_env["settings"] if k.startswith("PREFECT_LOGGING_")]
-        assert not (tmp_path / "results" / ".prefect").exists()  # no database of its own either
+    server = their_server
+    path = tmp_path / "api.toml"
+    name = f"existing-api-{given_by}"
+    path.write_text(make_toml(name, count=20, strategies=("static:10",)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    if given_by == "environment":
+        env["PREFECT_API_URL"] = server.api_url
+    else:
+        profiles = tmp_path / "profiles.toml"
+        profiles.write_text(f'active = "theirs"\n\n[profiles.theirs]\nPREFECT_API_URL = "{server.api_url}"\n'
+                            '\n[profiles.other]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n')
+        env["PREFECT_PROFILES_PATH"] = str(profiles)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(path), "--out", str(tmp_path / "results"),
+         "--repeats", "1"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started_servers = set()
+    while proc.poll() is None:  # watch its children: no `prefect server` among them, ever
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "server" in child.cmdline() and "prefect" in " ".join(child.cmdline()):
+                        started_servers.add(child.pid)
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+    assert proc.returncode == 0, err[-3000:]
+    assert not started_servers
+    folder = Path(out.rstrip("\n").splitlines()[-1])
+    runtime_env = json.loads((folder / "env.json").read_text())["runtime"]
+    assert runtime_env["startup"]["prefect_server"] == "existing"
+    assert runtime_env["api_url"] == server.api_url
+    assert not [k for k in runtime_env["settings"] if k.startswith("PREFECT_LOGGING_")]
+    assert not (tmp_path / "results" / ".prefect").exists()  # no database of its own either
 
-        runs = asyncio.run(_flow_runs(server.api_url, f"{name}-map"))
-        # the measured static:10 and the warm-up's flow runs, all finished
-        assert {run.name for run in runs} == {f"{name}/static:10/r0", f"{name}/static:1/warm-up"}
-        assert all(run.state_type.value == "COMPLETED" for run in runs)
-        assert all(f"run:{folder.name}" in run.tags for run in runs)
-    finally:
-        server.stop()
+    runs = asyncio.run(_flow_runs(server.api_url, f"{name}-map"))
+    # the measured static:10 and the warm-up's flow runs, all finished
+    assert {run.name for run in runs} == {f"{name}/static:10/r0", f"{name}/static:1/warm-up"}
+    assert all(run.state_type.value == "COMPLETED" for run in runs)
+    assert all(f"run:{folder.name}" in run.tags for run in runs)
 
 
 # ---------------------------------------------------------------- a user's task, its modules shipped
@@ -388,8 +407,10 @@ def test_a_task_module_and_what_it_imports_beside_it_are_shipped_to_the_workers(
         assert not any(client.run(finds, "ship_task").values())  # nothing to import it from, yet
 
     out = tmp_path / "results"
+    # lean: the shipping is the same under either profile, and per_item's 40 tasks cost ~35 ms
+    # each instead of stock's ~280 (the workers have the flow's settings, as README says)
     done = _harness_run(["run", str(project / "w.toml"), "--dask-address", cluster_elsewhere.address, "--quick",
-                         "--out", str(out)], cwd=tmp_path, pythonpath=[])
+                         "--profile", "lean", "--out", str(out)], cwd=tmp_path, pythonpath=[])
     assert done.returncode == 0, done.stderr[-3000:]
     runs = pd.read_csv(Path(done.stdout.rstrip("\n").splitlines()[-1]) / "runs.csv", dtype={"checksum": str})
     assert set(runs["strategy"]) == {"per_item", "static:8", "adaptive"}

@@ -78,9 +78,21 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
 
 
+# What the results folder holds where the database belongs before the run: not SQLite. The run
+# sets it aside and starts a fresh database, which `harness ui` then serves (one own-server run
+# proves both: each such run costs a server's and a cluster's start).
+GARBAGE = b"this is not an SQLite database\n" * 64
+
+
+class KeptRun(NamedTuple):
+    out: Path  # the results folder
+    folder: Path  # the run folder
+    stderr: str
+
+
 @pytest.fixture(scope="module")
-def kept_run(tmp_path_factory) -> tuple[Path, Path]:
-    """(results folder, run folder) of one small run on the harness's own server."""
+def kept_run(tmp_path_factory) -> KeptRun:
+    """One small run on the harness's own server, into a results folder whose database is damaged."""
     base = tmp_path_factory.mktemp("ui")
     workload = base / "ui.toml"
     # Items of 20 ms make adaptive submit tasks; every task on its batched path fails (injected),
@@ -105,10 +117,12 @@ def kept_run(tmp_path_factory) -> tuple[Path, Path]:
         repeats = 1
         """))
     out = base / "results"
+    (out / ".prefect").mkdir(parents=True)
+    (out / ".prefect" / "prefect.db").write_bytes(GARBAGE)
     proc = subprocess.run([sys.executable, "-m", "harness", "run", str(workload), "--out", str(out)],
                           env=_env(), cwd=base, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, Path(proc.stdout.rstrip("\n").splitlines()[-1])
+    return KeptRun(out, Path(proc.stdout.rstrip("\n").splitlines()[-1]), proc.stderr)
 
 
 def _health(api_url: str) -> bool:
@@ -129,7 +143,7 @@ class UI(NamedTuple):
 def ui(kept_run):
     """`harness ui RESULTS_DIR --port P` running on a free port other than Prefect's default.
     Stopped at the end."""
-    out, _ = kept_run
+    out = kept_run.out
     port = free_port()
     assert port != PREFECT_DEFAULT_PORT  # free_port() picks from the ephemeral range, above it
     proc = subprocess.Popen([sys.executable, "-m", "harness", "ui", str(out), "--port", str(port)],
@@ -184,7 +198,7 @@ def _task_runs(api_url: str, flow_run_id) -> list:
 
 @pytest.mark.cluster
 def test_the_run_keeps_its_database_under_the_results_folder(kept_run):
-    out, folder = kept_run
+    out, folder, _ = kept_run
     runtime = json.loads((folder / "env.json").read_text())["runtime"]
     assert runtime["run_id"] == folder.name
     assert runtime["startup"]["prefect_server"] == "started"
@@ -196,8 +210,24 @@ def test_the_run_keeps_its_database_under_the_results_folder(kept_run):
 
 
 @pytest.mark.cluster
+def test_the_run_sets_a_damaged_database_aside_and_starts_fresh(kept_run):
+    """Garbage in <out>/.prefect/prefect.db: `harness run` renames it prefect.db.damaged-<time>,
+    says so in one line, and runs on a fresh database (which `ui` serves below)."""
+    from harness.runtime.template_db import database_damage
+
+    db = kept_run.out / ".prefect" / "prefect.db"
+    aside = list(db.parent.glob("prefect.db.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == GARBAGE
+    said = [line for line in kept_run.stderr.splitlines() if "not a sound SQLite database" in line]
+    assert said == [f"[harness] {db}: not a sound SQLite database (file is not a database); set aside as "
+                    f"{aside[0].name} and starting a fresh one (the runs it held are no longer in `harness ui`; "
+                    "their run folders are untouched)"], kept_run.stderr[-4000:]
+    assert database_damage(db) is None
+
+
+@pytest.mark.cluster
 def test_ui_serves_flow_runs_named_and_tagged_by_strategy_and_repeat(kept_run, ui):
-    _, folder = kept_run
+    folder = kept_run.folder
     api_url = ui.api_url
     run_id = folder.name
     flow_runs = _flow_runs(api_url, run_id)
@@ -224,7 +254,7 @@ def test_ui_serves_flow_runs_named_and_tagged_by_strategy_and_repeat(kept_run, u
 
 @pytest.mark.cluster
 def test_ui_serves_task_runs_named_by_their_items(kept_run, ui):
-    _, folder = kept_run
+    folder = kept_run.folder
     api_url = ui.api_url
     flow_runs = {r.name: r for r in _flow_runs(api_url, folder.name)}
     names = {s: sorted(t.name for t in _task_runs(api_url, flow_runs[f"{WORKLOAD}/{s}/r0"].id)) for s in STRATEGIES}
@@ -236,7 +266,7 @@ def test_ui_serves_task_runs_named_by_their_items(kept_run, ui):
 
 @pytest.mark.cluster
 def test_ui_serves_the_report_artifacts_linking_the_committed_folder(kept_run, ui):
-    _, folder = kept_run
+    folder = kept_run.folder
     api_url = ui.api_url
     (report_run,) = [r for r in _flow_runs(api_url, folder.name) if r.name == f"{WORKLOAD}/report"]
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -273,7 +303,7 @@ def test_the_ui_a_user_opens_shows_the_runs_their_task_runs_and_the_report(kept_
     The UI's JavaScript asks the server which API to call (/ui-settings); a server on a port other
     than Prefect's default once answered 4200, and every page said "Can't connect to Server API"
     while the client-side checks above passed."""
-    _, folder = kept_run
+    folder = kept_run.folder
     runs = {r.name: r for r in _flow_runs(ui.api_url, folder.name)}
     static, report = runs[f"{WORKLOAD}/static:8/r0"], runs[f"{WORKLOAD}/report"]
     browser = Browser(tmp_path / "profile")

@@ -62,11 +62,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+# Hypothesis's pytest plugin imports all of Hypothesis at every session's end, ~1-2 s of a child
+# run (its modules' asserts rewritten anew each time: no bytecode is written); no child uses it.
+NO_HYPOTHESIS = ("-p", "no:hypothesispytest")
+
+
 def pytest_child(project: Path, *args: str, plugin: bool = True, quiet: bool = True) -> subprocess.CompletedProcess[str]:
     """`python -m pytest -q ARGS` in `project`, loading the plugin by name unless `plugin` is False
-    (`-p` with the entry point's name: loaded once, whether or not its metadata is installed)."""
+    (`-p` with the entry point's name: loaded once, whether or not its metadata is installed), and
+    without Hypothesis's plugin then; with `plugin` False only the entry points decide what loads."""
     command = [sys.executable, "-m", "pytest", *(["-q"] if quiet else []), "-p", "no:cacheprovider",
-               *(["-p", PLUGIN] if plugin else []), *args]
+               *(["-p", PLUGIN, *NO_HYPOTHESIS] if plugin else []), *args]
     return subprocess.run(command, cwd=project, env=_env(), capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
                           check=False)
 

@@ -52,7 +52,8 @@ def _child(storage: Path, *args: str, address: str, slowdown_ms: float = 0.0,
     if slowdown_ms:
         env[SLOWDOWN_ENV] = str(slowdown_ms)
     command = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+        # Hypothesis's plugin imports all of Hypothesis at the session's end (~1-2 s); unused here.
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
         str(HERE / "planted_bench.py"), f"--benchmark-storage=file://{storage}", *args,
     ]
     return subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
