@@ -60,7 +60,11 @@ def runtime() -> Iterator[object]:
     from harness.workload.spec import ClusterSpec
 
     # lean, as the harness's own runs use it; tests of stock submit under lean_task_context(STOCK).
-    with open_runtime(ClusterSpec(workers=2, threads_per_worker=1), LEAN) as rt:
+    from harness.runtime.client_env import without_flow_heartbeat
+
+    # The tests' flows without Prefect's heartbeat join at each flow exit (0-1 s each, hundreds of
+    # flows), as the harness's own runs do (docs/runtime-notes.md).
+    with open_runtime(ClusterSpec(workers=2, threads_per_worker=1), LEAN) as rt, without_flow_heartbeat():
         yield rt
 
 

@@ -96,6 +96,12 @@ def test_differing_names_each_setting_and_each_worker_that_differs():
     assert differing(flow, {"tcp://w:1": dict(flow)}) == {}
 
 
+def test_a_setting_only_flow_runs_read_is_never_a_loss():
+    """The heartbeat frequency (unset in the harness's own flow runs) is read by no task."""
+    flow = {"A": "1"}
+    assert differing(flow, {"tcp://w:1": {"A": "1", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "180"}}) == {}
+
+
 # ---------------------------------------------------------------- real server and process workers
 
 
@@ -206,3 +212,27 @@ def test_open_runtime_falls_back_to_stock_where_lean_cannot_apply(runtime, monke
     assert described["profile"] == STOCK
     assert described["profile_notes"] == [lean_unavailable()]
     assert described["settings_check"].startswith("not needed")
+
+
+@pytest.mark.cluster
+def test_the_harness_flows_run_without_a_heartbeat_and_lean_accepts_it(runtime):
+    """Inside without_flow_heartbeat a flow run has no heartbeat (on a Prefect that has one), and
+    a lean submit from it is not refused as a setting loss."""
+    import prefect.settings as ps
+    from prefect import flow, task
+
+    from harness.runtime.client_env import without_flow_heartbeat
+
+    @task
+    def pid() -> int:
+        return os.getpid()
+
+    @flow(task_runner=runtime.task_runner())
+    def heartbeat_probe() -> tuple[object, int]:
+        frequency = ps.get_current_settings().flows.heartbeat_frequency if hasattr(
+            ps, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY") else None
+        return frequency, pid.submit().result()
+
+    with without_flow_heartbeat(), runtime.submitting():
+        frequency, worker_pid = heartbeat_probe()
+    assert frequency is None and worker_pid != os.getpid()

@@ -36,6 +36,7 @@ from harness.measure.run_folder import fresh_run_id, remove_stale_partials, run_
 from harness.measure.results_file import write_results
 from harness.policy.learned import Learned
 from harness.runtime import LEAN, STOCK, Runtime, learned_store, open_runtime
+from harness.runtime.client_env import without_flow_heartbeat
 from harness.runtime.diagnostics import DaskSeen, watch_stage
 from harness.runtime.api_calls import ApiCalls, count_everywhere, count_stage
 from harness.workload.spec import AUTO, WorkloadSpec, strategies_to_run
@@ -549,7 +550,7 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
     run_id = fresh_run_id(out, spec.name)
     with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
                       worker_timeout_s=worker_timeout_s, results_dir=Path(out), run_id=run_id,
-                      quiet_prefect=quiet_prefect, on_stage=on_stage) as runtime:
+                      quiet_prefect=quiet_prefect, on_stage=on_stage) as runtime, without_flow_heartbeat():
         run.warm_up_on(runtime, on_stage)
         with run_folder(out, spec.name, run_id) as (tmp, final):
             run.run_rounds(tmp, progress, dask_report)

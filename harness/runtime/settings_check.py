@@ -60,12 +60,18 @@ def _worker_settings_view() -> dict[str, str]:
     return settings_view()
 
 
+# Settings only a flow run reads, never a task: a task that sees its worker's value loses nothing.
+# The heartbeat frequency is one, and the harness unsets it for its own flow runs
+# (client_env.without_flow_heartbeat), inside the flow process only.
+FLOW_RUN_ONLY = frozenset({"PREFECT_FLOWS_HEARTBEAT_FREQUENCY"})
+
+
 def differing(flow: dict[str, str], workers: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
     """{setting: {"flow": value, "workers": {address: value}}} for each setting some worker sees
-    otherwise than the flow process (secrets shown as "(secret)")."""
+    otherwise than the flow process (secrets shown as "(secret)"), but those of FLOW_RUN_ONLY."""
     found: dict[str, dict[str, Any]] = {}
     for address, seen in sorted(workers.items()):
-        for name in sorted(flow.keys() | seen.keys()):
+        for name in sorted((flow.keys() | seen.keys()) - FLOW_RUN_ONLY):
             if flow.get(name) != seen.get(name):
                 entry = found.setdefault(name, {"flow": _shown(flow.get(name)), "workers": {}})
                 entry["workers"][address] = _shown(seen.get(name))
