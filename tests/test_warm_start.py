@@ -44,7 +44,7 @@ def test_the_workload_schema_takes_every_bare_strategy_name():
 def test_a_run_measures_adaptive_warm_from_its_cold_stage_and_reports_both(runtime, make_spec, tmp_path):
     from harness.measure.run import run_workload
     from harness.report.run_report import read_report, render_markdown
-    from harness.runtime.cache import cache_dir
+    from harness.runtime.learned_store import local_path
     from harness.workload.spec import with_overrides
 
     # The warm stage starts from this run's cold stage, whatever an earlier run left in the cache.
@@ -62,7 +62,7 @@ def test_a_run_measures_adaptive_warm_from_its_cold_stage_and_reports_both(runti
     first = warm.iloc[0]
     assert first["reason"].startswith("from memory: "), first["reason"]
     assert first["mode"] == "batched" and first["batch_size"] > 1  # no probe of one item
-    assert list((cache_dir() / "memory").glob("harness-run-warm-*.json"))  # for later runs
+    assert list(local_path("local", "any").parent.glob("harness-run-warm-*.json"))  # for later runs
     report = read_report(folder)
     rows = {row["against"]: row for row in report.warm.table.records()}
     assert set(rows) == {"adaptive_warm / best static", "adaptive / best static", "adaptive_warm / cold"}
