@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import signal
 import socket
 import sqlite3
@@ -340,6 +341,22 @@ def test_a_failed_run_keeps_an_out_folder_that_holds_other_runs(tmp_path):
         raise KeyboardInterrupt
     names = sorted(p.name for p in (out / "w").iterdir())
     assert len(names) == 2 and "latest" in names, names  # the first run and `latest`, no partial
+
+
+def test_a_ctrl_c_as_the_partial_folder_is_made_removes_it(tmp_path, monkeypatch):
+    # The moment the folder becomes visible is when a user (or a test) sees the run has begun:
+    # a Ctrl-C landing as mkdir returns, before the body starts, must not leave it behind.
+    made = pathlib.Path.mkdir
+
+    def mkdir_then_interrupted(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        if self.name.endswith(".partial"):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir_then_interrupted)
+    out = tmp_path / "results"
+    with pytest.raises(KeyboardInterrupt), run_folder(out, "w"):
+        pytest.fail("the body never starts")
+    assert not out.exists()
 
 
 def test_stale_partials_of_dead_processes_go_live_ones_stay(tmp_path):

@@ -91,24 +91,25 @@ def run_folder(out: Path, workload: str, run_id: str | None = None) -> Iterator[
     parent = out / workload
     made_out = not out.exists()
     given = run_id
-    while True:  # two runs started in the same second may draw the same id: the second redraws
-        run_id = given or new_run_id()
-        final = parent / run_id
-        partial = parent / _partial_name(run_id)
-        if given and (final.exists() or any(parent.glob(f".{run_id}.*partial"))):
-            raise RunError(f"{final}: run id {run_id} is already taken by another run")
-        if final.exists():
-            continue
-        parent.mkdir(parents=True, exist_ok=True)
-        try:
-            partial.mkdir()
-            break
-        except (FileExistsError, FileNotFoundError):  # not found: a failed run just removed parent
-            continue
+    partial: Path | None = None  # set before it is made: a Ctrl-C as mkdir returns removes it
     try:
+        while True:  # two runs started in the same second may draw the same id: the second redraws
+            run_id = given or new_run_id()
+            final = parent / run_id
+            if given and (final.exists() or any(parent.glob(f".{run_id}.*partial"))):
+                raise RunError(f"{final}: run id {run_id} is already taken by another run")
+            if final.exists():
+                continue
+            parent.mkdir(parents=True, exist_ok=True)
+            partial = parent / _partial_name(run_id)
+            try:
+                partial.mkdir()
+                break
+            except (FileExistsError, FileNotFoundError):  # not found: a failed run just removed parent
+                partial = None
         yield partial, final
     except OSError as exc:
-        if exc.errno in DISK_FULL_ERRNOS and (partial / RECORD_FILES[0]).exists():
+        if partial is not None and exc.errno in DISK_FULL_ERRNOS and (partial / RECORD_FILES[0]).exists():
             raise _kept_on_full_disk(partial, parent / f"{run_id}.incomplete", exc) from exc
         _remove(partial, parent, out, made_out)
         raise
@@ -122,9 +123,10 @@ def run_folder(out: Path, workload: str, run_id: str | None = None) -> Iterator[
     tmp_link.replace(latest)
 
 
-def _remove(partial: Path, parent: Path, out: Path, made_out: bool) -> None:
+def _remove(partial: Path | None, parent: Path, out: Path, made_out: bool) -> None:
     """A failed run leaves nothing: its partial folder, and the folders made for it if empty."""
-    shutil.rmtree(partial, ignore_errors=True)
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
     for folder in (parent, out) if made_out else (parent,):
         with contextlib.suppress(OSError):  # not empty: another run's, keep it
             folder.rmdir()
