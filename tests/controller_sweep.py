@@ -3,6 +3,7 @@
     PYTHONPATH=. .venv/bin/python tests/controller_sweep.py            # the table
     PYTHONPATH=. .venv/bin/python tests/controller_sweep.py --vary GROWTH_MAX=1.5,2,4
     PYTHONPATH=. .venv/bin/python tests/controller_sweep.py --seeds 8   # over 8 redraws each
+    PYTHONPATH=. .venv/bin/python tests/controller_sweep.py --warm 4    # cold against warm
 
 Every workload runs in tests/controller_sim.py's world (W threads, per-task overhead, serial
 dispatch in the flow, noise, drift), under the adaptive controller and under every static
@@ -11,7 +12,10 @@ makespan / best static makespan, for one global FIFO queue and for Dask's two sl
 worker. The constants were chosen on TUNED only; HELD_OUT was never looked at while tuning
 and is printed apart, as the honest figure. `--vary NAME=v1,v2,...` sets a module constant of
 harness.policy.controller to each value in turn and prints the geometric means (how every "sim"
-figure in docs/controller.md was made).
+figure in docs/controller.md was made). `--warm K` runs each workload's day twice: the cold
+controller on one draw, then on K later draws (the same work, tomorrow's noise) both the cold
+controller and one started from what the first day learned (`learned=`), each against that
+draw's best static size.
 """
 
 from __future__ import annotations
@@ -26,14 +30,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from controller_sim import (  # noqa: E402
     CPU_GIL_STALL,
+    Draws,
     SimWorkload,
+    best_static,
     constant_cost,
+    draw,
+    oracle_sweep,
     phased_cost,
     ratio_to_best_static,
+    simulate,
     standard_workloads,
+    warm_up_item_cost,
 )
 
 from harness.policy import controller as ctl  # noqa: E402
+from harness.policy.controller import Controller  # noqa: E402
 
 C, O = 0.0002, 0.020
 
@@ -121,6 +132,40 @@ def seeds_table(workloads: list[SimWorkload], title: str, seeds: int) -> None:
     print(f"  {'geometric mean':17s} {geomean(means):8.3f}\n")
 
 
+def warm_table(workloads: list[SimWorkload], title: str, days: int) -> None:
+    """Per workload, the geometric means over `days` later draws and both queue models of cold /
+    best static and warm / best static, the warm controller started from the first draw's memory."""
+    print(f"{title}, {days} later draws each\n  {'workload':17s} {'cold':>6s} {'warm':>6s}  first warm size")
+    colds, warms = [], []
+    for w in workloads:
+        cs, ws = [], []
+        for slots in (1, 2):
+            first = draw(w)
+            learning = cold_controller(w, first)
+            simulate(w, learning, first, worker_slots=slots)
+            memory = learning.learned()
+            for k in range(days):
+                day = dataclasses.replace(w, seed=2000 + 97 * w.seed + k)
+                d = draw(day)
+                best = best_static(day, oracle_sweep(day), d, worker_slots=slots).makespan_s
+                cs.append(simulate(day, cold_controller(day, d), d, worker_slots=slots).makespan_s / best)
+                warm = Controller(day.items, day.workers, learned=memory) if memory else cold_controller(day, d)
+                run = simulate(day, warm, d, worker_slots=slots)
+                ws.append(run.makespan_s / best)
+        colds.append(geomean(cs))
+        warms.append(geomean(ws))
+        first_size = run.decisions[0].decision.batch_size
+        print(f"  {w.name:17s} {colds[-1]:6.3f} {warms[-1]:6.3f}  {first_size}"
+              f"{'' if memory else ' (nothing learned: cold)'}")
+    print(f"  {'geometric mean':17s} {geomean(colds):6.3f} {geomean(warms):6.3f}\n")
+
+
+def cold_controller(w: SimWorkload, d: Draws) -> Controller:
+    """What the `adaptive` strategy builds: the warm-up's priors, no memory."""
+    return Controller(w.items, w.workers, prior_overhead_s=w.prior_overhead, prior_item_s=warm_up_item_cost(w, d),
+                      prior_probe_s=w.prior_probe, prior_probe_filling_s=w.prior_probe_filling)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vary", metavar="NAME=V1,V2", help="a harness.policy.controller constant and values to try")
@@ -128,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="set a harness.policy.controller constant for the whole table (repeatable)")
     parser.add_argument("--seeds", type=int, metavar="K",
                         help="redraw each workload K times; print each one's geometric mean and worst")
+    parser.add_argument("--warm", type=int, metavar="K",
+                        help="cold against warm (started from the first draw's memory) over K later draws")
     args = parser.parse_args(argv)
     for assignment in args.set:
         name, _, text = assignment.partition("=")
@@ -141,6 +188,10 @@ def main(argv: list[str] | None = None) -> None:
             h = table(held_out(), "", verbose=False)
             print(f"{name}={text}: tuned {t[1]:.3f}/{t[2]:.3f}  held-out {h[1]:.3f}/{h[2]:.3f}  (fifo/dask)")
         setattr(ctl, name, original)
+        return
+    if args.warm:
+        warm_table(tuned(), "TUNED", args.warm)
+        warm_table(held_out(), "HELD OUT", args.warm)
         return
     if args.seeds:
         seeds_table(tuned(), "TUNED", args.seeds)

@@ -599,17 +599,18 @@ class Controller:
                 return inline  # only with a thread idle: otherwise it would take a busy thread's core
         memory = self._memory
         if c is not None and o is not None and not self._tasks_seen and memory is not None:
-            # No probe: the first wave at the learned size, no bigger than the whole-wave plan
-            # over the items actually given (a memory of 100k items on 500 makes no giant task).
+            # No probe: the first wave at the learned size (a memory of 100k items on 500 makes
+            # no giant task: whole waves over the items given).
             t = self.transfer_s
             ct = max(c + t, STREAM_ITEM_FLOOR_S) if more else c + t
             target, why = self._target(remaining, ct, o, more)
-            # As steering does: a plan within the hold band of the learned size is taken (the
-            # items split into whole waves), a learned size below it trimmed to whole waves.
-            if _round(target) <= memory.batch_size * (1 + HOLD_BAND):
-                self._size = _round(target)
-            else:
-                self._size = memory.batch_size if more else self._whole_waves_under(memory.batch_size, remaining)
+            # The learned size is what the run settled on, the effects the model leaves out (a
+            # flow too slow to feed many threads) included: taken as it is, but for the nearest
+            # size that splits these items into whole waves (6,244 learned on 100,000 items over
+            # 16 threads is one wave of 6,250, not two of 3,125). A stream's first batch is no
+            # bigger than the stream's plan: its end may come before a learned size's worth.
+            learned = memory.batch_size
+            self._size = min(_round(target), learned) if more else self._whole_waves_near(learned, remaining)
             reason = f"from memory: {memory.describe()}; first wave at {self._size} ({why})"
             return self._shaped(remaining, c, t, o, more, reason)
         if c is None or o is None or not self._tasks_seen:
@@ -816,6 +817,18 @@ class Controller:
             return f"shrink to {self._size}: {why}; {estimates}"
         self._shrink_votes = 0
         return f"hold {size}: target {_round(target)} within ±{HOLD_BAND:.0%}; {estimates}"
+
+    def _whole_waves_near(self, size: int, remaining: int) -> int:
+        """The size nearest `size` (by ratio, at most the hold band above it) that splits the
+        outstanding items into whole waves of W tasks."""
+        items = remaining + self._outstanding
+        exact = items / (self.worker_threads * size)
+        sizes = {math.ceil(items / (waves * self.worker_threads))
+                 for waves in (max(1, math.floor(exact)), max(1, math.ceil(exact)))}
+        fits = [b for b in sizes if b <= size * (1 + HOLD_BAND)]
+        if not fits:
+            return self._whole_waves_under(size, remaining)
+        return min(fits, key=lambda b: abs(math.log(b / size)))
 
     def _whole_waves_under(self, cap: int, remaining: int) -> int:
         """The largest size up to `cap` that splits the outstanding items into whole waves of W
