@@ -3,6 +3,7 @@ controller started from a memory, driven by made-up observations and the simulat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -107,6 +108,19 @@ def test_a_memory_of_many_items_makes_no_giant_task_of_few():
         first = c.decide(items, 0)
         assert "from memory: " in first.reason
         assert first.batch_size == (items // 2 if cap is None else cap)  # a thread's share; the user's cap
+
+
+@pytest.mark.parametrize(("learned", "items", "threads", "first"), [
+    (6_244, 100_000, 16, 6_250),  # a cold run's bulk a few items short of one wave: one wave
+    (29, 60, 2, 30),  # not four of 15
+    (3_000, 200_000, 2, 3_031),  # many waves: the nearest whole-wave size, 33 waves of 2
+])
+def test_the_first_warm_wave_is_the_learned_size_split_into_whole_waves(learned, items, threads, first):
+    """The learned size, not the plan the remembered c and o make (that plan lacks what the
+    model leaves out, and sent 32 sleeping threads 4 waves of 235 where cold settled on 938)."""
+    memory = dataclasses.replace(MEMORY, batch_size=learned, worker_threads=threads, items=items, overhead_s=0.001)
+    decision = Controller(items, threads, learned=memory).decide(items, 0)
+    assert decision.reason.startswith("from memory: ") and decision.batch_size == first
 
 
 def test_a_stream_starts_from_memory_too():

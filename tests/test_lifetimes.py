@@ -391,7 +391,7 @@ def test_a_copied_database_opens_and_holds_what_the_template_held(tmp_path, cach
     _small_db(home / "prefect.db")
     live = sqlite3.connect(home / "prefect.db")  # open, in WAL mode, while it is copied
     try:
-        save_template(home)
+        save_template(home / "prefect.db")
     finally:
         live.close()
     assert database_damage(template_path()) is None
@@ -414,27 +414,53 @@ def test_a_damaged_template_is_deleted_said_and_rebuilt(tmp_path, cache):
     assert len(said) == 1 and str(template_path()) in said[0] and "damaged" in said[0]
     assert not template_path().exists() and not (home / "prefect.db").exists()
     _small_db(home / "prefect.db")  # what the server that migrated a fresh database leaves
-    save_template(home)
+    save_template(home / "prefect.db")
     assert database_damage(template_path()) is None
 
 
+def test_a_template_holding_runs_is_deleted_said_and_rebuilt(tmp_path, cache):
+    """An older harness saved the template when a server stopped, with the runs made on it: every
+    server seeded from it listed them."""
+    template_path().unlink(missing_ok=True)
+    template_path().parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(template_path()) as db:
+        db.execute("CREATE TABLE flow_run (id TEXT)")
+        db.execute("INSERT INTO flow_run VALUES ('an old run')")
+    db.close()
+    said: list[str] = []
+    home = tmp_path / "home"
+    home.mkdir()
+    assert seed_home(home, said.append) is False
+    assert len(said) == 1 and "holds 1 flow runs" in said[0]
+    assert not template_path().exists() and not (home / "prefect.db").exists()
+
+
 @pytest.mark.cluster
-def test_a_real_server_starts_over_a_damaged_template_and_rebuilds_it(cache):
+def test_a_real_server_starts_over_a_damaged_template_and_rebuilds_it(cache, tmp_path):
+    """A run's own server (its database under the results folder, as `harness run` starts it)."""
+    import httpx
+
     from harness.runtime import start_prefect_server
 
     template_path().parent.mkdir(parents=True, exist_ok=True)
     template_path().write_bytes(os.urandom(4096))
     said: list[str] = []
-    server = start_prefect_server(said.append)
+    results_db = tmp_path / "results" / ".prefect"
+    server = start_prefect_server(said.append, db_dir=results_db)
     try:
         assert not server.seeded_from_template
+        # Rebuilt as soon as the server answers, not at its stop: the servers started meanwhile
+        # (a test session's subprocess runs) are seeded from it, and no run made later is in it.
+        assert database_damage(template_path()) is None
+        flow = httpx.post(f"{server.api_url}/flows/", json={"name": "made-after"}).raise_for_status().json()
+        httpx.post(f"{server.api_url}/flow_runs/", json={"flow_id": flow["id"]}).raise_for_status()
     finally:
         server.stop()
     assert any("damaged" in line for line in said), said
-    assert database_damage(template_path()) is None
-    with sqlite3.connect(template_path()) as db:
-        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'flow_run'").fetchone() == (1,)
-    db.close()
+    for database, runs in ((template_path(), 0), (results_db / "prefect.db", 1)):
+        with sqlite3.connect(database) as db:
+            assert db.execute("SELECT count(*) FROM flow_run").fetchone() == (runs,), database
+        db.close()
 
 
 # ------------------------------------------------------------------------------ worker logs

@@ -602,16 +602,19 @@ class Controller:
             # No probe: the first wave at the learned size (a memory of 100k items on 500 makes
             # no giant task: whole waves over the items given).
             t = self.transfer_s
-            ct = max(c + t, STREAM_ITEM_FLOOR_S) if more else c + t
-            target, why = self._target(remaining, ct, o, more)
             # The learned size is what the run settled on, the effects the model leaves out (a
             # flow too slow to feed many threads) included: taken as it is, but for the nearest
             # size that splits these items into whole waves (6,244 learned on 100,000 items over
             # 16 threads is one wave of 6,250, not two of 3,125). A stream's first batch is no
             # bigger than the stream's plan: its end may come before a learned size's worth.
-            learned = memory.batch_size
-            self._size = min(_round(target), learned) if more else self._whole_waves_near(learned, remaining)
-            reason = f"from memory: {memory.describe()}; first wave at {self._size} ({why})"
+            learned, reason = memory.batch_size, f"from memory: {memory.describe()}; first wave at "
+            if more:
+                target, why = self._target(remaining, max(c + t, STREAM_ITEM_FLOOR_S), o, more)
+                self._size = min(_round(target), learned)
+                reason += f"{self._size} (the stream's plan: {why})"
+            else:
+                self._size = self._whole_waves_near(learned, remaining)
+                reason += f"{self._size} (whole waves of {self.worker_threads} over {remaining + self._outstanding} items)"
             return self._shaped(remaining, c, t, o, more, reason)
         if c is None or o is None or not self._tasks_seen:
             size = self._capped(min(self._size, remaining))

@@ -124,11 +124,7 @@ class PrefectServer:
     log_path: Path
     startup_s: float
     seeded_from_template: bool
-    answered: bool = False  # it came up: its database is fully migrated, fit to be the template
     database: Path | None = None  # its SQLite file (None: home/prefect.db)
-    # Save the database as the template at stop: only a scratch one in the server's own home.
-    # A results folder's database holds runs; a template must hold none.
-    saves_template: bool = True
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -141,8 +137,6 @@ class PrefectServer:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         forget_server(self.process.pid)
-        if self.answered and self.saves_template:  # one stopped mid-migration would seed every later server badly
-            save_template(self.home)
         shutil.rmtree(self.home, ignore_errors=True)
 
 
@@ -194,8 +188,7 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None, db_dir: 
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" and threading.current_thread() is threading.main_thread() else None,
         )
-    server = PrefectServer(api_url, process, home, log_path, 0.0, seeded, database=database,
-                           saves_template=db_dir is None)
+    server = PrefectServer(api_url, process, home, log_path, 0.0, seeded, database=database)
     try:
         record_server(process.pid, home)
         deadline = started + SERVER_START_TIMEOUT_S
@@ -213,7 +206,12 @@ def start_prefect_server(on_event: Callable[[str], None] | None = None, db_dir: 
         server.stop()
         raise
     server.startup_s = time.perf_counter() - started
-    server.answered = True
+    if not seeded:
+        # Its database was just migrated and holds no run yet: the template, taken now. Taken
+        # at stop, it held the runs made on it (every later server would list them), and no
+        # server of a session or of a run's own results folder made one until a scratch one
+        # stopped: each migrated afresh, ~10 s more (docs/runtime-notes.md).
+        save_template(database)
     return server
 
 

@@ -55,11 +55,11 @@ def database_damage(path: Path) -> str | None:
 
 def seed_home(home: Path, on_event: Callable[[str], None] | None = None) -> bool:
     """Copy the template into a new server home; False if there is no sound template (a
-    damaged one is deleted, said through `on_event`, and rebuilt when this server stops)."""
+    damaged one is deleted, said through `on_event`, and rebuilt once this server answers)."""
     template = template_path()
     if not template.exists():
         return False
-    damage = database_damage(template)
+    damage = database_damage(template) or _holds_runs(template)
     if damage is not None:
         template.unlink(missing_ok=True)
         if on_event:
@@ -70,14 +70,29 @@ def seed_home(home: Path, on_event: Callable[[str], None] | None = None) -> bool
     return True
 
 
-def save_template(home: Path) -> None:
-    """Keep the first cleanly migrated database, so later servers skip the migrations."""
+def _holds_runs(path: Path) -> str | None:
+    """What makes a sound database unfit as a template: flow runs in it (an older harness saved
+    the template when a server stopped, with the runs made on it), or None."""
+    with contextlib.closing(sqlite3.connect(_read_only_uri(path), uri=True)) as db:
+        try:
+            runs = db.execute("SELECT count(*) FROM flow_run").fetchone()[0]
+        except sqlite3.Error:
+            return None  # no flow_run table: not a Prefect database this check knows
+    return f"it holds {runs} flow runs" if runs else None
+
+
+def save_template(db: Path) -> None:
+    """Keep the first cleanly migrated database `db` (its server answering, no run in it yet), so
+    later servers skip the migrations. The backup API copies it consistently while it is open."""
     template = template_path()
-    db = home / DB_NAME
     if template.exists() or not db.exists() or database_damage(db) is not None:
         return
-    template.parent.mkdir(parents=True, exist_ok=True)
     tmp = template.with_suffix(f".{os.getpid()}.tmp")  # atomic: concurrent runs never see half a file
-    tmp.unlink(missing_ok=True)
-    copy_database(db, tmp)
-    tmp.replace(template)
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        copy_database(db, tmp)
+        tmp.replace(template)
+    except (OSError, sqlite3.Error):  # a full disk, a read-only cache: the next server migrates, as this one did
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
