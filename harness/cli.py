@@ -60,8 +60,9 @@ def _repeats_arg(text: str) -> int | str:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.workload.spec import load_security, load_spec, with_overrides
 
-    if not 0 < args.worker_timeout < float("inf"):
-        raise SpecError(f"--worker-timeout: found {args.worker_timeout}, expected a number of seconds above 0")
+    for option, value in (("--worker-timeout", args.worker_timeout), ("--connect-timeout", args.connect_timeout)):
+        if not 0 < value < float("inf"):
+            raise SpecError(f"{option}: found {value}, expected a number of seconds above 0")
 
     spec = with_overrides(load_spec(args.workload), strategies=args.strategies, repeats=args.repeats,
                           budget_s=args.budget, address=args.dask_address, quick=args.quick,
@@ -98,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder = run_workload(spec, Path(args.out), profile=args.profile,
                               allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
                               on_committed=present, worker_timeout_s=args.worker_timeout,
+                              connect_timeout_s=args.connect_timeout,
                               dask_report=args.dask_report, quiet_prefect=args.quiet_prefect,
                               on_stage=display.startup)
     if report_failed:
@@ -375,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     # harness.runtime.WORKER_WAIT_TIMEOUT_S, spelled out for the same reason as --threshold's.
     run.add_argument("--worker-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="with --dask-address: how long to wait for a first worker (default 30)")
+    # harness.runtime.SCHEDULER_CONNECT_TIMEOUT_S, spelled out likewise.
+    run.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="with --dask-address: how long the scheduler may take to answer (default 10)")
     run.add_argument("--quick", action="store_true", help="one repeat, no sweep: a first look")
     run.add_argument("--profile", default=None, choices=("lean", "stock"),
                      help="how Prefect context reaches Dask workers (default: lean for the synthetic [cost] "

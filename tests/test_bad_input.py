@@ -136,10 +136,22 @@ def test_unreachable_scheduler_address_exits_2(runtime, tmp_path, make_toml, cap
     workload = _write_case(tmp_path, make_toml, "dead-scheduler", None)
     dead = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "results"
-    code = main(["run", workload, "--out", str(out), "--dask-address", dead])
+    code = main(["run", workload, "--out", str(out), "--dask-address", dead, "--connect-timeout", "1"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"cannot reach a Dask scheduler at {dead}" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--connect-timeout", "--worker-timeout"])
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_a_timeout_that_is_no_number_of_seconds_exits_2_naming_it(tmp_path, make_toml, capsys, option, value):
+    workload = _write_case(tmp_path, make_toml, "bad-timeout", None)
+    out = tmp_path / "results"
+    code = main(["run", workload, "--out", str(out), "--dask-address", "tcp://127.0.0.1:1", option, value])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{option}: found {float(value)}, expected a number of seconds above 0" in err
     assert not out.exists()
 
 

@@ -216,10 +216,10 @@ def test_reap_stops_a_recorded_server_whose_parent_is_dead(cache):
 def test_a_silent_listener_as_dask_address_exits_2_naming_it(tmp_path, cache, silent_listener):
     out = tmp_path / "results"
     started = time.monotonic()
-    proc = _harness(out, "--dask-address", silent_listener)
+    proc = _harness(out, "--dask-address", silent_listener, "--connect-timeout", "1.5")
     err = _finish(proc)
     assert proc.returncode == 2, err[-2000:]
-    assert silent_listener in err and "no Dask scheduler answered" in err, err[-2000:]
+    assert silent_listener in err and "no Dask scheduler answered there within 1.5 s" in err, err[-2000:]
     assert time.monotonic() - started < STEP_TIMEOUT_S
     assert not out.exists()
     assert not (cache / "homes").exists() or list((cache / "homes").iterdir()) == []  # no server started

@@ -523,6 +523,7 @@ class _Run:
 def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, progress: ProgressSink | None = None,
                  on_committed: CommittedSink | None = None, worker_timeout_s: float | None = None,
+                 connect_timeout_s: float | None = None,
                  task: UserTask | None = None, dask_report: bool = False, quiet_prefect: bool = False,
                  on_stage: StartupSink | None = None) -> Path:
     """Run the workload under every strategy and return the completed run folder.
@@ -549,7 +550,8 @@ def run_workload(spec: WorkloadSpec, out: Path, *, profile: str | None = None, a
     run.announce()
     run_id = fresh_run_id(out, spec.name)
     with open_runtime(spec.cluster, profile, allow_setting_loss=allow_setting_loss, on_event=say,
-                      worker_timeout_s=worker_timeout_s, results_dir=Path(out), run_id=run_id,
+                      worker_timeout_s=worker_timeout_s, connect_timeout_s=connect_timeout_s,
+                      results_dir=Path(out), run_id=run_id,
                       quiet_prefect=quiet_prefect, on_stage=on_stage) as runtime, without_flow_heartbeat():
         run.warm_up_on(runtime, on_stage)
         with run_folder(out, spec.name, run_id) as (tmp, final):

@@ -166,8 +166,8 @@ class Runtime:
         }
 
 
-def _checked_before_start(cluster: ClusterSpec, profile: Profile,
-                          worker_timeout_s: float | None) -> tuple[Any, tuple[str, str] | None]:
+def _checked_before_start(cluster: ClusterSpec, profile: Profile, worker_timeout_s: float | None,
+                          connect_timeout_s: float) -> tuple[Any, tuple[str, str] | None]:
     """The profile, the cluster's address and security, a Prefect API the settings name, and an
     existing scheduler's workers, checked before anything starts: bad input costs no server
     start-up. Returns the Security for tls:// (None: none given) and the existing API, if any."""
@@ -179,14 +179,15 @@ def _checked_before_start(cluster: ClusterSpec, profile: Profile,
     existing = existing_api()
     if cluster.address:
         wait_for_workers(cluster.address, WORKER_WAIT_TIMEOUT_S if worker_timeout_s is None else worker_timeout_s,
-                         tls)
+                         tls, connect_timeout_s)
     return tls, existing
 
 
 @contextlib.contextmanager
 def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: bool = False,
                  on_event: EventSink | None = None, worker_timeout_s: float | None = None,
-                 results_dir: Path | None = None, run_id: str = "", quiet_prefect: bool = False,
+                 connect_timeout_s: float | None = None, results_dir: Path | None = None, run_id: str = "",
+                 quiet_prefect: bool = False,
                  on_stage: Callable[[str], None] | None = None) -> Iterator[Runtime]:
     """Start (or connect to) the Prefect API and the Dask cluster; tear down what we started.
 
@@ -198,14 +199,16 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
 
     Every wait is bounded and ends in a SpecError naming the peer. Servers an earlier, killed
     harness left running are stopped first, and said through `on_event`. `worker_timeout_s`
-    (default WORKER_WAIT_TIMEOUT_S): how long an existing scheduler may have no workers.
+    (default WORKER_WAIT_TIMEOUT_S): how long an existing scheduler may have no workers;
+    `connect_timeout_s` (default SCHEDULER_CONNECT_TIMEOUT_S): how long it may take to answer.
 
     A server we start keeps its database under `results_dir` (a scratch one without it) and
     `run_id` tags the flow runs. Logging: `quiet_prefect` applies QUIET_LOGGING on any API; else
     the harness's own server gets OWN_SERVER_LOGGING and a user's API none (client_env.py).
     `on_stage(name)` is called as each start-up stage begins (for the progress line).
     """
-    tls, existing = _checked_before_start(cluster, profile, worker_timeout_s)
+    connect_timeout_s = SCHEDULER_CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
+    tls, existing = _checked_before_start(cluster, profile, worker_timeout_s, connect_timeout_s)
     say = on_event or (lambda message: None)
     for line in reap_orphaned_servers():
         say(line)
@@ -227,7 +230,7 @@ def open_runtime(cluster: ClusterSpec, profile: Profile, *, allow_setting_loss: 
 
         stage("Dask cluster")
         started = time.perf_counter()
-        client, address = open_cluster(cluster, settings, stack, startup)
+        client, address = open_cluster(cluster, settings, stack, startup, connect_timeout_s)
         startup["dask_cluster_s"] = round(time.perf_counter() - started, 3)
 
         stage("worker check")

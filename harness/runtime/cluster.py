@@ -11,6 +11,8 @@ from harness.errors import SpecError
 from harness.workload.spec import ClusterSpec
 
 # A scheduler that does not answer in this long is not going to: say so (exit 2) rather than hang.
+# Dask's own default connect timeout is 30 s; a scheduler on a LAN answers in milliseconds, one
+# across a slow VPN in a few seconds. `--connect-timeout` overrides it.
 SCHEDULER_CONNECT_TIMEOUT_S = 10.0
 # An existing scheduler with no workers yet gets this long for one to register: workers started
 # alongside a scheduler register within seconds; none after half a minute means none are
@@ -104,7 +106,7 @@ def probe_scheduler(address: str, timeout: float = SCHEDULER_CONNECT_TIMEOUT_S,
         answer = asyncio.run(asyncio.wait_for(_identity(address, timeout, security), 2 * timeout))
     except (TimeoutError, asyncio.TimeoutError):
         raise SpecError(f"{where}: {address} accepts connections, but no Dask scheduler answered there "
-                        f"within {timeout:.0f} s (what listens is not a Dask scheduler)") from None
+                        f"within {timeout:g} s (--connect-timeout; what listens is not a Dask scheduler)") from None
     except Exception as exc:  # noqa: BLE001 - refused, reset, garbage: all mean "not a scheduler"
         raise SpecError(f"{where}: cannot reach a Dask scheduler at {address} ({type(exc).__name__}: {exc})") from None
     if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
@@ -112,15 +114,16 @@ def probe_scheduler(address: str, timeout: float = SCHEDULER_CONNECT_TIMEOUT_S,
     return answer
 
 
-def wait_for_workers(address: str, timeout: float, security: Any = None) -> int:
+def wait_for_workers(address: str, timeout: float, security: Any = None,
+                     connect_timeout: float = SCHEDULER_CONNECT_TIMEOUT_S) -> int:
     """The number of workers on the scheduler at `address` once it has at least one, or a
     SpecError after `timeout` s without any (it asks the scheduler, no Client needed);
-    `security` for a tls:// address (see `security()`)."""
+    `security` for a tls:// address (see `security()`); `connect_timeout` for each ask."""
     import time
 
     deadline = time.monotonic() + timeout
     while True:
-        workers = probe_scheduler(address, security=security).get("n_workers", 0)
+        workers = probe_scheduler(address, connect_timeout, security).get("n_workers", 0)
         if workers:
             return workers
         if time.monotonic() >= deadline:
@@ -132,6 +135,7 @@ def wait_for_workers(address: str, timeout: float, security: Any = None) -> int:
 
 def open_cluster(
     cluster: ClusterSpec, settings: dict[str, str], stack: contextlib.ExitStack, startup: dict[str, Any],
+    connect_timeout: float = SCHEDULER_CONNECT_TIMEOUT_S,
 ) -> tuple[Any, str]:
     """A distributed.Client and its scheduler address; `stack` closes what we opened.
 
@@ -150,7 +154,7 @@ def open_cluster(
     if address:  # open_runtime has checked it answers and has workers before starting anything
         try:
             client = stack.enter_context(
-                distributed.Client(address, timeout=SCHEDULER_CONNECT_TIMEOUT_S, set_as_default=False,
+                distributed.Client(address, timeout=connect_timeout, set_as_default=False,
                                    **({"security": tls} if tls is not None else {}))
             )
         except (OSError, TimeoutError) as exc:
