@@ -27,7 +27,8 @@ exit codes:
   2    bad input: the message names the file, table, key, what was found and what was expected;
        nothing is written. For compare also: runs that are not like for like (without --force),
        or too few repeats for a verdict
-  130  interrupted (Ctrl-C or SIGTERM); no run folder is written"""
+  130  interrupted (Ctrl-C or SIGTERM); no run folder is written, unless the measurements
+       were already written (the message then names the folder)"""
 
 RESULTS = """\
 where results go:
@@ -78,11 +79,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.measure.run import run_workload
 
     report_failed: list[Exception] = []
+    committed: list[Path] = []
 
     def present(folder: Path) -> None:
         """The report and its artifacts, from the committed folder (the runtime is still up)."""
         from harness.report.run_report import write_report
 
+        committed.append(folder)
         try:
             write_report(folder)
         except Exception as exc:  # noqa: BLE001 - any failure: the measurements are safe, say how to retry
@@ -95,13 +98,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - any failure: say so, keep the run
             _say(f"could not publish the report artifacts to Prefect: {exc}")
 
-    with ProgressDisplay() as display:  # draws only when stderr is a terminal
-        folder = run_workload(spec, Path(args.out), profile=args.profile,
-                              allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
-                              on_committed=present, worker_timeout_s=args.worker_timeout,
-                              connect_timeout_s=args.connect_timeout,
-                              dask_report=args.dask_report, quiet_prefect=args.quiet_prefect,
-                              on_stage=display.startup)
+    try:
+        with ProgressDisplay() as display:  # draws only when stderr is a terminal
+            folder = run_workload(spec, Path(args.out), profile=args.profile,
+                                  allow_setting_loss=args.allow_setting_loss, on_event=_say, progress=display.stage,
+                                  on_committed=present, worker_timeout_s=args.worker_timeout,
+                                  connect_timeout_s=args.connect_timeout,
+                                  dask_report=args.dask_report, quiet_prefect=args.quiet_prefect,
+                                  on_stage=display.startup)
+    except KeyboardInterrupt:
+        if not committed:
+            raise  # main: "no run folder was written"
+        # After the measurements were written (while the report was drawn, or the runtime
+        # stopped): the folder is complete and stays; say so, not that nothing was written.
+        print(f"harness: interrupted after the run folder was written: {committed[0]}; if its report "
+              f"is missing, draw it with: harness report {committed[0]}", file=sys.stderr)
+        return 130
     if report_failed:
         exc = report_failed[0]
         print(f"harness: error: the run's data is complete in {folder}, but its report failed: "

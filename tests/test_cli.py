@@ -192,6 +192,24 @@ def test_schema_accepts_every_bundled_workload_and_refuses_an_unknown_key(capsys
     assert "$.items" in errors and "$.pattern" in errors
 
 
+def test_an_interrupt_after_the_folder_is_written_names_it(runtime, workload_file, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the report is drawn: the measurements are complete and kept, and the message
+    says where and how to draw the report, not that no run folder was written."""
+    import harness.report.run_report as run_report
+
+    def interrupted(folder):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(run_report, "write_report", interrupted)
+    out = tmp_path / "results"
+    code, _, err = _run_cli(["run", str(workload_file), "--out", str(out), "--strategies", "static:5",
+                             "--repeats", "1", "--dask-address", runtime.scheduler_address], capsys)
+    assert code == 130, err
+    (folder,) = [p for p in (out / "cli-tiny").iterdir() if p.name != "latest"]
+    assert (folder / "runs.csv").is_file() and (folder / "results.json").is_file()
+    assert f"interrupted after the run folder was written: {folder}" in err
+    assert f"harness report {folder}" in err and "no run folder was written" not in err
+
+
 def test_run_in_process_on_the_session_runtime(runtime, workload_file, tmp_path, capsys):
     """`run` on the session's API (PREFECT_API_URL is set) and cluster (--dask-address): the
     harness starts neither and says so in env.json. Then `report` re-renders the folder."""
