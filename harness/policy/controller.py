@@ -823,14 +823,13 @@ class Controller:
 
     def _whole_waves_near(self, size: int, remaining: int) -> int:
         """The size nearest `size` (by ratio, at most the hold band above it) that splits the
-        outstanding items into whole waves of W tasks."""
+        outstanding items into whole waves of W tasks. The one of more waves is never above
+        `size`, so there is always one that fits."""
         items = remaining + self._outstanding
         exact = items / (self.worker_threads * size)
         sizes = {math.ceil(items / (waves * self.worker_threads))
                  for waves in (max(1, math.floor(exact)), max(1, math.ceil(exact)))}
         fits = [b for b in sizes if b <= size * (1 + HOLD_BAND)]
-        if not fits:
-            return self._whole_waves_under(size, remaining)
         return min(fits, key=lambda b: abs(math.log(b / size)))
 
     def _whole_waves_under(self, cap: int, remaining: int) -> int:
